@@ -1,0 +1,488 @@
+"""The interface every code implements, and the linear decoder they share.
+
+Every code here is linear. Worker ``i`` computes a coded product that is a
+known linear combination, row ``i`` of :attr:`Code.generator`, of ``K``
+unknown products (for a row-split ``A @ B`` these are the ``A_j @ B``). What
+the caller wants back, the *targets*, are other known combinations of the
+unknowns (:attr:`Code.targets`): the unknowns themselves for MDS and
+polynomial codes, their sum for MatDot and gradient codes. Decoding from a set
+``S`` of finished blocks is then one small linear solve, ``targets @
+pinv(generator[S])``, applied to the block results.
+
+Error location (CodeNet, ABFT) works on *sketches*: a few random projections
+``u^T R v`` of each block result. A set of results is consistent with the code
+when its sketches lie in the column space of the generator rows; the smallest
+set of blocks whose removal makes the rest consistent is the set of wrong
+blocks. Gaussian projections miss a nonzero error with probability zero, and
+the search runs on a handful of numbers per block instead of whole blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.linalg.blas import get_blas_funcs
+
+from ..errors import ConditioningWarning, DecodingError
+
+__all__ = ["Code"]
+
+#: How many random projections of each block the error search compares.
+_SKETCHES = 3
+#: Round-off allowance of the consistency check, in units of ``eps * cond``.
+_NOISE_FACTOR = 1e4
+
+
+def _check_dtype(array: np.ndarray, what: str) -> None:
+    if array.dtype.kind not in "iufc":
+        raise TypeError(
+            f"{what} has dtype {array.dtype}; coded computation needs numbers "
+            "(integer, floating or complex)"
+        )
+
+
+def _working_dtype(dtype: np.dtype) -> np.dtype:
+    """Integers are decoded in float64: parity blocks are not integers."""
+    return np.result_type(dtype, np.float64) if dtype.kind in "iu" else dtype
+
+
+def _pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-pad ``array`` at the end of each axis up to ``shape``."""
+    if array.shape == shape:
+        return array
+    if array.ndim != len(shape) or any(a > s for a, s in zip(array.shape, shape)):
+        raise ValueError(f"block of shape {array.shape} does not fit in {shape}")
+    out = np.zeros(shape, dtype=array.dtype)
+    out[tuple(slice(0, a) for a in array.shape)] = array
+    return out
+
+
+def _common_shape(arrays: Iterable[np.ndarray], what: str) -> tuple[int, ...]:
+    """The elementwise largest shape: uneven splits are zero-padded to it."""
+    shapes = [a.shape for a in arrays]
+    if len({len(s) for s in shapes}) > 1:
+        raise ValueError(f"{what} have different numbers of dimensions: {sorted(set(shapes))}")
+    return tuple(max(dims) for dims in zip(*shapes))
+
+
+def combine(
+    weights: np.ndarray, blocks: Sequence[np.ndarray], dtype: np.dtype | None = None
+) -> list[np.ndarray]:
+    """``out[r] = sum_s weights[r, s] * blocks[s]``, without stacking the blocks.
+
+    Rows of ``weights`` that select one block with weight 1 return that block
+    itself, so a systematic decode from data blocks costs nothing.
+    """
+    shape = _common_shape(blocks, "blocks")
+    if dtype is None:
+        dtype = _working_dtype(np.result_type(*blocks))
+    out: list[np.ndarray | None] = []
+    for row in weights:
+        nonzero = np.flatnonzero(row)
+        selects = len(nonzero) == 1 and row[nonzero[0]] == 1 and blocks[nonzero[0]].dtype == dtype
+        out.append(blocks[nonzero[0]] if selects else None)
+    for r, o in enumerate(out):
+        if o is None:
+            out[r] = _weighted_sum(weights[r], blocks, shape, dtype)
+    return out  # type: ignore[return-value]
+
+
+def _weighted_sum(
+    row: np.ndarray, blocks: Sequence[np.ndarray], shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray:
+    """``sum_s row[s] * blocks[s]`` in place with BLAS axpy: one pass per block, no temporaries."""
+    nonzero = np.flatnonzero(row)
+    if not len(nonzero):
+        return np.zeros(shape, dtype=dtype)
+    first, rest = nonzero[0], nonzero[1:]
+    acc = np.multiply(_pad_to(blocks[first], shape), row[first], dtype=dtype, casting="unsafe")
+    flat = acc.reshape(-1)
+    axpy = get_blas_funcs("axpy", (flat,))
+    for s in rest:
+        block = np.asarray(_pad_to(blocks[s], shape), dtype=dtype).reshape(-1)
+        flat = axpy(block, flat, a=row[s])
+    return flat.reshape(shape)
+
+
+class Code:
+    """A linear code over block products: ``n`` coded blocks, ``K`` unknowns.
+
+    Subclasses set :attr:`k`, :attr:`n`, :attr:`generator` and
+    :attr:`targets`, and say which index sets can be decoded
+    (:meth:`redundancy`) and which one to use (:meth:`choose_recovery_set`).
+    Codes are immutable values: equal parameters give equal, hashable codes
+    with equal Dask tokens.
+    """
+
+    k: int
+    n: int
+    #: ``(n, K)``: coded block ``i`` computes ``generator[i] @ unknowns``.
+    generator: np.ndarray
+    #: ``(q, K)``: decode returns ``targets @ unknowns``.
+    targets: np.ndarray
+    #: whether ``max_errors`` may be used with this code
+    supports_error_correction: bool = True
+
+    # -- what subclasses provide ---------------------------------------------
+
+    @property
+    def recovery_threshold(self) -> int:
+        """The number of finished blocks that always suffices to decode."""
+        raise NotImplementedError
+
+    def _params(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def redundancy(self, indices: Iterable[int]) -> int:
+        """How many of ``indices`` could be lost with the rest still decodable.
+
+        Negative when ``indices`` is not a recovery set. A set with redundancy
+        ``r`` can detect ``r`` wrong results, or locate and correct ``r // 2``.
+        """
+        raise NotImplementedError
+
+    def choose_recovery_set(self, indices: Iterable[int]) -> tuple[int, ...]:
+        """A minimal recovery set within ``indices``, data blocks first."""
+        raise NotImplementedError
+
+    def minimal_recovery_sets(self) -> Iterator[tuple[int, ...]]:
+        """Every minimal recovery set (may be very many; see condition_number)."""
+        return itertools.combinations(range(self.n), self.recovery_threshold)
+
+    # -- shared machinery ----------------------------------------------------
+
+    def is_recovery_set(self, indices: Iterable[int], max_errors: int = 0) -> bool:
+        """Whether results at ``indices`` decode with up to ``max_errors`` wrong ones.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MDSCode
+        >>> code = MDSCode(k=4, n=6)
+        >>> code.is_recovery_set([0, 2, 4, 5])
+        True
+        >>> code.is_recovery_set([0, 1, 2])
+        False
+        >>> code.is_recovery_set(range(6), max_errors=1)
+        True
+        """
+        return self.redundancy(self._validate_indices(indices)) >= 2 * _check_max_errors(
+            max_errors
+        )
+
+    def _validate_indices(self, indices: Iterable[int]) -> tuple[int, ...]:
+        out = tuple(sorted({int(i) for i in indices}))
+        if out and (out[0] < 0 or out[-1] >= self.n):
+            raise ValueError(f"block indices must be in [0, {self.n}) for {self!r}, got {list(out)}")
+        return out
+
+    def _require_recovery_set(self, indices: tuple[int, ...]) -> None:
+        if self.redundancy(indices) < 0:
+            raise DecodingError(
+                f"blocks {list(indices)} are not a recovery set of {self!r}: "
+                f"{self._threshold_phrase()}"
+            )
+
+    def _threshold_phrase(self) -> str:
+        return f"any {self.recovery_threshold} of the {self.n} blocks are needed"
+
+    def decoding_weights(self, indices: Iterable[int]) -> np.ndarray:
+        """``W`` with ``targets = W @ generator[indices]``: decode is ``W @ results``.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MDSCode
+        >>> MDSCode(k=2, n=3).decoding_weights([0, 1])
+        array([[1., 0.],
+               [0., 1.]])
+        """
+        indices = self._validate_indices(indices)
+        cache = self.__dict__.setdefault("_weights_cache", {})
+        if indices not in cache:
+            self._require_recovery_set(indices)
+            rows = self.generator[list(indices)]
+            weights = self.targets @ np.linalg.pinv(rows)
+            # A target that one finished block computes directly (a data
+            # block of a systematic code, a replica) is taken exactly, so
+            # those decodes cost nothing and lose nothing.
+            for r, target in enumerate(self.targets):
+                same = np.flatnonzero((rows == target).all(axis=1))
+                if len(same):
+                    weights[r] = 0.0
+                    weights[r, same[0]] = 1.0
+            cache[indices] = (weights, _condition(rows))
+        return cache[indices][0]
+
+    def decoding_condition(self, indices: Iterable[int]) -> float:
+        """The condition number of the decode from ``indices`` (a recovery set)."""
+        indices = self._validate_indices(indices)
+        self.decoding_weights(indices)
+        return self.__dict__["_weights_cache"][indices][1]
+
+    def condition_number(self, samples: int | None = 2000, seed: int = 0) -> float:
+        """Worst condition number over the minimal recovery sets.
+
+        All of them are checked when there are at most ``samples`` (or always,
+        with ``samples=None``); otherwise a seeded random sample of
+        ``samples`` sets is, and the result is a lower bound on the worst case.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MDSCode
+        >>> MDSCode(k=4, n=6).condition_number() < 1e3
+        True
+        """
+        sets = self._sample_recovery_sets(samples, seed)
+        return max(self.decoding_condition(s) for s in sets)
+
+    def _sample_recovery_sets(self, samples: int | None, seed: int) -> list[tuple[int, ...]]:
+        threshold = self.recovery_threshold
+        total = math.comb(self.n, threshold)
+        if samples is None or total <= samples:
+            return list(self.minimal_recovery_sets())
+        rng = np.random.default_rng(seed)
+        sets: set[tuple[int, ...]] = set()
+        while len(sets) < samples:
+            candidate = tuple(sorted(rng.choice(self.n, threshold, replace=False).tolist()))
+            if self.redundancy(candidate) >= 0:
+                sets.add(self.choose_recovery_set(candidate))
+        return sorted(sets)
+
+    def _encode_with(self, matrix: np.ndarray, blocks: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+        """Coded blocks ``matrix @ blocks``; rows that copy a block return it as is."""
+        blocks = [np.asarray(b) for b in blocks]
+        if len(blocks) != matrix.shape[1]:
+            raise ValueError(f"{self!r} encodes {matrix.shape[1]} {what}, got {len(blocks)}")
+        for b in blocks:
+            _check_dtype(b, what)
+        return combine(matrix, blocks, _working_dtype(np.result_type(*blocks)))
+
+    def decode(
+        self,
+        results: Mapping[int, Any],
+        *,
+        max_errors: int = 0,
+        shapes: Sequence[tuple[int, ...]] | None = None,
+    ) -> list[np.ndarray]:
+        """Decode the targets from the block products in ``results``.
+
+        Parameters
+        ----------
+        results
+            Coded-block index -> the product computed for that block. Any
+            recovery set (or more) will do.
+        max_errors
+            Up to this many results may be wrong (garbage, NaN, inf); they are
+            located and left out. Needs a set with redundancy ``2 *
+            max_errors`` to correct and ``max_errors`` to detect. With 0 (the
+            default) exactly one recovery set is used and nothing is checked.
+        shapes
+            The true shape of each target when blocks were split unevenly;
+            targets are cut to it from the zero-padded decode.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            The targets, in the order of :attr:`targets`. Integers are decoded
+            in float64.
+
+        Raises
+        ------
+        DecodingError
+            If ``results`` is not a recovery set, or wrong results were found
+            that cannot be corrected.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_coded.codes import MDSCode
+        >>> code = MDSCode(k=2, n=4)
+        >>> A, x = np.arange(8.0).reshape(4, 2), np.ones(2)
+        >>> coded = code.encode([A[:2], A[2:]])
+        >>> products = {i: coded[i] @ x for i in (1, 3)}  # blocks 0 and 2 straggle
+        >>> np.allclose(np.concatenate(code.decode(products)), A @ x)
+        True
+        """
+        max_errors = _check_max_errors(max_errors)
+        if not isinstance(results, Mapping) or not results:
+            raise DecodingError(f"decode needs a non-empty mapping of block index -> result, got {results!r}")
+        if max_errors and not self.supports_error_correction:
+            raise ValueError(f"{type(self).__name__} does not support max_errors")
+        arrays = {i: np.asarray(r) for i, r in results.items()}
+        indices = self._validate_indices(arrays)
+        for i in indices:
+            _check_dtype(arrays[i], f"result of block {i}")
+        _common_shape(arrays.values(), "block results")
+        if max_errors:
+            wrong = self.locate_errors(arrays, max_errors=max_errors)
+            indices = tuple(i for i in indices if i not in wrong)
+        chosen = self.choose_recovery_set(indices) if self.redundancy(indices) >= 0 else indices
+        weights = self.decoding_weights(chosen)
+        blocks = [arrays[i] for i in chosen]
+        dtype = _working_dtype(np.result_type(*blocks))
+        condition = self.decoding_condition(chosen)
+        if condition > np.finfo(dtype).eps ** -0.5:
+            warnings.warn(
+                f"decoding {self!r} from blocks {list(chosen)} has condition number "
+                f"{condition:.3g}: more than half of {dtype}'s digits may be lost",
+                ConditioningWarning,
+                stacklevel=2,
+            )
+        out = combine(weights, blocks, dtype)
+        if shapes is not None:
+            if len(shapes) != len(out):
+                raise ValueError(f"{self!r} decodes {len(out)} targets, got {len(shapes)} shapes")
+            out = [o[tuple(slice(0, s) for s in shape)] for o, shape in zip(out, shapes)]
+        return out
+
+    def locate_errors(self, results: Mapping[int, Any], max_errors: int) -> tuple[int, ...]:
+        """The blocks whose results disagree with the code (non-finite ones included).
+
+        Raises :class:`DecodingError` when wrong results are detected that
+        cannot be located, or when the results are too few to check
+        ``max_errors`` of them.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_coded.codes import MDSCode
+        >>> code = MDSCode(k=3, n=5)
+        >>> coded = code.encode([np.eye(3)[i] for i in range(3)])
+        >>> results = {i: c * 2.0 for i, c in enumerate(coded)}
+        >>> results[1] = results[1] + 5.0  # a worker returns garbage
+        >>> code.locate_errors(results, max_errors=1)
+        (1,)
+        """
+        max_errors = _check_max_errors(max_errors)
+        arrays = {int(i): np.asarray(r) for i, r in results.items()}
+        indices = self._validate_indices(arrays)
+        nonfinite = tuple(i for i in indices if not np.isfinite(arrays[i]).all())
+        finite = tuple(i for i in indices if i not in nonfinite)
+        budget = max_errors - len(nonfinite)
+        if budget < 0:
+            raise DecodingError(
+                f"blocks {list(nonfinite)} of {self!r} are not finite: more than "
+                f"max_errors={max_errors} wrong results",
+                suspects=nonfinite,
+            )
+        redundancy = self.redundancy(finite)
+        if redundancy < budget:
+            raise DecodingError(
+                f"cannot check {max_errors} wrong results of {self!r}: blocks "
+                f"{list(nonfinite)} are not finite and the finite ones {list(finite)} "
+                f"leave {max(redundancy, 0)} checks ({self._threshold_phrase()})",
+                suspects=nonfinite,
+            )
+        if budget == 0:
+            return nonfinite
+        sketches, scale = _sketch({i: arrays[i] for i in finite})
+        dtype = _working_dtype(np.result_type(*(arrays[i] for i in finite)))
+        tolerance = self._tolerance(finite, dtype) * scale
+        for size in range(budget + 1):
+            consistent = [
+                wrong
+                for wrong in itertools.combinations(finite, size)
+                if self._consistent(finite, wrong, sketches, tolerance)
+            ]
+            if not consistent:
+                continue
+            if size == 0:
+                return nonfinite
+            if len(consistent) == 1 and redundancy >= 2 * size:
+                return tuple(sorted(nonfinite + consistent[0]))
+            suspects = tuple(sorted(set(nonfinite).union(*consistent)))
+            raise DecodingError(
+                f"{size} wrong result(s) of {self!r} detected among blocks {list(finite)} "
+                f"but not located: suspects {list(suspects)}; more finished blocks are "
+                "needed to correct them",
+                suspects=suspects,
+            )
+        residuals = self._residuals(finite, sketches)
+        suspects = tuple(sorted(nonfinite + tuple(i for i, r in zip(finite, residuals) if r > tolerance)))
+        raise DecodingError(
+            f"more than {max_errors} wrong result(s) of {self!r} detected; suspects {list(suspects)}",
+            suspects=suspects,
+        )
+
+    def _tolerance(self, finite: tuple[int, ...], dtype: np.dtype) -> float:
+        """Relative round-off a consistent set of results may show."""
+        eps = np.finfo(dtype).eps
+        condition = _condition(self.generator[list(finite)])
+        return float(_NOISE_FACTOR * eps * max(condition, 1.0) * math.sqrt(self.generator.shape[1]))
+
+    def _residuals(self, kept: tuple[int, ...], sketches_of: np.ndarray) -> np.ndarray:
+        rows = self.generator[list(kept)]
+        solution = np.linalg.lstsq(rows, sketches_of, rcond=None)[0]
+        return np.abs(rows @ solution - sketches_of).max(axis=1)
+
+    def _consistent(
+        self, finite: tuple[int, ...], wrong: tuple[int, ...], sketches: np.ndarray, tolerance: float
+    ) -> bool:
+        kept = tuple(i for i in finite if i not in wrong)
+        if self.redundancy(kept) < 0:
+            return False
+        positions = [finite.index(i) for i in kept]
+        return bool(self._residuals(kept, sketches[positions]).max() <= tolerance)
+
+    # -- value semantics -----------------------------------------------------
+
+    def __repr__(self) -> str:
+        names = self._param_names()
+        args = ", ".join(f"{name}={value!r}" for name, value in zip(names, self._params()))
+        return f"{type(self).__name__}({args})"
+
+    def _param_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._params() == self._params()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._params()))
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return (type(self).__name__, self._params())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_weights_cache", None)  # rebuilt on the worker, on demand
+        return state
+
+
+def _condition(rows: np.ndarray) -> float:
+    singular = np.linalg.svd(rows, compute_uv=False)
+    nonzero = singular[singular > singular[0] * 1e-12] if singular.size else singular
+    return float(nonzero[0] / nonzero[-1]) if nonzero.size else math.inf
+
+
+def _check_max_errors(max_errors: int) -> int:
+    if isinstance(max_errors, bool) or not isinstance(max_errors, (int, np.integer)) or max_errors < 0:
+        raise ValueError(f"max_errors must be a non-negative integer, got {max_errors!r}")
+    return int(max_errors)
+
+
+def _sketch(arrays: Mapping[int, np.ndarray]) -> tuple[np.ndarray, float]:
+    """``(blocks, _SKETCHES)`` Gaussian projections ``u^T R v`` and a robust scale.
+
+    The projections use a fixed seed: they only need to be independent of the
+    errors, and a fixed seed keeps decodes reproducible.
+    """
+    shape = _common_shape(arrays.values(), "block results")
+    rows = shape[0] if shape else 1
+    cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    rng = np.random.default_rng(20170613)
+    left = rng.standard_normal((rows, _SKETCHES))
+    right = rng.standard_normal((cols, _SKETCHES))
+    sketches = []
+    for block in arrays.values():
+        matrix = _pad_to(block, shape).reshape(rows, cols)
+        sketches.append(np.einsum("rs,rc,cs->s", left, matrix, right))
+    sketches_array = np.array(sketches)
+    # The median block scale ignores the few wrong blocks, however large.
+    norms = np.sqrt(np.einsum("ij,ij->i", sketches_array.conj(), sketches_array).real)
+    scale = float(np.median(norms)) or float(np.finfo(np.float64).tiny)
+    return sketches_array, scale

@@ -1,0 +1,90 @@
+"""Replication: r copies of each block, the baseline every code is compared with."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .base import Code
+
+__all__ = ["ReplicationCode"]
+
+
+class ReplicationCode(Code):
+    """``r`` copies of each of ``k`` blocks; any one copy of every block decodes.
+
+    Coded block ``i`` is a copy of data block ``i % k``, so blocks ``0..k-1``
+    are the data blocks themselves and ``n = k * r``. Decoding is free. With
+    ``max_errors=t``, wrong copies are outvoted when every block has at least
+    ``2t + 1`` finished copies.
+
+    Parameters
+    ----------
+    k
+        Number of data blocks.
+    r
+        Copies of each block (``r >= 1``; 1 is no redundancy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> code = ReplicationCode(k=2, r=2)
+    >>> code.n, code.recovery_threshold
+    (4, 3)
+    >>> code.is_recovery_set([2, 1])
+    True
+    >>> code.is_recovery_set([0, 2])
+    False
+    """
+
+    def __init__(self, k: int, r: int = 2) -> None:
+        self.k = _positive(k, "k")
+        self.r = _positive(r, "r")
+        self.n = self.k * self.r
+        self.generator = np.tile(np.eye(self.k), (self.r, 1))
+        self.targets = np.eye(self.k)
+
+    @property
+    def recovery_threshold(self) -> int:
+        # Worst case: r - 1 copies of one block finish before any of another.
+        return self.n - self.r + 1
+
+    def _params(self) -> tuple[int, int]:
+        return (self.k, self.r)
+
+    def _param_names(self) -> tuple[str, str]:
+        return ("k", "r")
+
+    def _threshold_phrase(self) -> str:
+        return f"one copy of each of the {self.k} blocks is needed"
+
+    def redundancy(self, indices: Iterable[int]) -> int:
+        copies = np.bincount(np.asarray(self._validate_indices(indices), dtype=int) % self.k, minlength=self.k)
+        return int(copies.min()) - 1
+
+    def choose_recovery_set(self, indices: Iterable[int]) -> tuple[int, ...]:
+        first: dict[int, int] = {}
+        for i in self._validate_indices(indices):
+            first.setdefault(i % self.k, i)
+        return tuple(sorted(first.values()))
+
+    def minimal_recovery_sets(self) -> Iterator[tuple[int, ...]]:
+        copies = [range(j, self.n, self.k) for j in range(self.k)]
+        return (tuple(sorted(s)) for s in itertools.product(*copies))
+
+    def condition_number(self, samples: int | None = 2000, seed: int = 0) -> float:
+        return 1.0
+
+    def encode(self, blocks: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The ``n`` coded blocks: ``r`` references to each data block (no copies made)."""
+        if len(blocks) != self.k:
+            raise ValueError(f"{self!r} encodes {self.k} blocks, got {len(blocks)}")
+        return [blocks[i % self.k] for i in range(self.n)]
+
+
+def _positive(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,27 @@
+"""Exceptions and warnings raised by dask-coded."""
+
+from __future__ import annotations
+
+__all__ = ["DaskCodedWarning", "ConditioningWarning", "DecodingError"]
+
+
+class DaskCodedWarning(UserWarning):
+    """Base class of every warning dask-coded emits."""
+
+
+class ConditioningWarning(DaskCodedWarning):
+    """A decode may lose more than half of the significant digits of its dtype."""
+
+
+class DecodingError(ValueError):
+    """Block results could not be decoded into a trustworthy answer.
+
+    Raised when the results are not enough to decode, or when they disagree
+    with the code by more than round-off and the disagreement cannot be
+    corrected. ``suspects`` holds the coded-block indices that are to blame
+    (or may be), so an operator can find a faulty worker.
+    """
+
+    def __init__(self, message: str, suspects: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.suspects = tuple(suspects)

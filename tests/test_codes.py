@@ -1,0 +1,420 @@
+import itertools
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dask_coded import ConditioningWarning, DecodingError
+from dask_coded.codes import (
+    GradientCode,
+    MatDotCode,
+    MDSCode,
+    PolynomialCode,
+    ReplicationCode,
+    make_code,
+    register_code,
+    registered_codes,
+)
+
+RTOL = {np.float64: 1e-10, np.complex128: 1e-10, np.float32: 1e-4}
+
+ONE_SIDED = [
+    ReplicationCode(3, 2),
+    ReplicationCode(2, 3),
+    MDSCode(3, 5),
+    MDSCode(4, 8),
+    MDSCode(5, 6, generator="cauchy"),
+    MDSCode(4, 7, generator="chebyshev"),
+    MDSCode(6, 8, generator="gaussian", seed=3),
+]
+LARGE_ONE_SIDED = [MDSCode(16, 20), MDSCode(10, 20), MDSCode(18, 20, generator="cauchy")]
+
+
+def _random(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    out = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        out = out + 1j * rng.standard_normal(shape)
+    return out.astype(dtype)
+
+
+def _recovery_sets(code, samples=300):
+    if math.comb(code.n, code.recovery_threshold) <= 2000 and code.n <= 8:
+        return list(code.minimal_recovery_sets())
+    return code._sample_recovery_sets(samples, seed=1)
+
+
+def _assert_close(actual, expected, dtype):
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=RTOL[dtype] * scale)
+
+
+def _decode_accurately_or_warn(code, results, shapes, dtype):
+    """Decode; the result meets the dtype's target unless a ConditioningWarning said otherwise."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConditioningWarning)
+        decoded = code.decode(results, shapes=shapes)
+    warned = any(issubclass(w.category, ConditioningWarning) for w in caught)
+    condition = code.decoding_condition(code.choose_recovery_set(results))
+    rtol = 100 * condition * np.finfo(dtype).eps if warned else RTOL[dtype]
+    return decoded, rtol
+
+
+def _row_product(code, dtype, rows=(5, 4), cols=3, vector=False):
+    """Split A unevenly by rows, encode, multiply every coded block by B."""
+    a = _random((sum(rows) * code.k // 2 + 1, 6), dtype)
+    blocks = np.array_split(a, code.k)
+    b = _random((6,) if vector else (6, cols), dtype, seed=1)
+    coded = code.encode(blocks)
+    products = {i: block @ b for i, block in enumerate(coded)}
+    shapes = [(block @ b).shape for block in blocks]
+    return a @ b, products, shapes
+
+
+@pytest.mark.parametrize("code", ONE_SIDED + LARGE_ONE_SIDED, ids=repr)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+@pytest.mark.parametrize("vector", [False, True], ids=["matmat", "matvec"])
+def test_one_sided_decodes_from_every_recovery_set(code, dtype, vector):
+    expected, products, shapes = _row_product(code, dtype, vector=vector)
+    for subset in _recovery_sets(code):
+        decoded, rtol = _decode_accurately_or_warn(code, {i: products[i] for i in subset}, shapes, dtype)
+        np.testing.assert_allclose(np.concatenate(decoded), expected, rtol=0, atol=rtol * np.abs(expected).max())
+        assert decoded[0].dtype == dtype
+
+
+@pytest.mark.parametrize("code", ONE_SIDED, ids=repr)
+def test_systematic_decode_from_data_blocks_returns_them_unchanged(code):
+    blocks = [_random((3, 2), np.float64, seed=i) for i in range(code.k)]
+    decoded = code.decode({i: b for i, b in enumerate(code.encode(blocks))})
+    assert all(d is b for d, b in zip(decoded, blocks))
+
+
+TWO_SIDED = [
+    PolynomialCode(2, 2, 4),
+    PolynomialCode(2, 2, 6),
+    PolynomialCode(2, 3, 8),
+    PolynomialCode(1, 3, 5),
+    PolynomialCode(3, 3, 12),
+    PolynomialCode(4, 4, 20),
+    MatDotCode(1, 2),
+    MatDotCode(2, 4),
+    MatDotCode(3, 7),
+    MatDotCode(4, 8),
+    MatDotCode(8, 20),
+]
+
+
+def _two_sided_product(code, dtype):
+    a, b = _random((7, 9), dtype), _random((9, 5), dtype, seed=1)
+    if isinstance(code, PolynomialCode):
+        a_blocks, b_blocks = np.array_split(a, code.m), np.array_split(b, code.p, axis=1)
+        shapes = [(x.shape[0], y.shape[1]) for x in a_blocks for y in b_blocks]
+    else:
+        a_blocks, b_blocks = np.array_split(a, code.m, axis=1), np.array_split(b, code.m)
+        shapes = [(7, 5)]
+    coded_a, coded_b = code.encode(a_blocks, b_blocks)
+    return a @ b, {i: x @ y for i, (x, y) in enumerate(zip(coded_a, coded_b))}, shapes
+
+
+def _assemble(code, decoded):
+    if isinstance(code, PolynomialCode):
+        return np.block([decoded[j * code.p : (j + 1) * code.p] for j in range(code.m)])
+    return decoded[0]
+
+
+@pytest.mark.parametrize("code", TWO_SIDED, ids=repr)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+def test_two_sided_decodes_from_every_recovery_set(code, dtype):
+    expected, products, shapes = _two_sided_product(code, dtype)
+    for subset in _recovery_sets(code):
+        decoded, rtol = _decode_accurately_or_warn(code, {i: products[i] for i in subset}, shapes, dtype)
+        np.testing.assert_allclose(_assemble(code, decoded), expected, rtol=0, atol=rtol * np.abs(expected).max())
+
+
+GRADIENT = [
+    GradientCode(4, 1, "fractional"),
+    GradientCode(6, 2, "fractional"),
+    GradientCode(6, 0, "fractional"),
+    GradientCode(5, 1, "cyclic"),
+    GradientCode(7, 2, "cyclic"),
+    GradientCode(8, 3, "cyclic"),
+]
+
+
+@pytest.mark.parametrize("code", GRADIENT, ids=repr)
+def test_gradient_code_sums_all_partitions_from_any_n_minus_s(code):
+    gradients = [_random(4, np.float64, seed=j) for j in range(code.n)]
+    coded = code.encode(gradients)
+    for subset in itertools.combinations(range(code.n), code.n - code.s):
+        (total,) = code.decode({i: coded[i] for i in subset})
+        _assert_close(total, np.sum(gradients, axis=0), np.float64)
+    for worker in range(code.n):
+        assert len(code.assignment(worker)) == code.s + 1
+
+
+ALL_CODES = ONE_SIDED + TWO_SIDED[:6] + GRADIENT
+
+
+@pytest.mark.parametrize("code", [c for c in ALL_CODES if c.n <= 8], ids=repr)
+def test_is_recovery_set_agrees_with_linear_algebra(code):
+    """The closed-form rule equals "targets lie in the row space of the finished rows"."""
+    for size in range(code.n + 1):
+        for subset in itertools.combinations(range(code.n), size):
+            rows = code.generator[list(subset)]
+            if size:
+                solution = np.linalg.lstsq(rows.T, code.targets.T, rcond=None)[0]
+                spans = np.allclose(rows.T @ solution, code.targets.T, atol=1e-8)
+            else:
+                spans = False
+            assert code.is_recovery_set(subset) == spans, subset
+            if size >= code.recovery_threshold:
+                assert code.is_recovery_set(subset), subset
+
+
+@pytest.mark.parametrize("code", [c for c in ALL_CODES if c.n <= 8], ids=repr)
+def test_too_few_results_are_rejected(code):
+    short = list(range(code.recovery_threshold - 1))
+    while code.is_recovery_set(short) and short:
+        short.pop()
+    block = np.ones((2, 2))
+    with pytest.raises(DecodingError, match="not a recovery set"):
+        code.decode(dict.fromkeys(short, block) or {0: block} if short else {})
+
+
+@pytest.mark.parametrize(
+    "code,threshold",
+    [
+        (ReplicationCode(3, 2), 5),
+        (MDSCode(4, 7), 4),
+        (PolynomialCode(2, 3, 9), 6),
+        (MatDotCode(4, 9), 7),
+        (GradientCode(9, 2, "cyclic"), 7),
+        (GradientCode(9, 2, "fractional"), 7),
+    ],
+    ids=repr,
+)
+def test_recovery_threshold_is_tight(code, threshold):
+    assert code.recovery_threshold == threshold
+    worst_sets = [s for s in itertools.combinations(range(code.n), threshold - 1) if not code.is_recovery_set(s)]
+    assert worst_sets, "some set one below the threshold must fail"
+
+
+# -- error correction --------------------------------------------------------
+
+CORRUPTIONS = {
+    "noise": lambda r, rng: r + 1e3 * rng.standard_normal(r.shape),
+    "small-noise": lambda r, rng: r + 1e-6 * np.abs(r).max() * rng.standard_normal(r.shape),
+    "nan": lambda r, rng: np.where(rng.random(r.shape) < 0.5, np.nan, r),
+    "inf": lambda r, rng: np.full_like(r, np.inf),
+    "bitflip": lambda r, rng: _flip_exponent_bit(r, rng),
+    "one-entry": lambda r, rng: _bump_one_entry(r, rng),
+}
+
+
+def _flip_exponent_bit(r, rng):
+    out = r.copy()
+    flat = out.reshape(-1).view(np.uint64)
+    flat[rng.integers(flat.size)] ^= np.uint64(1) << np.uint64(rng.integers(52, 62))
+    return out
+
+
+def _bump_one_entry(r, rng):
+    out = r.copy()
+    out.reshape(-1)[rng.integers(out.size)] += 0.5
+    return out
+
+
+@pytest.mark.parametrize(
+    "code,t",
+    [(MDSCode(4, 6), 1), (MDSCode(4, 8), 2), (MDSCode(10, 16), 3), (ReplicationCode(2, 3), 1), (PolynomialCode(2, 2, 7), 1), (MatDotCode(2, 6), 1)],
+    ids=repr,
+)
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("seed", range(3))
+def test_corrects_t_wrong_results_at_random_positions(code, t, corruption, seed):
+    rng = np.random.default_rng(seed)
+    if isinstance(code, (PolynomialCode, MatDotCode)):
+        expected, products, shapes = _two_sided_product(code, np.float64)
+    else:
+        expected, products, shapes = _row_product(code, np.float64)
+    wrong = tuple(sorted(rng.choice(code.n, t, replace=False).tolist()))
+    for i in wrong:
+        products[i] = CORRUPTIONS[corruption](products[i], rng)
+    if isinstance(code, ReplicationCode):
+        present = products  # every copy: 3 per block corrects 1
+    else:
+        keep = sorted(set(rng.permutation(code.n)[: code.recovery_threshold + 2 * t].tolist()) | set(wrong))
+        present = {i: products[i] for i in keep}
+    assert code.locate_errors(present, max_errors=t) == wrong
+    decoded = code.decode(present, max_errors=t, shapes=shapes)
+    _assert_close(_assemble(code, decoded) if len(decoded) != code.k or isinstance(code, PolynomialCode) else np.concatenate(decoded), expected, np.float64)
+
+
+@pytest.mark.parametrize("code,t", [(MDSCode(4, 8), 2), (MDSCode(6, 9), 3), (MatDotCode(3, 8), 2)], ids=repr)
+def test_detects_but_cannot_correct_with_only_k_plus_t(code, t):
+    if isinstance(code, MatDotCode):
+        _, products, _ = _two_sided_product(code, np.float64)
+    else:
+        _, products, _ = _row_product(code, np.float64)
+    present = {i: products[i] for i in range(code.recovery_threshold + t)}
+    assert code.decode(present, max_errors=t)  # clean results pass the check
+    wrong = set(range(1, 1 + t))
+    for i in wrong:
+        present[i] = present[i] + 1.0
+    with pytest.raises(DecodingError, match="but not located") as info:
+        code.decode(present, max_errors=t)
+    assert wrong <= set(info.value.suspects)
+
+
+def test_more_errors_than_max_errors_raise_not_return():
+    code = MDSCode(4, 8)
+    _, products, _ = _row_product(code, np.float64)
+    for i in (0, 3, 6):
+        products[i] = products[i] + 10.0
+    with pytest.raises(DecodingError, match="wrong result"):
+        code.decode(products, max_errors=1)
+
+
+def test_max_errors_zero_does_no_checking():
+    code = MDSCode(2, 4)
+    wrong = {0: np.ones(2), 1: np.ones(2), 2: np.full(2, 99.0)}
+    np.testing.assert_array_equal(np.concatenate(code.decode(wrong)), np.ones(4))
+
+
+def test_nan_in_inputs_cannot_be_corrected():
+    code = MDSCode(3, 6)
+    results = {i: np.full(3, np.nan) for i in range(6)}
+    with pytest.raises(DecodingError, match="not finite"):
+        code.decode(results, max_errors=1)
+
+
+def test_gradient_codes_refuse_max_errors():
+    with pytest.raises(ValueError, match="max_errors"):
+        GradientCode(4, 1).decode({i: np.ones(2) for i in range(4)}, max_errors=1)
+
+
+# -- numerics ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code,bound",
+    [(MDSCode(4, 6), 1e3), (MDSCode(16, 20), 1e6), (PolynomialCode(2, 2, 6), 1e3), (MatDotCode(4, 8), 1e3), (ReplicationCode(3, 3), 1.0)],
+    ids=repr,
+)
+def test_condition_number_is_reported_and_small(code, bound):
+    condition = code.condition_number()
+    assert 1.0 <= condition <= bound
+
+
+def test_ill_conditioned_decode_warns():
+    code = MDSCode(10, 20, generator="chebyshev")
+    assert code.condition_number(samples=200) > 1e4
+    products = {i: np.ones(3, dtype=np.float32) for i in range(10, 20)}
+    with pytest.warns(ConditioningWarning, match="digits"):
+        code.decode(products)
+
+
+def test_integers_are_decoded_in_float64():
+    code = MDSCode(2, 3)
+    coded = code.encode([np.array([1, 2]), np.array([3, 4])])
+    assert coded[2].dtype == np.float64
+    decoded = code.decode({1: coded[1], 2: coded[2]})
+    assert decoded[0].dtype == np.float64
+    np.testing.assert_allclose(decoded[0], [1, 2], rtol=1e-12)
+
+
+# -- bad input -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "factory,match",
+    [
+        (lambda: MDSCode(5, 3), "n >= k"),
+        (lambda: MDSCode(0, 3), "k must be a positive integer"),
+        (lambda: MDSCode(2, 3, generator="vandermonde"), "unknown MDS generator"),
+        (lambda: PolynomialCode(2, 2, 3), "n >= m \\* p"),
+        (lambda: MatDotCode(3, 4), "n >= 2m - 1"),
+        (lambda: GradientCode(5, 1, "fractional"), "divide n"),
+        (lambda: GradientCode(4, 4), "s must be"),
+        (lambda: GradientCode(4, 1, "magic"), "unknown gradient-code scheme"),
+        (lambda: make_code("lt", k=2), "unknown code 'lt'"),
+    ],
+)
+def test_bad_parameters_raise(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_bad_blocks_raise():
+    code = MDSCode(2, 3)
+    with pytest.raises(ValueError, match="encodes 2 blocks, got 3"):
+        code.encode([np.ones(2)] * 3)
+    with pytest.raises(TypeError, match="dtype <U1"):
+        code.encode([np.array(["a"]), np.array(["b"])])
+    with pytest.raises(TypeError, match="needs numbers"):
+        code.decode({0: np.array([object()]), 1: np.ones(1)})
+    with pytest.raises(ValueError, match="different numbers of dimensions"):
+        code.encode([np.ones(2), np.ones((2, 2))])
+    with pytest.raises(ValueError, match=r"block indices must be in \[0, 3\)"):
+        code.decode({0: np.ones(2), 7: np.ones(2)})
+    with pytest.raises(ValueError, match="max_errors must be"):
+        code.decode({0: np.ones(2), 1: np.ones(2)}, max_errors=-1)
+    with pytest.raises(DecodingError, match="non-empty mapping"):
+        code.decode({})
+
+
+def test_codes_are_values_that_pickle_and_tokenize():
+    from dask.base import tokenize
+
+    code = MDSCode(4, 6)
+    code.decode({i: np.ones(1) for i in range(4)})  # fills the weights cache
+    clone = pickle.loads(pickle.dumps(code))
+    assert clone == code and hash(clone) == hash(code)
+    assert tokenize(clone) == tokenize(MDSCode(4, 6)) != tokenize(MDSCode(4, 6, seed=1))
+    assert "_weights_cache" not in clone.__dict__
+
+
+def test_registry():
+    assert {"mds", "replication", "polynomial", "matdot", "gradient"} <= set(registered_codes())
+    assert make_code("replication", k=2, r=3) == ReplicationCode(2, 3)
+    with pytest.raises(ValueError, match="already registered"):
+        register_code("mds", MDSCode)
+
+
+# -- property: encode, erase any n - threshold blocks, decode ------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 8),
+    parity=st.integers(0, 6),
+    rows=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_property_erase_up_to_n_minus_k_then_decode(k, parity, rows, seed, data):
+    code = MDSCode(k, k + parity)
+    a = _random((k * rows + data.draw(st.integers(0, k - 1)), 3), np.float64, seed=seed)
+    blocks = np.array_split(a, k)
+    coded = code.encode(blocks)
+    survivors = data.draw(st.sets(st.integers(0, code.n - 1), min_size=k, max_size=code.n))
+    decoded = code.decode({i: coded[i] for i in survivors}, shapes=[b.shape for b in blocks])
+    np.testing.assert_allclose(np.concatenate(decoded), a, rtol=0, atol=1e-10 * np.abs(a).max())
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 9), seed=st.integers(0, 2**16), data=st.data())
+def test_property_gradient_code_any_n_minus_s(n, seed, data):
+    s = data.draw(st.integers(0, n - 1))
+    code = GradientCode(n, s, "cyclic", seed=seed % 7)
+    gradients = [_random(2, np.float64, seed=seed + j) for j in range(n)]
+    coded = code.encode(gradients)
+    survivors = data.draw(st.sets(st.integers(0, n - 1), min_size=n - s, max_size=n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConditioningWarning)
+        (total,) = code.decode({i: coded[i] for i in survivors})
+    np.testing.assert_allclose(total, np.sum(gradients, axis=0), rtol=1e-6, atol=1e-6)
