@@ -1,15 +1,19 @@
-"""dask-coded: coded computation for Dask arrays, so stragglers and wrong blocks don't stall or spoil a product."""
+"""dask-coded: coded computation for Dask arrays, so stragglers and wrong blocks cannot stall a product."""
 
 from __future__ import annotations
 
 from . import codes
+from .array import CodedArray, encode
 from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode
 from .config import load_config as _load_config
 from .errors import ConditioningWarning, DaskCodedWarning, DecodingError
+from .linalg import dot, matmul, matvec
+from .xarray import CodedAccessor as _CodedAccessor  # noqa: F401  (registers DataArray.coded)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CodedArray",
     "ConditioningWarning",
     "DaskCodedWarning",
     "DecodingError",
@@ -20,6 +24,10 @@ __all__ = [
     "ReplicationCode",
     "__version__",
     "codes",
+    "dot",
+    "encode",
+    "matmul",
+    "matvec",
 ]
 
 _load_config()

@@ -1,19 +1,42 @@
-"""Load dask-coded's defaults (``coded.yaml``) into ``dask.config`` under ``coded.*``."""
+"""dask-coded's options: ``coded.*`` in ``dask.config``, with defaults shipped in ``coded.yaml``."""
 
 from __future__ import annotations
 
+import functools
 import pathlib
+from typing import Any
 
 import dask.config
 import yaml
 
-__all__ = ["load_config", "DEFAULTS_PATH"]
+__all__ = ["DEFAULTS_PATH", "get", "load_config"]
 
 DEFAULTS_PATH = pathlib.Path(__file__).with_name("coded.yaml")
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    with DEFAULTS_PATH.open() as f:
+        return yaml.safe_load(f)
+
+
 def load_config() -> None:
     """Register the packaged defaults; user settings (``dask.config.set``, env) win."""
-    with DEFAULTS_PATH.open() as f:
-        defaults = yaml.safe_load(f)
-    dask.config.update_defaults(defaults)
+    dask.config.update_defaults(_defaults())
+
+
+def get(name: str) -> Any:
+    """The option ``coded.<name>``: the user's setting, else the packaged default.
+
+    The packaged default is a fallback too, because some tools (such as
+    ``distributed.utils_test``) restore a config snapshot taken before
+    dask-coded was imported.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"coded.parity": 4}):
+    ...     get("parity")
+    4
+    """
+    return dask.config.get(f"coded.{name}", default=_defaults()["coded"][name])

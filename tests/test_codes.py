@@ -82,7 +82,9 @@ def test_one_sided_decodes_from_every_recovery_set(code, dtype, vector):
     expected, products, shapes = _row_product(code, dtype, vector=vector)
     for subset in _recovery_sets(code):
         decoded, rtol = _decode_accurately_or_warn(code, {i: products[i] for i in subset}, shapes, dtype)
-        np.testing.assert_allclose(np.concatenate(decoded), expected, rtol=0, atol=rtol * np.abs(expected).max())
+        np.testing.assert_allclose(
+            np.concatenate(decoded), expected, rtol=0, atol=rtol * np.abs(expected).max()
+        )
         assert decoded[0].dtype == dtype
 
 
@@ -132,7 +134,9 @@ def test_two_sided_decodes_from_every_recovery_set(code, dtype):
     expected, products, shapes = _two_sided_product(code, dtype)
     for subset in _recovery_sets(code):
         decoded, rtol = _decode_accurately_or_warn(code, {i: products[i] for i in subset}, shapes, dtype)
-        np.testing.assert_allclose(_assemble(code, decoded), expected, rtol=0, atol=rtol * np.abs(expected).max())
+        np.testing.assert_allclose(
+            _assemble(code, decoded), expected, rtol=0, atol=rtol * np.abs(expected).max()
+        )
 
 
 GRADIENT = [
@@ -199,7 +203,9 @@ def test_too_few_results_are_rejected(code):
 )
 def test_recovery_threshold_is_tight(code, threshold):
     assert code.recovery_threshold == threshold
-    worst_sets = [s for s in itertools.combinations(range(code.n), threshold - 1) if not code.is_recovery_set(s)]
+    worst_sets = [
+        s for s in itertools.combinations(range(code.n), threshold - 1) if not code.is_recovery_set(s)
+    ]
     assert worst_sets, "some set one below the threshold must fail"
 
 
@@ -230,7 +236,14 @@ def _bump_one_entry(r, rng):
 
 @pytest.mark.parametrize(
     "code,t",
-    [(MDSCode(4, 6), 1), (MDSCode(4, 8), 2), (MDSCode(10, 16), 3), (ReplicationCode(2, 3), 1), (PolynomialCode(2, 2, 7), 1), (MatDotCode(2, 6), 1)],
+    [
+        (MDSCode(4, 6), 1),
+        (MDSCode(4, 8), 2),
+        (MDSCode(10, 16), 3),
+        (ReplicationCode(2, 3), 1),
+        (PolynomialCode(2, 2, 7), 1),
+        (MatDotCode(2, 6), 1),
+    ],
     ids=repr,
 )
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
@@ -251,7 +264,13 @@ def test_corrects_t_wrong_results_at_random_positions(code, t, corruption, seed)
         present = {i: products[i] for i in keep}
     assert code.locate_errors(present, max_errors=t) == wrong
     decoded = code.decode(present, max_errors=t, shapes=shapes)
-    _assert_close(_assemble(code, decoded) if len(decoded) != code.k or isinstance(code, PolynomialCode) else np.concatenate(decoded), expected, np.float64)
+    _assert_close(
+        _assemble(code, decoded)
+        if len(decoded) != code.k or isinstance(code, PolynomialCode)
+        else np.concatenate(decoded),
+        expected,
+        np.float64,
+    )
 
 
 @pytest.mark.parametrize("code,t", [(MDSCode(4, 8), 2), (MDSCode(6, 9), 3), (MatDotCode(3, 8), 2)], ids=repr)
@@ -302,7 +321,13 @@ def test_gradient_codes_refuse_max_errors():
 
 @pytest.mark.parametrize(
     "code,bound",
-    [(MDSCode(4, 6), 1e3), (MDSCode(16, 20), 1e6), (PolynomialCode(2, 2, 6), 1e3), (MatDotCode(4, 8), 1e3), (ReplicationCode(3, 3), 1.0)],
+    [
+        (MDSCode(4, 6), 1e3),
+        (MDSCode(16, 20), 1e6),
+        (PolynomialCode(2, 2, 6), 1e3),
+        (MatDotCode(4, 8), 1e3),
+        (ReplicationCode(3, 3), 1.0),
+    ],
     ids=repr,
 )
 def test_condition_number_is_reported_and_small(code, bound):

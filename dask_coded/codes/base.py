@@ -41,8 +41,7 @@ _NOISE_FACTOR = 1e4
 def _check_dtype(array: np.ndarray, what: str) -> None:
     if array.dtype.kind not in "iufc":
         raise TypeError(
-            f"{what} has dtype {array.dtype}; coded computation needs numbers "
-            "(integer, floating or complex)"
+            f"{what} has dtype {array.dtype}; coded computation needs numbers (integer, floating or complex)"
         )
 
 
@@ -170,9 +169,7 @@ class Code:
         >>> code.is_recovery_set(range(6), max_errors=1)
         True
         """
-        return self.redundancy(self._validate_indices(indices)) >= 2 * _check_max_errors(
-            max_errors
-        )
+        return self.redundancy(self._validate_indices(indices)) >= 2 * check_max_errors(max_errors)
 
     def _validate_indices(self, indices: Iterable[int]) -> tuple[int, ...]:
         out = tuple(sorted({int(i) for i in indices}))
@@ -183,8 +180,7 @@ class Code:
     def _require_recovery_set(self, indices: tuple[int, ...]) -> None:
         if self.redundancy(indices) < 0:
             raise DecodingError(
-                f"blocks {list(indices)} are not a recovery set of {self!r}: "
-                f"{self._threshold_phrase()}"
+                f"blocks {list(indices)} are not a recovery set of {self!r}: {self._threshold_phrase()}"
             )
 
     def _threshold_phrase(self) -> str:
@@ -267,6 +263,7 @@ class Code:
         *,
         max_errors: int = 0,
         shapes: Sequence[tuple[int, ...]] | None = None,
+        outputs: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
         """Decode the targets from the block products in ``results``.
 
@@ -281,8 +278,11 @@ class Code:
             max_errors`` to correct and ``max_errors`` to detect. With 0 (the
             default) exactly one recovery set is used and nothing is checked.
         shapes
-            The true shape of each target when blocks were split unevenly;
-            targets are cut to it from the zero-padded decode.
+            The true shape of each returned target when blocks were split
+            unevenly; targets are cut to it from the zero-padded decode.
+        outputs
+            Indices of the targets to return (default: all). A decode task
+            that produces one output block asks for just that one.
 
         Returns
         -------
@@ -307,7 +307,7 @@ class Code:
         >>> np.allclose(np.concatenate(code.decode(products)), A @ x)
         True
         """
-        max_errors = _check_max_errors(max_errors)
+        max_errors = check_max_errors(max_errors)
         if not isinstance(results, Mapping) or not results:
             raise DecodingError(f"decode needs a non-empty mapping of block index -> result, got {results!r}")
         if max_errors and not self.supports_error_correction:
@@ -322,10 +322,12 @@ class Code:
             indices = tuple(i for i in indices if i not in wrong)
         chosen = self.choose_recovery_set(indices) if self.redundancy(indices) >= 0 else indices
         weights = self.decoding_weights(chosen)
+        if outputs is not None:
+            weights = weights[list(outputs)]
         blocks = [arrays[i] for i in chosen]
         dtype = _working_dtype(np.result_type(*blocks))
         condition = self.decoding_condition(chosen)
-        if condition > np.finfo(dtype).eps ** -0.5:
+        if condition > np.finfo(dtype).eps ** -0.5 and not _selects(weights):
             warnings.warn(
                 f"decoding {self!r} from blocks {list(chosen)} has condition number "
                 f"{condition:.3g}: more than half of {dtype}'s digits may be lost",
@@ -336,7 +338,10 @@ class Code:
         if shapes is not None:
             if len(shapes) != len(out):
                 raise ValueError(f"{self!r} decodes {len(out)} targets, got {len(shapes)} shapes")
-            out = [o[tuple(slice(0, s) for s in shape)] for o, shape in zip(out, shapes)]
+            out = [
+                o if o.shape == tuple(shape) else o[tuple(slice(0, s) for s in shape)]
+                for o, shape in zip(out, shapes)
+            ]
         return out
 
     def locate_errors(self, results: Mapping[int, Any], max_errors: int) -> tuple[int, ...]:
@@ -357,7 +362,7 @@ class Code:
         >>> code.locate_errors(results, max_errors=1)
         (1,)
         """
-        max_errors = _check_max_errors(max_errors)
+        max_errors = check_max_errors(max_errors)
         arrays = {int(i): np.asarray(r) for i, r in results.items()}
         indices = self._validate_indices(arrays)
         nonfinite = tuple(i for i in indices if not np.isfinite(arrays[i]).all())
@@ -453,13 +458,18 @@ class Code:
         return state
 
 
+def _selects(weights: np.ndarray) -> bool:
+    """Whether every row picks one block unchanged (nothing is lost, whatever the condition)."""
+    return bool(((weights != 0).sum(axis=1) == 1).all() and (weights.max(axis=1) == 1).all())
+
+
 def _condition(rows: np.ndarray) -> float:
     singular = np.linalg.svd(rows, compute_uv=False)
     nonzero = singular[singular > singular[0] * 1e-12] if singular.size else singular
     return float(nonzero[0] / nonzero[-1]) if nonzero.size else math.inf
 
 
-def _check_max_errors(max_errors: int) -> int:
+def check_max_errors(max_errors: int) -> int:
     if isinstance(max_errors, bool) or not isinstance(max_errors, (int, np.integer)) or max_errors < 0:
         raise ValueError(f"max_errors must be a non-negative integer, got {max_errors!r}")
     return int(max_errors)

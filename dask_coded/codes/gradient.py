@@ -64,7 +64,9 @@ class GradientCode(Code):
             )
         self.scheme = scheme
         self.seed = int(seed)
-        self.generator = _fractional(self.n, self.s) if scheme == "fractional" else _cyclic(self.n, self.s, self.seed)
+        self.generator = (
+            _fractional(self.n, self.s) if scheme == "fractional" else _cyclic(self.n, self.s, self.seed)
+        )
         self.targets = np.ones((1, self.n))
 
     @property

@@ -14,7 +14,7 @@ __all__ = ["MatDotCode"]
 
 
 class MatDotCode(Code):
-    """Any ``2m - 1`` of ``n`` products decode ``A @ B``, with A and B split ``m`` ways along the inner dimension.
+    """Any ``2m - 1`` of ``n`` products decode ``A @ B``, both split ``m`` ways along the inner dimension.
 
     ``A @ B = sum_j A_j @ B_j`` where ``A_j`` are column blocks of A and
     ``B_j`` row blocks of B. Worker ``i`` multiplies ``sum_j c_j A_j T_j(x_i)``

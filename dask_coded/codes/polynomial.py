@@ -14,7 +14,7 @@ __all__ = ["PolynomialCode"]
 
 
 class PolynomialCode(Code):
-    """Any ``m * p`` of ``n`` products decode ``A @ B``, with A in ``m`` row blocks and B in ``p`` column blocks.
+    """Any ``m * p`` of ``n`` products decode ``A @ B`` (A in ``m`` row blocks, B in ``p`` column blocks).
 
     Worker ``i`` multiplies ``A~(x_i) = sum_j A_j a_j(x_i)`` by
     ``B~(x_i) = sum_l B_l b_l(x_i)``: their product is a polynomial of degree

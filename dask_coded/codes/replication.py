@@ -61,7 +61,9 @@ class ReplicationCode(Code):
         return f"one copy of each of the {self.k} blocks is needed"
 
     def redundancy(self, indices: Iterable[int]) -> int:
-        copies = np.bincount(np.asarray(self._validate_indices(indices), dtype=int) % self.k, minlength=self.k)
+        copies = np.bincount(
+            np.asarray(self._validate_indices(indices), dtype=int) % self.k, minlength=self.k
+        )
         return int(copies.min()) - 1
 
     def choose_recovery_set(self, indices: Iterable[int]) -> tuple[int, ...]:

@@ -1,0 +1,290 @@
+"""CodedArray: a Dask collection holding an array's data blocks plus parity blocks along one axis."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import dask.array as da
+import numpy as np
+from dask._task_spec import Alias, Task, TaskRef
+from dask.base import DaskMethodsMixin, tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from . import config
+from .blocks import CodedTask, parity_block
+from .codes import Code, MDSCode, ReplicationCode, make_code
+
+__all__ = ["CodedArray", "encode", "resolve_one_sided_code", "even_chunks"]
+
+ONE_SIDED = (MDSCode, ReplicationCode)
+
+
+def even_chunks(length: int, blocks: int) -> tuple[int, ...]:
+    """Split ``length`` into ``blocks`` chunks as equal as possible (larger first), like np.array_split."""
+    if blocks > length:
+        raise ValueError(f"cannot split an axis of length {length} into {blocks} non-empty blocks")
+    base, extra = divmod(length, blocks)
+    return tuple(base + 1 if j < extra else base for j in range(blocks))
+
+
+def resolve_one_sided_code(code: Code | str | None, k: int, max_errors: int = 0) -> Code:
+    """A code with ``k`` data blocks from a code object, a registered name, or ``dask.config``."""
+    if isinstance(code, Code):
+        if not isinstance(code, ONE_SIDED):
+            raise ValueError(f"{code!r} does not split one operand into blocks; use dask_coded.dot")
+        return code
+    name = code if code is not None else config.get("code")
+    if name == "mds":
+        parity = int(config.get("parity")) + 2 * max_errors
+        return make_code(
+            "mds",
+            k=k,
+            n=k + parity,
+            generator=config.get("generator"),
+            seed=int(config.get("seed")),
+        )
+    if name == "replication":
+        replicas = max(int(config.get("replicas")), 2 * max_errors + 1)
+        return make_code("replication", k=k, r=replicas)
+    raise ValueError(
+        f"code {name!r} cannot encode one array; encode takes 'mds' or 'replication' "
+        "(two-sided codes are chosen in dask_coded.dot)"
+    )
+
+
+class CodedArray(DaskMethodsMixin):
+    """A Dask array encoded along one axis: ``k`` data blocks followed by ``n - k`` parity blocks.
+
+    Built by :func:`encode`. Block ``i`` along the coded axis is data block
+    ``i`` for ``i < k`` (the original chunks, unchanged) and a parity block
+    (zero-padded to the largest data block) after that. Computing a
+    CodedArray returns the original array; persisting it keeps the parity
+    blocks in memory, so that many products reuse one encoding.
+
+    Use it as the left operand of :func:`dask_coded.dot` when encoded along
+    axis 0, as the right operand when encoded along axis 1, or with ``@``,
+    ``np.dot`` and ``np.matmul``.
+    """
+
+    __array_priority__ = 20  # above dask.array's, so our __rmatmul__ wins
+
+    def __init__(
+        self,
+        graph: HighLevelGraph,
+        name: str,
+        code: Code,
+        chunks: tuple[tuple[int, ...], ...],
+        dtype: np.dtype,
+        axis: int,
+    ) -> None:
+        self.dask = graph
+        self.name = name
+        self.code = code
+        self.chunks = chunks
+        self.dtype = np.dtype(dtype)
+        self.axis = axis
+
+    # -- array-like attributes -------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(sum(c) for c in self.chunks)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.chunks)
+
+    @property
+    def coded_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Chunks including the parity blocks (each as large as the largest data block)."""
+        data = self.chunks[self.axis]
+        coded = data + (max(data),) * (self.code.n - self.code.k)
+        return tuple(coded if ax == self.axis else c for ax, c in enumerate(self.chunks))
+
+    @property
+    def T(self) -> CodedArray:  # noqa: N802 - NumPy's name
+        """The transpose, coded along the other axis (2-D only)."""
+        if self.ndim != 2:
+            raise ValueError("CodedArray.T needs a 2-D array")
+        name = "coded-transpose-" + tokenize(self.name)
+        layer: dict[Any, Any] = {
+            (name, j, i): CodedTask((name, j, i), np.transpose, TaskRef((self.name, i, j)))
+            for i in range(len(self.coded_chunks[0]))
+            for j in range(len(self.coded_chunks[1]))
+        }
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[cast(Any, self)])
+        return CodedArray(graph, name, self.code, self.chunks[::-1], self.dtype, 1 - self.axis)
+
+    def __repr__(self) -> str:
+        return (
+            f"CodedArray<{self.name}, shape={self.shape}, dtype={self.dtype}, "
+            f"axis={self.axis}, code={self.code!r}>"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th>{k}</th><td>{v}</td></tr>"
+            for k, v in [
+                ("shape", self.shape),
+                ("dtype", self.dtype),
+                ("coded axis", self.axis),
+                ("code", repr(self.code)),
+                ("data blocks", self.code.k),
+                ("coded blocks", self.code.n),
+                ("recovery threshold", self.code.recovery_threshold),
+                ("chunks", self.chunks),
+                ("tasks", len(self.dask)),
+            ]
+        )
+        return f"<table><caption>CodedArray</caption>{rows}</table>"
+
+    # -- the Dask collection protocol ------------------------------------------
+
+    def __dask_graph__(self) -> HighLevelGraph:
+        return self.dask
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def __dask_keys__(self) -> list[Any]:
+        grid = np.empty(tuple(len(c) for c in self.coded_chunks), dtype=object)
+        for index in np.ndindex(grid.shape):
+            grid[index] = (self.name, *index)
+        return grid.tolist()
+
+    def __dask_tokenize__(self) -> str:
+        return self.name
+
+    __dask_optimize__ = staticmethod(da.Array.__dask_optimize__)
+    __dask_scheduler__ = staticmethod(da.Array.__dask_scheduler__)
+
+    def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _assemble_data, (self.axis, self.code.k)
+
+    def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self._rebuild, ()
+
+    def _rebuild(self, graph: Mapping[Any, Any], *, rename: Mapping[str, str] | None = None) -> CodedArray:
+        name = rename.get(self.name, self.name) if rename else self.name
+        if not isinstance(graph, HighLevelGraph):
+            graph = HighLevelGraph.from_collections(name, dict(graph), dependencies=())
+        return CodedArray(graph, name, self.code, self.chunks, self.dtype, self.axis)
+
+    # -- products --------------------------------------------------------------
+
+    def __matmul__(self, other: Any) -> da.Array:
+        from .linalg import matmul
+
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> da.Array:
+        from .linalg import matmul
+
+        return matmul(other, self)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        # np.matmul is a ufunc: `ndarray @ CodedArray` arrives here, not at __rmatmul__.
+        if ufunc is np.matmul and method == "__call__" and not kwargs:
+            from .linalg import matmul
+
+            return matmul(*inputs)
+        return NotImplemented
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        from . import linalg
+
+        handlers = {np.dot: linalg.dot, np.matmul: linalg.matmul}
+        if func not in handlers:
+            return NotImplemented
+        return handlers[func](*args, **kwargs)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.compute()
+        return out if dtype is None else out.astype(dtype)
+
+
+def _assemble_data(results: list[Any], axis: int, k: int) -> np.ndarray:
+    """The original array from computed blocks: the first ``k`` along the coded axis."""
+    grid = np.empty(
+        (len(results), len(results[0])) if isinstance(results[0], list) else (len(results),), dtype=object
+    )
+    for index in np.ndindex(grid.shape):
+        value: Any = results
+        for i in index:
+            value = value[i]
+        grid[index] = value
+    data = grid[:k] if axis == 0 else grid[:, :k]
+    return np.block(data.tolist()) if data.ndim == 2 else np.concatenate(list(data))
+
+
+def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
+    """Encode ``A`` along ``axis``: its chunks become data blocks, and parity blocks are added.
+
+    Parameters
+    ----------
+    A
+        A NumPy or Dask array, 1-D or 2-D, of numbers.
+    code
+        A one-sided code (:class:`~dask_coded.MDSCode` or
+        :class:`~dask_coded.ReplicationCode`), a name (``"mds"``,
+        ``"replication"``) or ``None`` for ``dask.config``'s ``coded.code``.
+        A name builds the code for A's chunks along ``axis``; a code object
+        whose ``k`` differs from them rechunks A into ``k`` equal blocks.
+    axis
+        The axis to split: 0 for a left operand (rows), 1 for a right one (columns).
+
+    Returns
+    -------
+    CodedArray
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> import dask_coded
+    >>> A = da.ones((6, 4), chunks=(2, 4))
+    >>> C = dask_coded.encode(A)            # 3 data blocks + 2 parities (dask.config)
+    >>> C.code
+    MDSCode(k=3, n=5, generator='gaussian', seed=0)
+    >>> np.array_equal(C.compute(), np.ones((6, 4)))
+    True
+    """
+    A = da.asarray(A)
+    if A.ndim not in (1, 2):
+        raise ValueError(f"encode takes a 1-D or 2-D array, got {A.ndim}-D")
+    if A.dtype.kind not in "iufc":
+        raise TypeError(f"encode needs an array of numbers, got dtype {A.dtype}")
+    if axis < 0:
+        axis += A.ndim
+    if not 0 <= axis < A.ndim:
+        raise ValueError(f"axis {axis} is out of bounds for a {A.ndim}-D array")
+    if any(np.isnan(c) for chunks in A.chunks for c in chunks):
+        raise ValueError("encode needs known chunk sizes; call A.compute_chunk_sizes() first")
+    k = code.k if isinstance(code, Code) else len(A.chunks[axis])
+    if isinstance(code, Code) and code.k != len(A.chunks[axis]):
+        A = A.rechunk({axis: even_chunks(A.shape[axis], code.k)})
+    code = resolve_one_sided_code(code, k)
+
+    name = "coded-encode-" + tokenize(A, code, axis)
+    other_axis_blocks = range(len(A.chunks[1 - axis])) if A.ndim == 2 else [None]
+    layer: dict[Any, Any] = {}
+
+    def key(base: str, i: int, other: int | None) -> tuple[Any, ...]:
+        if other is None:
+            return (base, i)
+        return (base, i, other) if axis == 0 else (base, other, i)
+
+    for other in other_axis_blocks:
+        data = [TaskRef(key(A.name, j, other)) for j in range(code.k)]
+        for j in range(code.k):
+            layer[key(name, j, other)] = Alias(key(name, j, other), key(A.name, j, other))
+        for i in range(code.k, code.n):
+            weights = code.generator[i]
+            if isinstance(code, ReplicationCode):
+                # A replica is a task of its own so it can live on another worker.
+                task: Task = CodedTask(key(name, i, other), np.copy, data[i % code.k])
+            else:
+                task = CodedTask(key(name, i, other), parity_block, weights, *data)
+            layer[key(name, i, other)] = task
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
+    return CodedArray(graph, name, code, A.chunks, A.dtype, axis)

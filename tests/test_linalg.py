@@ -1,0 +1,203 @@
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from dask._task_spec import TaskRef
+
+import dask_coded
+from dask_coded import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
+from dask_coded.blocks import DecodeSpec, decode_block
+from dask_coded.testing import assert_eq
+
+RTOL = {"float64": 1e-10, "complex128": 1e-10, "float32": 1e-4, "int64": 0}
+
+# name -> (a shape, a chunks, b shape, b chunks)
+CASES = {
+    "square": ((40, 40), (10, 20), (40, 40), (20, 15)),
+    "tall": ((90, 12), (25, 12), (12, 5), (12, 5)),
+    "wide": ((6, 80), (3, 40), (80, 30), (40, 10)),
+    "matvec": ((40, 30), (10, 10), (30,), (10,)),
+    "vecmat": ((40,), (10,), (40, 30), (10, 8)),
+    "uneven": ((37, 23), (10, 7), (23, 11), (7, 4)),
+    "vecvec": ((30,), (15,), (30,), (15,)),
+}
+CODES = ["mds", "replication", "polynomial", "matdot"]
+
+
+def _data(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if dtype == "int64":
+        return rng.integers(-5, 6, size=shape).astype(dtype)
+    out = rng.standard_normal(shape)
+    if dtype == "complex128":
+        out = out + 1j * rng.standard_normal(shape)
+    return out.astype(dtype)
+
+
+def _operands(case, dtype, kind, code):
+    a_shape, a_chunks, b_shape, b_chunks = CASES[case]
+    a_np, b_np = _data(a_shape, dtype, 0), _data(b_shape, dtype, 1)
+    a_da, b_da = da.from_array(a_np, chunks=a_chunks), da.from_array(b_np, chunks=b_chunks)
+    if kind == "numpy":
+        return a_np, b_np, a_np, b_np, da.dot(a_np, b_np)
+    if kind == "coded":
+        if a_da.ndim == 2:
+            return dask_coded.encode(a_da, code), b_da, a_np, b_np, da.dot(a_da, b_da)
+        return a_da, dask_coded.encode(b_da, code, axis=1), a_np, b_np, da.dot(a_da, b_da)
+    return a_da, b_da, a_np, b_np, da.dot(a_da, b_da)
+
+
+# A CodedArray carries a one-sided code of a 2-D operand.
+OPERANDS = [
+    (case, code, kind)
+    for case in sorted(CASES)
+    for code in CODES
+    for kind in ["numpy", "dask", "coded"]
+    if kind != "coded" or (code in ("mds", "replication") and case != "vecvec")
+]
+
+
+@pytest.mark.parametrize("case,code,kind", OPERANDS)
+@pytest.mark.parametrize("dtype", sorted(RTOL))
+def test_dot_equals_numpy_with_da_dot_chunks(case, code, dtype, kind):
+    a, b, a_np, b_np, like = _operands(case, dtype, kind, code)
+    result = dask_coded.dot(a, b, code=None if kind == "coded" else code)
+    assert_eq(result, np.dot(a_np, b_np), RTOL[dtype], like=like, scheduler="sync")
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_every_local_scheduler(code, local_scheduler):
+    a, b, a_np, b_np, like = _operands("uneven", "float64", "dask", code)
+    assert_eq(dask_coded.dot(a, b, code=code), a_np @ b_np, like=like, scheduler=local_scheduler)
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_on_a_local_cluster(client, code):
+    a, b, a_np, b_np, like = _operands("square", "float64", "dask", code)
+    result = dask_coded.dot(a, b, code=code)
+    assert_eq(result, a_np @ b_np, like=like)  # the client is the default scheduler
+    assert_eq(client.compute(result).result(), a_np @ b_np)
+    persisted = client.persist(result)
+    assert_eq(persisted, a_np @ b_np)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [MDSCode(4, 7), ReplicationCode(3, 2), PolynomialCode(2, 3, 8), MatDotCode(3, 6)],
+    ids=repr,
+)
+def test_code_objects_rechunk_to_fit(code):
+    a, b, a_np, b_np, _ = _operands("square", "float64", "dask", None)
+    result = dask_coded.dot(a, b, code=code)
+    assert_eq(result, a_np @ b_np, scheduler="sync")
+    if isinstance(code, (MDSCode, ReplicationCode, PolynomialCode)):
+        assert len(result.chunks[0]) == (code.m if isinstance(code, PolynomialCode) else code.k)
+
+
+def test_named_codes_take_their_size_from_config():
+    a, b, _, _, _ = _operands("square", "float64", "dask", None)
+    with dask.config.set({"coded.parity": 3}):
+        graph = dict(dask_coded.dot(a, b).__dask_graph__())
+    specs = [
+        t.args[0] for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith("coded-decode-")
+    ]
+    assert {s.code for s in specs} == {MDSCode(4, 7)}
+
+
+def test_matmul_stacks_and_broadcasts():
+    a, b = _data((3, 2, 10, 6), "float64", 0), _data((6, 4), "float64", 1)
+    assert_eq(dask_coded.matmul(a, b), np.matmul(a, b), scheduler="sync")
+    assert_eq(dask_coded.matmul(a, b[:, 0]), np.matmul(a, b[:, 0]), scheduler="sync")
+    assert_eq(
+        dask_coded.matmul(b[:, 0], _data((3, 6, 5), "float64", 2)),
+        np.matmul(b[:, 0], _data((3, 6, 5), "float64", 2)),
+        scheduler="sync",
+    )
+    with pytest.raises(ValueError, match="scalars are not allowed"):
+        dask_coded.matmul(np.float64(2.0), b)
+
+
+def test_matvec_and_operators_and_nep18():
+    a_np, x = _data((20, 8), "float64", 0), _data(8, "float64", 1)
+    coded = dask_coded.encode(da.from_array(a_np, chunks=(5, 8)))
+    for result in (dask_coded.matvec(coded, x), coded @ x, np.dot(coded, x), np.matmul(coded, x)):
+        assert isinstance(result, da.Array)
+        assert_eq(result, a_np @ x, scheduler="sync")
+    left = _data((2, 8), "float64", 4)
+    for result in (left @ coded.T, np.matmul(left, coded.T), da.from_array(left) @ coded.T):
+        assert isinstance(result, da.Array)
+        assert_eq(result, left @ a_np.T, scheduler="sync")
+    with pytest.raises(ValueError, match="1-D vector"):
+        dask_coded.matvec(coded, np.ones((8, 2)))
+
+
+def test_drop_in_pipeline_gives_the_same_result():
+    def pipeline(dot):
+        rng = da.random.default_rng(42)
+        X = rng.standard_normal((600, 40), chunks=(100, 40))
+        X = (X - X.mean(axis=0)) / X.std(axis=0)
+        W = rng.standard_normal((40, 6), chunks=(40, 3))
+        H = da.tanh(dot(X, W))
+        return dask.compute(H.sum(axis=0), (H**2).mean(), dot(H.T, H), scheduler="threads")
+
+    for plain, coded in zip(pipeline(da.dot), pipeline(dask_coded.dot)):
+        assert_eq(coded, plain)
+
+
+def _decode_tasks(graph):
+    return {k: t for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith("coded-decode-")}
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_groups_survive_graph_optimisation(code):
+    a, b, _, _, _ = _operands("square", "float64", "dask", code)
+    expression = (dask_coded.dot(a, b, code=code) + 1).sum()
+    (optimised,) = dask.optimize(expression)
+    graph = dict(optimised.__dask_graph__())
+    decodes = _decode_tasks(graph)
+    assert decodes, "decode tasks were fused away"
+    for task in decodes.values():
+        assert task.func is decode_block
+        spec = task.args[0]
+        assert isinstance(spec, DecodeSpec)
+        members = [arg.key for arg in task.args[1:] if isinstance(arg, TaskRef)]
+        assert len(members) == spec.code.n == len(set(members))
+        assert all(str(m[0]).startswith("coded-product-") and m in graph for m in members)
+    assert dask.compute(expression, scheduler="sync")[0] == pytest.approx(
+        dask.compute(expression, optimize_graph=False, scheduler="sync")[0], rel=1e-12
+    )
+
+
+def test_systematic_decode_returns_the_data_product_itself():
+    code = MDSCode(3, 5)
+    products = [np.full((2, 2), float(i)) for i in range(5)]
+    out = decode_block(DecodeSpec(code, 1, (2, 2), np.dtype("float64")), *products)
+    assert out is products[1]
+
+
+@pytest.mark.parametrize(
+    "a,b,kwargs,error,match",
+    [
+        (np.ones((3, 4)), np.ones((5, 2)), {}, ValueError, "not aligned"),
+        (np.ones((2, 3, 4)), np.ones((4, 2)), {}, ValueError, "use matmul"),
+        (np.array([["a", "b"]]), np.ones((2, 2)), {}, TypeError, "needs numbers"),
+        (np.ones((4, 4)), np.ones(4), {"code": "lt-code"}, ValueError, "cannot encode"),
+        (np.ones((2, 4)), np.ones(4), {"code": MDSCode(3, 5)}, ValueError, "into 3 non-empty blocks"),
+        (np.ones((4, 4)), np.ones(4), {"code": dask_coded.GradientCode(4, 1)}, ValueError, "does not split"),
+        (np.ones((4, 4)), np.ones(4), {"code": PolynomialCode(2, 2, 5)}, ValueError, "p=2 column blocks"),
+        (np.ones((4, 4)), np.ones(4), {"max_errors": -1}, ValueError, "max_errors"),
+    ],
+)
+def test_bad_input_raises_at_graph_build_time(a, b, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        dask_coded.dot(a, b, **kwargs)
+
+
+def test_coded_operands_must_be_on_their_side():
+    coded = dask_coded.encode(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="right operand must be 2-D and encoded along axis 1"):
+        dask_coded.dot(np.ones((2, 4)), coded)
+    with pytest.raises(ValueError, match="only one operand"):
+        dask_coded.dot(coded, dask_coded.encode(np.ones((4, 4)), axis=1))
+    with pytest.raises(ValueError, match="already encoded"):
+        dask_coded.dot(coded, np.ones(4), code=MDSCode(2, 3))
