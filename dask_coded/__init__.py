@@ -8,12 +8,14 @@ from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, Replicatio
 from .config import load_config as _load_config
 from .errors import ConditioningWarning, DaskCodedWarning, DecodingError
 from .linalg import dot, matmul, matvec
+from .plugin import CodedSchedulerPlugin, plugin_stats, register
 from .xarray import CodedAccessor as _CodedAccessor  # noqa: F401  (registers DataArray.coded)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CodedArray",
+    "CodedSchedulerPlugin",
     "ConditioningWarning",
     "DaskCodedWarning",
     "DecodingError",
@@ -28,6 +30,8 @@ __all__ = [
     "encode",
     "matmul",
     "matvec",
+    "plugin_stats",
+    "register",
 ]
 
 _load_config()

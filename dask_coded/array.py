@@ -14,6 +14,7 @@ from dask.highlevelgraph import HighLevelGraph
 from . import config
 from .blocks import CodedTask, parity_block
 from .codes import Code, MDSCode, ReplicationCode, make_code
+from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
 __all__ = ["CodedArray", "encode", "resolve_one_sided_code", "even_chunks"]
 
@@ -265,7 +266,8 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         A = A.rechunk({axis: even_chunks(A.shape[axis], code.k)})
     code = resolve_one_sided_code(code, k)
 
-    name = "coded-encode-" + tokenize(A, code, axis)
+    # The axis is in the name so the scheduler plugin can read a block's index from its key.
+    name = (ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS) + tokenize(A, code, axis)
     other_axis_blocks = range(len(A.chunks[1 - axis])) if A.ndim == 2 else [None]
     layer: dict[Any, Any] = {}
 

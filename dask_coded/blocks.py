@@ -18,7 +18,16 @@ from dask._task_spec import Task
 from .codes import Code
 from .codes.base import combine
 
-__all__ = ["MISSING", "CodedTask", "DecodeSpec", "parity_block", "product_block", "decode_block"]
+__all__ = [
+    "MISSING",
+    "CodedTask",
+    "DecodeSpec",
+    "TaskCancelled",
+    "decode_block",
+    "parity_block",
+    "product_block",
+    "task_cancelled",
+]
 
 #: Stands in for a group member the scheduler plugin dropped.
 MISSING = None
@@ -55,6 +64,9 @@ class DecodeSpec:
         The output dtype (NumPy's result type of the operands).
     max_errors
         Wrong products to locate and skip.
+    recovery_set
+        Set by the scheduler plugin when it decodes early: the blocks to
+        decode from (only those with nonzero weight are passed).
     """
 
     code: Code
@@ -62,6 +74,7 @@ class DecodeSpec:
     shape: tuple[int, ...]
     dtype: np.dtype
     max_errors: int = 0
+    recovery_set: tuple[int, ...] | None = None
 
 
 def parity_block(weights: np.ndarray, *data_blocks: np.ndarray) -> np.ndarray:
@@ -69,10 +82,56 @@ def parity_block(weights: np.ndarray, *data_blocks: np.ndarray) -> np.ndarray:
     return combine(np.asarray(weights)[None, :], [np.asarray(b) for b in data_blocks])[0]
 
 
+class TaskCancelled(Exception):
+    """Raised inside a task whose result the scheduler no longer wants."""
+
+
+def task_cancelled() -> bool:
+    """Whether the task running in this thread was cancelled by the scheduler.
+
+    A Python thread cannot be interrupted, so a cancelled product would keep
+    its worker busy and the *next* computation would queue behind it. Long
+    kernels call this between pieces of work and stop early. Outside a
+    ``dask.distributed`` worker it is always False.
+    """
+    try:
+        from distributed.worker import get_worker, thread_state
+
+        key = thread_state.key
+        worker = get_worker()
+    except (ImportError, AttributeError, ValueError):
+        return False
+    state = worker.state.tasks.get(key)
+    return state is None or state.state in ("cancelled", "released", "forgotten")
+
+
+#: Rows of the left block multiplied at a time between cancellation checks.
+_ROWS_PER_PIECE = 512
+
+
 def product_block(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> np.ndarray:
-    """``sum_kk left[kk] @ right[kk]``: one coded product over the inner chunks."""
+    """``sum_kk left[kk] @ right[kk]``: one coded product over the inner chunks.
+
+    Works through the rows in pieces and stops with :class:`TaskCancelled`
+    when the scheduler dropped the task (a late group member), so the worker
+    is free for the next computation. The result equals ``np.dot`` on the
+    whole blocks up to rounding.
+    """
     if not left or len(left) != len(right):
         raise ValueError(f"product_block needs matching inner blocks, got {len(left)} and {len(right)}")
+    first = np.asarray(left[0])
+    if first.ndim < 2 or first.shape[0] <= _ROWS_PER_PIECE:
+        return _sum_of_products(left, right)
+    pieces = []
+    for start in range(0, first.shape[0], _ROWS_PER_PIECE):
+        if task_cancelled():
+            raise TaskCancelled("the scheduler released this coded product")
+        rows = slice(start, start + _ROWS_PER_PIECE)
+        pieces.append(_sum_of_products([np.asarray(a)[rows] for a in left], right))
+    return np.concatenate(pieces)
+
+
+def _sum_of_products(left: Sequence[Any], right: Sequence[Any]) -> np.ndarray:
     total = np.dot(left[0], right[0])
     for a, b in zip(left[1:], right[1:]):
         total = total + np.dot(a, b)
@@ -82,7 +141,13 @@ def product_block(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> np
 def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     """Decode one output block from the group's products (``MISSING`` where dropped)."""
     results = {i: p for i, p in enumerate(products) if p is not MISSING}
-    (out,) = spec.code.decode(results, max_errors=spec.max_errors, shapes=[spec.shape], outputs=[spec.output])
+    (out,) = spec.code.decode(
+        results,
+        max_errors=spec.max_errors,
+        shapes=[spec.shape],
+        outputs=[spec.output],
+        recovery_set=spec.recovery_set,
+    )
     if np.dtype(spec.dtype).kind in "iu":
         # Integers are decoded in float64; round back to NumPy's result dtype.
         return np.rint(out).astype(spec.dtype) if out.dtype != spec.dtype else out

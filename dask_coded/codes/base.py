@@ -213,6 +213,43 @@ class Code:
             cache[indices] = (weights, _condition(rows))
         return cache[indices][0]
 
+    def output_recovery_set(self, output: int, indices: Iterable[int]) -> tuple[int, ...] | None:
+        """The smallest set within ``indices`` that decodes target ``output``, or None.
+
+        A block that computes the target directly (a finished data block of a
+        systematic code, any replica) is enough on its own; otherwise a
+        recovery set of all targets is chosen.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MDSCode
+        >>> code = MDSCode(k=3, n=5)
+        >>> code.output_recovery_set(1, [1, 4])
+        (1,)
+        >>> code.output_recovery_set(0, [1, 4]) is None
+        True
+        >>> code.output_recovery_set(0, [1, 2, 4])
+        (1, 2, 4)
+        """
+        indices = self._validate_indices(indices)
+        target = self.targets[output]
+        for i in indices:
+            if np.array_equal(self.generator[i], target):
+                return (i,)
+        return self.choose_recovery_set(indices) if self.redundancy(indices) >= 0 else None
+
+    def output_weights(self, outputs: Sequence[int], recovery_set: Iterable[int]) -> np.ndarray:
+        """``W`` with ``targets[outputs] = W @ generator[recovery_set]``.
+
+        Unlike :meth:`decoding_weights`, a single block that computes every
+        requested output directly is accepted as the recovery set.
+        """
+        chosen = self._validate_indices(recovery_set)
+        rows = [self.targets[o] for o in outputs]
+        if len(chosen) == 1 and all(np.array_equal(self.generator[chosen[0]], r) for r in rows):
+            return np.ones((len(rows), 1))
+        return self.decoding_weights(chosen)[list(outputs)]
+
     def decoding_condition(self, indices: Iterable[int]) -> float:
         """The condition number of the decode from ``indices`` (a recovery set)."""
         indices = self._validate_indices(indices)
@@ -264,6 +301,7 @@ class Code:
         max_errors: int = 0,
         shapes: Sequence[tuple[int, ...]] | None = None,
         outputs: Sequence[int] | None = None,
+        recovery_set: Iterable[int] | None = None,
     ) -> list[np.ndarray]:
         """Decode the targets from the block products in ``results``.
 
@@ -283,6 +321,11 @@ class Code:
         outputs
             Indices of the targets to return (default: all). A decode task
             that produces one output block asks for just that one.
+        recovery_set
+            Decode from exactly these blocks (for the requested ``outputs``;
+            see :meth:`output_recovery_set`). ``results`` then only needs the
+            blocks whose decoding weight is nonzero. Chosen by the scheduler
+            plugin, which ships only those blocks to the decode task.
 
         Returns
         -------
@@ -317,17 +360,31 @@ class Code:
         for i in indices:
             _check_dtype(arrays[i], f"result of block {i}")
         _common_shape(arrays.values(), "block results")
-        if max_errors:
-            wrong = self.locate_errors(arrays, max_errors=max_errors)
-            indices = tuple(i for i in indices if i not in wrong)
-        chosen = self.choose_recovery_set(indices) if self.redundancy(indices) >= 0 else indices
-        weights = self.decoding_weights(chosen)
-        if outputs is not None:
-            weights = weights[list(outputs)]
-        blocks = [arrays[i] for i in chosen]
+        outputs = list(range(self.targets.shape[0])) if outputs is None else list(outputs)
+        if recovery_set is not None:
+            if max_errors:
+                raise ValueError(
+                    "recovery_set and max_errors cannot be combined: checking needs every result"
+                )
+            chosen = self._validate_indices(recovery_set)
+            weights = self.output_weights(outputs, chosen)
+        else:
+            if max_errors:
+                wrong = self.locate_errors(arrays, max_errors=max_errors)
+                indices = tuple(i for i in indices if i not in wrong)
+            chosen = self.choose_recovery_set(indices) if self.redundancy(indices) >= 0 else indices
+            weights = self.decoding_weights(chosen)[outputs]
+        used = [c for c in range(len(chosen)) if weights[:, c].any()]
+        absent = [chosen[c] for c in used if chosen[c] not in arrays]
+        if absent:
+            raise DecodingError(
+                f"the decode of {self!r} from {list(chosen)} needs the results of blocks {absent}"
+            )
+        weights = weights[:, used]
+        blocks = [arrays[chosen[c]] for c in used]
         dtype = _working_dtype(np.result_type(*blocks))
-        condition = self.decoding_condition(chosen)
-        if condition > np.finfo(dtype).eps ** -0.5 and not _selects(weights):
+        condition = 1.0 if _selects(weights) else self.decoding_condition(chosen)
+        if condition > np.finfo(dtype).eps ** -0.5:
             warnings.warn(
                 f"decoding {self!r} from blocks {list(chosen)} has condition number "
                 f"{condition:.3g}: more than half of {dtype}'s digits may be lost",

@@ -1,0 +1,156 @@
+"""The scheduler plugin's decisions, as pure functions of plain data (tested without a cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .codes import Code
+
+__all__ = [
+    "DecodePlan",
+    "coded_block_index",
+    "decode_workers",
+    "dropped_members",
+    "plan_decode",
+    "spread_worker",
+    "time_saved",
+]
+
+#: Layer-name prefixes of the encode layers whose blocks the plugin spreads.
+ENCODE_ROWS, ENCODE_COLUMNS = "coded-encode-rows-", "coded-encode-cols-"
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How a waiting decode task can run now.
+
+    Attributes
+    ----------
+    needed
+        Group members (coded-block indices) the decode will read; the others
+        can be dropped.
+    recovery_set
+        The blocks the decode is computed from (None: all finished ones,
+        when wrong results must be located).
+    """
+
+    needed: tuple[int, ...]
+    recovery_set: tuple[int, ...] | None
+
+
+def plan_decode(code: Code, output: int, finished: Iterable[int], max_errors: int = 0) -> DecodePlan | None:
+    """Whether output ``output`` can be decoded from the ``finished`` members, and from which.
+
+    Without error correction a systematic output needs only its own block;
+    any other output needs a recovery set. With ``max_errors=t`` the decode
+    waits for ``2t`` blocks of redundancy and reads every finished member.
+
+    Examples
+    --------
+    >>> from dask_coded.codes import MDSCode
+    >>> code = MDSCode(k=3, n=5)
+    >>> plan_decode(code, 0, [0, 3])
+    DecodePlan(needed=(0,), recovery_set=(0,))
+    >>> plan_decode(code, 2, [0, 3]) is None
+    True
+    >>> plan_decode(code, 2, [0, 1, 3]).recovery_set
+    (0, 1, 3)
+    >>> plan_decode(code, 2, [0, 1, 3, 4], max_errors=1) is None
+    True
+    """
+    finished = sorted(set(finished))
+    if max_errors:
+        if not code.is_recovery_set(finished, max_errors=max_errors):
+            return None
+        return DecodePlan(tuple(finished), None)
+    chosen = code.output_recovery_set(output, finished)
+    if chosen is None:
+        return None
+    weights = code.output_weights([output], chosen)[0]
+    return DecodePlan(tuple(i for i, w in zip(chosen, weights) if w != 0), chosen)
+
+
+def coded_block_index(key: Any) -> int | None:
+    """The coded-block index of an encode-layer key, or None for other keys.
+
+    Examples
+    --------
+    >>> coded_block_index(("coded-encode-rows-abc", 4, 0))
+    4
+    >>> coded_block_index(("coded-encode-cols-abc", 0, 2))
+    2
+    >>> coded_block_index(("x", 1)) is None
+    True
+    """
+    if not isinstance(key, tuple) or len(key) < 2 or not isinstance(key[0], str):
+        return None
+    if key[0].startswith(ENCODE_ROWS):
+        return int(key[1])
+    if key[0].startswith(ENCODE_COLUMNS):
+        return int(key[-1])
+    return None
+
+
+def spread_worker(index: int, workers: Sequence[str]) -> str | None:
+    """The worker coded block ``index`` lives on: one block per worker, round robin.
+
+    A straggler then delays only its own blocks' products. ``workers`` is
+    sorted so every graph agrees on the same placement.
+
+    Examples
+    --------
+    >>> spread_worker(5, ["tcp://b:1", "tcp://a:1"])
+    'tcp://b:1'
+    """
+    if not workers:
+        return None
+    return sorted(workers)[index % len(workers)]
+
+
+def decode_workers(holders: Iterable[str], busy: Iterable[str], running: Iterable[str]) -> set[str] | None:
+    """Where a decode may run: near its inputs, never beside a late member.
+
+    A decode placed on a worker that is still running a dropped (late)
+    member would wait behind it. Prefer workers holding the inputs, else any
+    running worker; None means no restriction.
+
+    Examples
+    --------
+    >>> sorted(decode_workers(["a", "b"], busy=["a"], running=["a", "b", "c"]))
+    ['b']
+    >>> sorted(decode_workers(["a"], busy=["a"], running=["a", "b", "c"]))
+    ['b', 'c']
+    >>> decode_workers(["a"], busy=["a"], running=["a"]) is None
+    True
+    """
+    busy = set(busy)
+    preferred = set(holders) - busy
+    if preferred:
+        return preferred
+    others = set(running) - busy
+    return others or None
+
+
+def dropped_members(members: Sequence[Any], needed: Iterable[int]) -> list[int]:
+    """Indices of group members a decode no longer reads (MISSING ones excluded)."""
+    needed = set(needed)
+    return [i for i, m in enumerate(members) if m is not None and i not in needed]
+
+
+def time_saved(expected_duration: float | None, running_for: float) -> float:
+    """Lower bound on the wait avoided by dropping a member that has run ``running_for`` seconds.
+
+    Examples
+    --------
+    >>> time_saved(2.0, 0.5)
+    1.5
+    >>> time_saved(None, 3.0)
+    0.0
+    """
+    if expected_duration is None or not np.isfinite(expected_duration):
+        return 0.0
+    return max(expected_duration - running_for, 0.0)

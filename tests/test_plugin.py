@@ -1,0 +1,202 @@
+import asyncio
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import wait
+from distributed.utils_test import async_poll_for, gen_cluster
+
+import dask_coded
+from dask_coded import CodedSchedulerPlugin, MDSCode
+from dask_coded.faults import FaultInjector, FaultModel
+from dask_coded.plugin import NAME
+from dask_coded.testing import relative_error
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+
+SIX_WORKERS = [("127.0.0.1", 1)] * 6
+VALIDATE = {"distributed.scheduler.validate": True}
+#: Products on the slow worker take about 0.05 s * 80 = 4 s; everything else about 0.05 s.
+SLOW_FACTOR, SHIFT = 80.0, 0.05
+SLOW_SECONDS = SHIFT * SLOW_FACTOR
+
+
+def _matrix(rows=400, cols=60, seed=0):
+    return np.random.default_rng(seed).standard_normal((rows, cols))
+
+
+async def _setup(c, s, slow_worker):
+    await dask_coded.register(c)
+    model = FaultModel(
+        delay_shift=SHIFT, slow_workers=(slow_worker.address,), slow_factor=SLOW_FACTOR, tasks="products"
+    )
+    await c.register_plugin(FaultInjector(model), name="faults")
+    return s.plugins[NAME]
+
+
+def _coded_keys(tasks):
+    return [
+        k for k in tasks if isinstance(k, tuple) and str(k[0]).startswith(("coded-product", "coded-decode"))
+    ]
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
+    a = _matrix()
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))  # k=4, n=6
+    plugin = await _setup(c, s, workers[0])
+    x = np.arange(60.0)
+    start = time.monotonic()
+    result = await c.compute(dask_coded.dot(coded, x))
+    elapsed = time.monotonic() - start
+    assert relative_error(result, a @ x) < 1e-10
+    assert elapsed < SLOW_SECONDS / 2, elapsed
+    assert plugin.counters["decodes_early"] >= 1
+    # No product or decode task lingers on the scheduler or the workers.
+    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=5)
+    await async_poll_for(lambda: not any(_coded_keys(w.state.tasks) for w in workers), timeout=5)
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_late_members_are_released_and_cancelled(c, s, *workers):
+    a = _matrix()
+    await _setup(c, s, workers[0])
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    holders = {
+        ws.address
+        for ts in s.tasks.values()
+        if ts.who_has
+        for ws in ts.who_has
+        if str(ts.key[0]).startswith("coded-encode")
+    }
+    assert holders == {w.address for w in workers}, "one coded block per worker"
+    future = c.compute(dask_coded.dot(coded, np.ones(60)))
+    await wait(future)
+    stats = await dask_coded.plugin_stats(c)
+    assert stats["members_dropped"] >= 1 and stats["members_cancelled"] >= 1
+    assert stats["time_saved_estimate"] >= 0
+    slow_products = [k for k in workers[0].state.tasks if str(k[0]).startswith("coded-product")]
+    await async_poll_for(lambda: not [k for k in workers[0].state.tasks if k in slow_products], timeout=2)
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_repeated_computes_stay_fast(c, s, *workers):
+    """Cancelled products stop early, so the next compute does not queue behind a zombie."""
+    a = _matrix()
+    await _setup(c, s, workers[0])
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    times = []
+    for seed in range(4):
+        x = np.random.default_rng(seed).standard_normal(60)
+        start = time.monotonic()
+        result = await c.compute(dask_coded.dot(coded, x))
+        times.append(time.monotonic() - start)
+        assert relative_error(result, a @ x) < 1e-10
+    assert sum(times) < SLOW_SECONDS, times
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_plain_dask_waits_for_the_straggler(c, s, *workers):
+    a = _matrix()
+    plain = await c.persist(da.from_array(a, chunks=(100, 60)))
+    slow = next(w for w in workers if any(str(k[0]).startswith("array") for k in w.data))
+    await _setup(c, s, slow)
+    start = time.monotonic()
+    result = await c.compute(da.dot(plain, np.ones(60)))
+    assert time.monotonic() - start > SLOW_SECONDS * 0.9
+    assert relative_error(result, a.sum(axis=1)) < 1e-12
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_hundreds_of_groups_at_once(c, s, *workers):
+    a, b = _matrix(200, 40), _matrix(40, 300, seed=1)
+    plugin = await _setup(c, s, workers[0])
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(50, 40))))
+    result = await c.compute(
+        dask_coded.dot(coded, da.from_array(b, chunks=(40, 2)))
+    )  # 150 groups, 600 outputs
+    assert relative_error(result, a @ b) < 1e-10
+    assert plugin.counters["decodes_early"] >= 150
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_two_sided_codes_and_dask_compute_paths(c, s, *workers):
+    await dask_coded.register(c)
+    a, b = _matrix(60, 40), _matrix(40, 30, seed=1)
+    for code in ["mds", "replication", "polynomial", "matdot"]:
+        y = dask_coded.dot(da.from_array(a, chunks=(20, 20)), da.from_array(b, chunks=(20, 15)), code=code)
+        assert relative_error(await c.compute(y), a @ b) < 1e-10
+        persisted = c.persist(y)
+        assert relative_error(await c.compute(persisted), a @ b) < 1e-10
+        del persisted
+    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=5)
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_client_cancels_the_computation(c, s, *workers):
+    a = _matrix()
+    await _setup(c, s, workers[0])
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    future = c.compute(dask_coded.dot(coded, np.ones(60)))
+    await asyncio.sleep(0.02)
+    await c.cancel(future)
+    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=10)
+    result = await c.compute(dask_coded.dot(coded, np.ones(60)))
+    assert relative_error(result, a.sum(axis=1)) < 1e-10
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_worker_dies_while_its_group_is_open(c, s, *workers):
+    a = _matrix()
+    await dask_coded.register(c)
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    doomed = workers[0]
+    model = FaultModel(delay_shift=1.0, tasks="products", kill_workers=(doomed.address,), kill_after=0.2)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    start = time.monotonic()
+    result = await c.compute(dask_coded.dot(coded, np.ones(60)))
+    elapsed = time.monotonic() - start
+    assert relative_error(result, a.sum(axis=1)) < 1e-10
+    # Every surviving product takes ~1 s; recomputing the dead worker's would take a second round.
+    assert elapsed < 1.9, elapsed
+    assert doomed.address not in s.workers
+
+
+@gen_cluster(
+    client=True, nthreads=SIX_WORKERS, config={**VALIDATE, "distributed.scheduler.work-stealing": True}
+)
+async def test_work_stealing_with_uneven_load(c, s, *workers):
+    await dask_coded.register(c)
+    await c.register_plugin(
+        FaultInjector(FaultModel(delay="shifted-exponential", delay_scale=0.05, seed=3)), name="faults"
+    )
+    a = _matrix(600, 30)
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(50, 30)), code=MDSCode(12, 15)))
+    results = await c.gather([c.compute(dask_coded.dot(coded, np.full(30, float(i)))) for i in range(5)])
+    for i, result in enumerate(results):
+        assert relative_error(result, a.sum(axis=1) * i) < 1e-10 if i else np.allclose(result, 0)
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_without_the_plugin_the_graph_waits_and_is_correct(c, s, *workers):
+    a = _matrix()
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    model = FaultModel(delay_shift=0.05, slow_workers=(workers[0].address,), slow_factor=10, tasks="products")
+    await c.register_plugin(FaultInjector(model), name="faults")
+    result = await c.compute(dask_coded.dot(coded, np.ones(60)))
+    assert relative_error(result, a.sum(axis=1)) < 1e-10
+    assert NAME not in s.plugins
+
+
+def test_plugin_stats_needs_the_plugin(client):
+    with pytest.raises(RuntimeError, match="not registered"):
+        dask_coded.plugin_stats(client)
+    dask_coded.register(client)
+    assert dask_coded.plugin_stats(client)["decodes_early"] == 0
+    y = dask_coded.dot(dask_coded.encode(da.ones((8, 4), chunks=(2, 4))), np.ones(4))
+    np.testing.assert_allclose(y.compute(), np.full(8, 4.0))
+    assert isinstance(CodedSchedulerPlugin(), CodedSchedulerPlugin)
+    with dask.config.set({"coded.parity": 1}):
+        np.testing.assert_allclose(dask_coded.dot(np.ones((6, 3)), np.ones(3)).compute(), np.full(6, 3.0))

@@ -1,0 +1,83 @@
+import pytest
+
+from dask_coded.codes import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
+from dask_coded.policy import (
+    DecodePlan,
+    coded_block_index,
+    decode_workers,
+    dropped_members,
+    plan_decode,
+    spread_worker,
+    time_saved,
+)
+
+
+@pytest.mark.parametrize("output", range(4))
+def test_systematic_output_needs_only_its_own_block(output):
+    code = MDSCode(4, 6)
+    assert plan_decode(code, output, [output]) == DecodePlan((output,), (output,))
+    others = [i for i in range(4) if i != output]
+    assert plan_decode(code, output, others + [4]).recovery_set == tuple(sorted(others + [4]))
+    assert plan_decode(code, output, others) is None
+
+
+def test_missing_output_reads_only_blocks_with_weight():
+    code = MDSCode(4, 6)
+    plan = plan_decode(code, 0, [1, 2, 3, 5])
+    assert plan.recovery_set == (1, 2, 3, 5)
+    assert set(plan.needed) <= {1, 2, 3, 5} and 5 in plan.needed
+
+
+def test_replication_takes_any_copy():
+    code = ReplicationCode(3, 2)
+    assert plan_decode(code, 1, [4]) == DecodePlan((4,), (4,))
+    assert plan_decode(code, 1, [0, 2, 3, 5]) is None
+
+
+@pytest.mark.parametrize("code", [PolynomialCode(2, 2, 6), MatDotCode(2, 5)], ids=repr)
+def test_non_systematic_codes_wait_for_the_threshold(code):
+    threshold = code.recovery_threshold
+    assert plan_decode(code, 0, range(threshold - 1)) is None
+    plan = plan_decode(code, 0, range(threshold))
+    assert plan is not None and plan.recovery_set == tuple(range(threshold))
+
+
+def test_error_correction_waits_for_twice_the_redundancy():
+    code = MDSCode(4, 8)
+    assert plan_decode(code, 0, [0, 1, 2, 3, 4, 5], max_errors=2) is None
+    plan = plan_decode(code, 0, range(8), max_errors=2)
+    assert plan == DecodePlan(tuple(range(8)), None)
+
+
+def test_coded_block_index():
+    assert coded_block_index(("coded-encode-rows-x", 3, 1)) == 3
+    assert coded_block_index(("coded-encode-cols-x", 1, 3)) == 3
+    assert coded_block_index(("coded-encode-rows-x", 2)) == 2
+    assert coded_block_index(("coded-product-x", 2, 0)) is None
+    assert coded_block_index("coded-encode-rows-x") is None
+
+
+def test_spread_is_round_robin_over_sorted_workers():
+    workers = ["tcp://c", "tcp://a", "tcp://b"]
+    assert [spread_worker(i, workers) for i in range(5)] == [
+        "tcp://a",
+        "tcp://b",
+        "tcp://c",
+        "tcp://a",
+        "tcp://b",
+    ]
+    assert spread_worker(0, []) is None
+
+
+def test_decode_avoids_workers_running_late_members():
+    assert decode_workers({"a", "b"}, busy={"b"}, running={"a", "b", "c"}) == {"a"}
+    assert decode_workers({"b"}, busy={"b"}, running={"a", "b"}) == {"a"}
+    assert decode_workers({"a"}, busy=set(), running={"a"}) == {"a"}
+    assert decode_workers(set(), busy={"a"}, running={"a"}) is None
+
+
+def test_dropped_members_and_time_saved():
+    assert dropped_members(["m0", None, "m2", "m3"], needed=[2]) == [0, 3]
+    assert time_saved(1.0, 0.25) == 0.75
+    assert time_saved(1.0, 5.0) == 0.0
+    assert time_saved(float("nan"), 1.0) == 0.0
