@@ -53,3 +53,22 @@ def write(name: str, payload: dict[str, Any], out_dir: pathlib.Path | None = Non
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values)
+    return {f"p{q}": float(np.percentile(array, q)) for q in (50, 95, 99)} | {"mean": float(array.mean())}
+
+
+def local_cluster(n_workers: int, processes: bool = True) -> Any:
+    """The benchmark cluster: ``n_workers`` single-threaded workers on 127.0.0.1."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=processes,
+        host="127.0.0.1",
+        dashboard_address=":0",
+        silence_logs=40,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import codes
 from .array import CodedArray, encode
-from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode
+from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode, make_code
 from .config import load_config as _load_config
 from .errors import ConditioningWarning, DaskCodedWarning, DecodingError
 from .linalg import dot, matmul, matvec
@@ -28,6 +28,7 @@ __all__ = [
     "codes",
     "dot",
     "encode",
+    "make_code",
     "matmul",
     "matvec",
     "plugin_stats",

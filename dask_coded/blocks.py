@@ -82,6 +82,21 @@ def parity_block(weights: np.ndarray, *data_blocks: np.ndarray) -> np.ndarray:
     return combine(np.asarray(weights)[None, :], [np.asarray(b) for b in data_blocks])[0]
 
 
+#: Event topic under which decode tasks report the blocks they corrected.
+CORRECTIONS_TOPIC = "dask-coded-corrections"
+
+
+def _report_corrections(blocks: Sequence[int]) -> None:
+    """Tell the scheduler which blocks of this task's group were wrong (no-op off a cluster)."""
+    try:
+        from distributed.worker import get_worker, thread_state
+
+        worker, key = get_worker(), thread_state.key
+    except (ImportError, AttributeError, ValueError):
+        return
+    worker.log_event(CORRECTIONS_TOPIC, {"key": key, "blocks": [int(b) for b in blocks]})
+
+
 class TaskCancelled(Exception):
     """Raised inside a task whose result the scheduler no longer wants."""
 
@@ -139,14 +154,23 @@ def _sum_of_products(left: Sequence[Any], right: Sequence[Any]) -> np.ndarray:
 
 
 def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
-    """Decode one output block from the group's products (``MISSING`` where dropped)."""
+    """Decode one output block from the group's products (``MISSING`` where dropped).
+
+    With ``spec.max_errors``, wrong products are located first and reported
+    to the scheduler as a ``dask-coded-corrections`` event, so the plugin can
+    count them per worker.
+    """
     results = {i: p for i, p in enumerate(products) if p is not MISSING}
+    if spec.max_errors:
+        wrong = spec.code.locate_errors(results, spec.max_errors)
+        if wrong:
+            _report_corrections(wrong)
+            results = {i: p for i, p in results.items() if i not in wrong}
     (out,) = spec.code.decode(
         results,
-        max_errors=spec.max_errors,
         shapes=[spec.shape],
         outputs=[spec.output],
-        recovery_set=spec.recovery_set,
+        recovery_set=spec.recovery_set if not spec.max_errors else None,
     )
     if np.dtype(spec.dtype).kind in "iu":
         # Integers are decoded in float64; round back to NumPy's result dtype.

@@ -18,10 +18,10 @@ From Python::
     with dask_coded.faults.inject(client, slow_workers=1, slow_factor=10, delay_shift=0.05):
         ...
 
-For separately started workers::
+For separately started workers (options after the preload go to it)::
 
     dask worker tcp://127.0.0.1:8786 --preload dask_coded.faults \\
-        --preload-argv "--model '{\\"delay_shift\\": 0.1}' --slow"
+        --model '{"delay_shift": 0.1, "slow_factor": 10}' --slow
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class FaultModel:
                 object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
 
     def to_json(self) -> str:
-        """The model as JSON, for ``--preload-argv "--model ..."``."""
+        """The model as JSON, for ``dask worker --preload dask_coded.faults --model JSON``."""
         return json.dumps(dataclasses.asdict(self))
 
 
@@ -348,10 +348,11 @@ def inject(client: Any, model: FaultModel | None = None, **params: Any) -> Itera
 @click.option("--slow", is_flag=True, help="This worker is slow (slow_factor applies).")
 @click.option("--faulty", is_flag=True, help="This worker corrupts every array result.")
 def dask_setup(worker: Any, model: str, slow: bool, faulty: bool) -> None:
-    """``dask worker --preload dask_coded.faults --preload-argv "..."``: inject faults on this worker."""
+    """``dask worker ADDRESS --preload dask_coded.faults --model JSON [--slow] [--faulty]``."""
     params = json.loads(model)
     for name in ("slow_workers", "error_workers", "kill_workers", "prefixes"):
         if isinstance(params.get(name), list):
             params[name] = tuple(params[name])
     injector = FaultInjector(FaultModel(**params), slow=slow, faulty=faulty)
-    worker.loop.add_callback(worker.plugin_add, plugin=injector, name=NAME)
+    injector.setup(worker)
+    worker.plugins[NAME] = injector

@@ -24,6 +24,7 @@ from .array import CodedArray, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
 from .codes import Code, MatDotCode, PolynomialCode, make_code
 from .codes.base import check_max_errors
+from .policy import ENCODE_TWO_SIDED
 
 __all__ = ["dot", "matmul", "matvec"]
 
@@ -80,6 +81,15 @@ def _decode_layer(
     }
 
 
+def _check_correctable(code: Code, max_errors: int) -> None:
+    """Fail at graph-build time, not in a worker, when ``code`` cannot correct ``max_errors``."""
+    if max_errors and not code.is_recovery_set(range(code.n), max_errors=max_errors):
+        raise ValueError(
+            f"{code!r} cannot correct max_errors={max_errors} wrong block products: that needs "
+            f"{2 * max_errors} blocks of redundancy; encode with more parity blocks"
+        )
+
+
 def _finish(out_name: str, layer: dict[Any, Any], products: _Layer, chunks: Any, dtype: np.dtype) -> da.Array:
     graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[products])  # type: ignore[list-item]
     meta = np.empty((0,) * len(chunks), dtype=dtype)
@@ -89,6 +99,7 @@ def _finish(out_name: str, layer: dict[Any, Any], products: _Layer, chunks: Any,
 def _one_sided(coded: CodedArray, other: da.Array, max_errors: int) -> da.Array:
     """``coded @ other`` (coded along axis 0) or ``other @ coded`` (coded along axis 1)."""
     code, left = coded.code, coded.axis == 0
+    _check_correctable(code, max_errors)
     inner_chunks = coded.chunks[1] if left else coded.chunks[0]
     other = other.rechunk({0 if left else other.ndim - 1: inner_chunks})
     dtype = np.result_type(coded.dtype, other.dtype)
@@ -149,12 +160,13 @@ def _polynomial(a: da.Array, b: da.Array, code: PolynomialCode, max_errors: int)
         if code.p != 1:
             raise ValueError(f"a vector cannot be split into p={code.p} column blocks; use p=1")
         return _polynomial(a, b[:, None], code, max_errors)[:, 0]
+    _check_correctable(code, max_errors)
     a = _split(a, 0, code.m)
     b = _split(b, 1, code.p)
     a = a.rechunk({1: b.chunks[0]})
     dtype = np.result_type(a.dtype, b.dtype)
     token = tokenize(a, b, code, max_errors)
-    enc_a, enc_b = "coded-encode-a-" + token, "coded-encode-b-" + token
+    enc_a, enc_b = (prefix + token for prefix in ENCODE_TWO_SIDED)
     inner = range(len(a.chunks[1]))
     layer = _encode_layer(enc_a, code.a_weights, [[(a.name, j, kk) for j in range(code.m)] for kk in inner])
     layer.update(
@@ -186,11 +198,12 @@ def _polynomial(a: da.Array, b: da.Array, code: PolynomialCode, max_errors: int)
 def _matdot(a: da.Array, b: da.Array, code: MatDotCode, max_errors: int) -> da.Array:
     if a.ndim != 2:
         raise ValueError("a MatDot code needs a 2-D left operand (split along the inner dimension)")
+    _check_correctable(code, max_errors)
     a = _split(a, 1, code.m)
     b = b.rechunk({0: a.chunks[1]})
     dtype = np.result_type(a.dtype, b.dtype)
     token = tokenize(a, b, code, max_errors)
-    enc_a, enc_b = "coded-encode-a-" + token, "coded-encode-b-" + token
+    enc_a, enc_b = (prefix + token for prefix in ENCODE_TWO_SIDED)
     rows, cols = range(len(a.chunks[0])), range(len(b.chunks[1])) if b.ndim == 2 else [None]
     layer = _encode_layer(enc_a, code.split_weights, [[(a.name, r, j) for j in range(code.m)] for r in rows])
     b_blocks = [[(b.name, j, c) if c is not None else (b.name, j) for j in range(code.m)] for c in cols]

@@ -34,7 +34,11 @@ client connection while it waits.
 
 Also, in ``update_graph``, coded blocks of encode layers are spread one per
 worker (coded block ``i`` on worker ``i mod W``, a loose restriction), so a
-straggler delays only its own blocks' products.
+straggler delays only its own blocks' products. Groups decoded with
+``max_errors=t`` go further: member ``i`` is pinned to worker ``i mod W``
+(a strict restriction, so work stealing cannot hand a faulty worker a second
+member of the same group and turn one wrong worker into two wrong results).
+When a worker leaves, its pinned tasks are freed to run anywhere.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from typing import Any
 from dask._task_spec import Task, TaskRef
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from .blocks import MISSING, CodedTask, DecodeSpec, decode_block
+from .blocks import CORRECTIONS_TOPIC, MISSING, CodedTask, DecodeSpec, decode_block
 from .policy import (
     coded_block_index,
     decode_workers,
@@ -94,8 +98,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     ...     with Client(cluster) as client:
     ...         dask_coded.register(client)
     ...         sorted(dask_coded.plugin_stats(client))  # doctest: +NORMALIZE_WHITESPACE
-    ['decodes_early', 'members_cancelled', 'members_dropped', 'placements',
-     'time_saved_estimate']
+    ['corrections', 'corrections_by_worker', 'decodes_early', 'members_cancelled',
+     'members_dropped', 'placements', 'time_saved_estimate']
     """
 
     name = NAME
@@ -108,11 +112,18 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             "members_cancelled": 0,
             "placements": 0,
             "time_saved_estimate": 0.0,
+            "corrections": 0,
         }
+        #: worker address -> wrong block products it computed that decodes corrected
+        self.corrections_by_worker: dict[str, int] = {}
+        #: product key -> the worker that computed it, while it is alive
+        self._computed_by: dict[Any, str] = {}
         self._pending: set[Any] = set()
         self._settling: set[Any] = set()
         #: decode key -> (its original run_spec, keys of the members it dropped)
         self._rewritten: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+        #: product key -> the worker it is pinned to (groups with max_errors)
+        self._pinned: dict[Any, str] = {}
         self._flush_scheduled = False
         self.scheduler: Any = None
 
@@ -128,21 +139,53 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if not workers:
             return
         for key in tasks:
-            index = coded_block_index(key)
             ts = scheduler.tasks.get(key)
-            if index is None or ts is None or ts.state not in ("released", "waiting"):
+            if ts is None:
                 continue
-            if ts.worker_restrictions or ts.host_restrictions or ts.resource_restrictions:
-                continue  # the user placed it
-            ts.worker_restrictions = {spread_worker(index, workers)}
-            ts.loose_restrictions = True
-            self.counters["placements"] += 1
+            spec = _decode_spec(ts)
+            if spec is not None and spec.max_errors:
+                for index, ref in enumerate(ts.run_spec.args[1:]):
+                    member = scheduler.tasks.get(ref.key) if isinstance(ref, TaskRef) else None
+                    worker = spread_worker(index, workers)
+                    if member is not None and worker is not None and self._place(member, worker, loose=False):
+                        self._pinned[member.key] = worker
+            block = coded_block_index(key)
+            if block is not None:
+                self._place(ts, spread_worker(block, workers), loose=True)
+
+    def _place(self, ts: Any, worker: str | None, loose: bool) -> bool:
+        if worker is None or ts.state not in ("released", "waiting"):
+            return False
+        if ts.worker_restrictions or ts.host_restrictions or ts.resource_restrictions:
+            return False  # the user placed it
+        ts.worker_restrictions = {worker}
+        ts.loose_restrictions = loose
+        self.counters["placements"] += 1
+        return True
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        freed = [key for key, pinned in self._pinned.items() if pinned == worker]
+        recommendations = {}
+        for key in freed:
+            del self._pinned[key]
+            ts = scheduler.tasks.get(key)
+            if ts is not None and ts.worker_restrictions == {worker}:
+                ts.loose_restrictions = True
+                if ts.state == "no-worker":
+                    recommendations[key] = "processing"
+        if recommendations:
+            scheduler.loop.add_callback(scheduler.transitions, recommendations, f"coded-unpin-{time.time()}")
 
     # -- early decode ----------------------------------------------------------
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if self.scheduler is None:
             return
+        if finish == "memory" and start == "processing" and "worker" in kwargs:
+            self._computed_by[key] = kwargs["worker"]
+        elif finish == "forgotten":
+            self._computed_by.pop(key, None)
+            self._pinned.pop(key, None)
         if key in self._rewritten and finish in ("memory", "erred", "released", "forgotten"):
             self._settling.add(key)
         if finish == "memory":
@@ -236,9 +279,24 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.counters["decodes_early"] += 1
         recommendations[ts.key] = "processing"
 
-    def stats(self) -> dict[str, float]:
-        """The counters: decodes done early, members dropped and cancelled, time saved (a lower bound)."""
-        return dict(self.counters)
+    def log_event(self, topic: str, msg: Any) -> None:
+        if topic != CORRECTIONS_TOPIC or not isinstance(msg, dict) or self.scheduler is None:
+            return
+        ts = self.scheduler.tasks.get(msg.get("key"))
+        refs = ts.run_spec.args[1:] if ts is not None and _decode_spec(ts) is not None else ()
+        for block in msg.get("blocks", ()):
+            self.counters["corrections"] += 1
+            ref = refs[block] if block < len(refs) else None
+            worker = self._computed_by.get(ref.key, "unknown") if isinstance(ref, TaskRef) else "unknown"
+            self.corrections_by_worker[worker] = self.corrections_by_worker.get(worker, 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        """The counters, and the workers whose wrong products were corrected.
+
+        Decodes done early, members dropped and cancelled, time saved (a
+        lower bound), and wrong products corrected.
+        """
+        return {**self.counters, "corrections_by_worker": dict(self.corrections_by_worker)}
 
 
 def register(client: Any, **options: Any) -> Any:
@@ -254,7 +312,7 @@ def register(client: Any, **options: Any) -> Any:
     return client.register_plugin(CodedSchedulerPlugin(**options), name=NAME)
 
 
-def plugin_stats(client: Any) -> dict[str, float]:
+def plugin_stats(client: Any) -> dict[str, Any]:
     """The plugin's counters, read from the scheduler (the registered object is a copy).
 
     With an asynchronous client, await the result.
@@ -264,7 +322,7 @@ def plugin_stats(client: Any) -> dict[str, float]:
     See :class:`CodedSchedulerPlugin`.
     """
 
-    def read(dask_scheduler: Any) -> dict[str, float]:
+    def read(dask_scheduler: Any) -> dict[str, Any]:
         plugin = dask_scheduler.plugins.get(NAME)
         if plugin is None:
             raise RuntimeError("the dask-coded plugin is not registered on this scheduler")

@@ -20,8 +20,11 @@ __all__ = [
     "time_saved",
 ]
 
-#: Layer-name prefixes of the encode layers whose blocks the plugin spreads.
+#: Layer-name prefixes of the encode layers whose blocks the plugin spreads: a
+#: CodedArray's row or column encoding, and the two sides of a polynomial or
+#: MatDot product (whose keys start with the coded index).
 ENCODE_ROWS, ENCODE_COLUMNS = "coded-encode-rows-", "coded-encode-cols-"
+ENCODE_TWO_SIDED = ("coded-encode-a-", "coded-encode-b-")
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,14 @@ def coded_block_index(key: Any) -> int | None:
     4
     >>> coded_block_index(("coded-encode-cols-abc", 0, 2))
     2
+    >>> coded_block_index(("coded-encode-b-abc", 3, 1))
+    3
     >>> coded_block_index(("x", 1)) is None
     True
     """
     if not isinstance(key, tuple) or len(key) < 2 or not isinstance(key[0], str):
         return None
-    if key[0].startswith(ENCODE_ROWS):
+    if key[0].startswith((ENCODE_ROWS, *ENCODE_TWO_SIDED)):
         return int(key[1])
     if key[0].startswith(ENCODE_COLUMNS):
         return int(key[-1])

@@ -339,7 +339,7 @@ def test_ill_conditioned_decode_warns():
     code = MDSCode(10, 20, generator="chebyshev")
     assert code.condition_number(samples=200) > 1e4
     products = {i: np.ones(3, dtype=np.float32) for i in range(10, 20)}
-    with pytest.warns(ConditioningWarning, match="digits"):
+    with pytest.warns(ConditioningWarning, match="accuracy dask-coded promises for float32"):
         code.decode(products)
 
 

@@ -36,6 +36,14 @@ __all__ = ["Code"]
 _SKETCHES = 3
 #: Round-off allowance of the consistency check, in units of ``eps * cond``.
 _NOISE_FACTOR = 1e4
+#: Relative accuracy a decode promises, by the byte size of the dtype's real part.
+_ACCURACY = {2: 1e-2, 4: 1e-4, 8: 1e-10}
+
+
+def accuracy_target(dtype: np.dtype) -> float:
+    """The relative error a well-conditioned decode in ``dtype`` stays below."""
+    real = np.finfo(dtype)
+    return _ACCURACY.get(real.dtype.itemsize, 1e-10)
 
 
 def _check_dtype(array: np.ndarray, what: str) -> None:
@@ -384,10 +392,13 @@ class Code:
         blocks = [arrays[chosen[c]] for c in used]
         dtype = _working_dtype(np.result_type(*blocks))
         condition = 1.0 if _selects(weights) else self.decoding_condition(chosen)
-        if condition > np.finfo(dtype).eps ** -0.5:
+        target = accuracy_target(dtype)
+        if condition * np.finfo(dtype).eps > target:
             warnings.warn(
                 f"decoding {self!r} from blocks {list(chosen)} has condition number "
-                f"{condition:.3g}: more than half of {dtype}'s digits may be lost",
+                f"{condition:.3g}: the relative error may exceed {target:g}, the accuracy "
+                f"dask-coded promises for {dtype}; decode in a wider dtype or use a "
+                "better-conditioned code",
                 ConditioningWarning,
                 stacklevel=2,
             )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +18,10 @@ class ReplicationCode(Code):
 
     Coded block ``i`` is a copy of data block ``i % k``, so blocks ``0..k-1``
     are the data blocks themselves and ``n = k * r``. Decoding is free. With
-    ``max_errors=t``, wrong copies are outvoted when every block has at least
-    ``2t + 1`` finished copies.
+    ``max_errors=t``, wrong copies are outvoted block by block when every
+    block has at least ``2t + 1`` finished copies, so up to ``t`` wrong copies
+    *of each block* are corrected (a worker holding copies of several blocks
+    may be wrong on all of them).
 
     Parameters
     ----------
@@ -78,6 +81,28 @@ class ReplicationCode(Code):
 
     def condition_number(self, samples: int | None = 2000, seed: int = 0) -> float:
         return 1.0
+
+    def locate_errors(self, results: Mapping[int, Any], max_errors: int) -> tuple[int, ...]:
+        """The wrong copies, outvoted block by block (``max_errors`` per block).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> code = ReplicationCode(k=2, r=3)
+        >>> results = {i: np.full(2, float(i % 2)) for i in range(6)}
+        >>> results[0], results[3] = results[0] + 1.0, results[3] - 7.0  # one bad copy of each block
+        >>> code.locate_errors(results, max_errors=1)
+        (0, 3)
+        """
+        indices = self._validate_indices(results)
+        wrong: list[int] = []
+        for block in range(self.k):
+            copies = [i for i in indices if i % self.k == block]
+            # The copies of one block form a repetition code of length len(copies).
+            vote = ReplicationCode(1, max(len(copies), 1))
+            found = Code.locate_errors(vote, {c: results[i] for c, i in enumerate(copies)}, max_errors)
+            wrong.extend(copies[c] for c in found)
+        return tuple(sorted(wrong))
 
     def encode(self, blocks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The ``n`` coded blocks: ``r`` references to each data block (no copies made)."""

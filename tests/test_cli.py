@@ -1,0 +1,56 @@
+import json
+import re
+
+import pytest
+
+from dask_coded.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+
+
+@pytest.mark.slow
+def test_demo_runs_and_reports(tmp_path, capsys):
+    argv = ["demo", "--rows", "600", "--cols", "30", "--workers", "4", "--parity", "1", "--repeats", "3"]
+    assert main([*argv, "--delay", "0.02", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "dashboard: http://127.0.0.1" in out
+    assert re.search(r"plain da\.dot\s+[\d.]+", out) and re.search(r"dask_coded\.dot\s+[\d.]+", out)
+    error = float(re.search(r"max relative error vs NumPy: ([\d.e+-]+)", out).group(1))
+    assert error < 1e-10
+    assert "3/3 matvecs" in out
+    assert (tmp_path / "demo.png").stat().st_size > 1000
+
+
+def test_demo_rejects_parity_without_data_blocks():
+    with pytest.raises(SystemExit, match="at least one data block"):
+        main(["demo", "--workers", "2", "--parity", "2"])
+
+
+def test_help_and_unknown_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0 and "demo" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+
+
+def test_bench_codes_quick_writes_json(tmp_path):
+    assert main(["bench", "--quick", "--suites", "codes", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "codes.json").read_text())
+    assert result["machine"]["cpus"] >= 1 and result["rows"]
+    assert all(row["relative_error"] < 1e-10 for row in result["rows"])
+
+
+@pytest.mark.slow
+def test_bench_cluster_suites_quick(tmp_path):
+    assert main(["bench", "--quick", "--suites", "dot,stragglers", "--out", str(tmp_path)]) == 0
+    stragglers = json.loads((tmp_path / "stragglers.json").read_text())
+    assert {row["model"] for row in stragglers["rows"]} == {
+        "slow-worker-10x",
+        "shifted-exponential",
+        "pareto",
+    }
+    assert all(row["max_relative_error"] < 1e-10 for row in stragglers["rows"])
+    assert (tmp_path / "stragglers.png").exists()
+    assert json.loads((tmp_path / "dot.json").read_text())["rows"]

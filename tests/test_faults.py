@@ -1,0 +1,125 @@
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+from dask._task_spec import Task
+from distributed.utils_test import gen_cluster
+
+import dask_coded
+from dask_coded.faults import FaultInjector, FaultModel, computes_product, corrupt, inject, task_delay
+from dask_coded.testing import relative_error
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"delay": "gamma"}, "unknown delay model"),
+        ({"error_kind": "cosmic"}, "unknown error kind"),
+        ({"tasks": "some"}, "unknown task selection"),
+        ({"delay_shift": -1.0}, "non-negative"),
+        ({"slow_factor": 0.5}, "at least 1"),
+        ({"error_rate": 2.0}, "error_rate"),
+    ],
+)
+def test_bad_models_raise(params, match):
+    with pytest.raises(ValueError, match=match):
+        FaultModel(**params)
+
+
+@pytest.mark.parametrize(
+    "model,mean",
+    [
+        (FaultModel(delay="shifted-exponential", delay_shift=0.1, delay_scale=0.2), 0.3),
+        (FaultModel(delay="pareto", delay_shift=0.0, delay_scale=0.1, pareto_shape=3.0), 0.15),
+        (FaultModel(delay_shift=0.25), 0.25),
+    ],
+    ids=["shifted-exponential", "pareto", "fixed"],
+)
+def test_delays_are_seeded_and_follow_their_distribution(model, mean):
+    delays = np.array([task_delay(model, ("task", i)) for i in range(4000)])
+    assert np.array_equal(delays, [task_delay(model, ("task", i)) for i in range(4000)])
+    assert delays.min() >= model.delay_shift
+    np.testing.assert_allclose(delays.mean(), mean, rtol=0.08)
+    other_seed = FaultModel(**{**model.__dict__, "seed": 1})
+    if model.delay != "none":
+        assert task_delay(other_seed, ("task", 0)) != delays[0]
+
+
+@pytest.mark.parametrize("kind", ["noise", "nan", "bitflip"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+def test_corruption_changes_the_array(kind, dtype):
+    value = np.random.default_rng(0).standard_normal((30, 20)).astype(dtype)
+    bad = corrupt(value, kind, np.random.default_rng(1))
+    assert bad.shape == value.shape and bad.dtype == value.dtype
+    assert not np.array_equal(bad, value, equal_nan=False)
+    assert relative_error(np.nan_to_num(bad, nan=1e30, posinf=1e30, neginf=-1e30), value) > 1e-3
+    np.testing.assert_array_equal(value, np.random.default_rng(0).standard_normal((30, 20)).astype(dtype))
+
+
+def test_corruption_leaves_non_arrays_alone():
+    assert corrupt(3, "noise", np.random.default_rng(0)) == 3
+    ints = np.arange(4)
+    assert corrupt(ints, "noise", np.random.default_rng(0)) is ints
+
+
+def test_products_are_recognised_through_fusion():
+    a = da.ones((40, 4), chunks=(10, 4))
+    plain = dict(da.dot(a, np.ones(4)).__dask_optimize__(da.dot(a, np.ones(4)).__dask_graph__(), []))
+    assert any(computes_product(t) for t in plain.values())
+    coded = dict(dask_coded.dot(a, np.ones(4)).__dask_graph__())
+    products = [k for k, t in coded.items() if computes_product(t)]
+    assert products and all(str(k[0]).startswith("coded-product") for k in products)
+    assert not computes_product(Task("x", np.add, 1, 2))
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3)
+async def test_slow_worker_is_slow_for_plain_dask(c, s, a, b, w):
+    model = FaultModel(delay_shift=0.05, slow_workers=(a.address,), slow_factor=20)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    start = time.monotonic()
+    await c.submit(np.ones, 3, workers=[b.address], pure=False)
+    fast = time.monotonic() - start
+    start = time.monotonic()
+    await c.submit(np.ones, 3, workers=[a.address], pure=False)
+    slow = time.monotonic() - start
+    assert slow > 0.9 > fast * 2, (slow, fast)
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4)
+async def test_soft_errors_spoil_plain_dask(c, s, *workers):
+    data = np.random.default_rng(0).standard_normal((400, 30))
+    matrix = await c.persist(da.from_array(data, chunks=(100, 30)))
+    model = FaultModel(error_workers=tuple(w.address for w in workers), tasks="products", error_kind="noise")
+    await c.register_plugin(FaultInjector(model), name="faults")
+    result = await c.compute(da.dot(matrix, np.ones(30)))
+    assert relative_error(result, data.sum(axis=1)) > 1.0
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3)
+async def test_error_rate_hits_some_tasks(c, s, *workers):
+    model = FaultModel(error_rate=0.5, seed=3)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    futures = c.map(lambda i: np.full(5, float(i)), range(40))
+    results = await c.gather(futures)
+    wrong = sum(not np.array_equal(r, np.full(5, float(i))) for i, r in enumerate(results))
+    assert 8 < wrong < 32
+
+
+def test_inject_context_manager_chooses_slow_workers(client):
+    with inject(client, slow_workers=1, slow_factor=5, seed=2) as model:
+        assert len(model.slow_workers) == 1
+        assert model.slow_workers[0] in client.scheduler_info()["workers"]
+        plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
+        assert all("dask-coded-faults" in names for names in plugins.values())
+    plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
+    assert not any("dask-coded-faults" in names for names in plugins.values())
+    with pytest.raises(ValueError, match="cannot make 5 of 2 workers"), inject(client, slow_workers=5):
+        pass
+
+
+def test_model_round_trips_through_json():
+    model = FaultModel(delay="pareto", slow_workers=("w1",), prefixes=("coded-product",), tasks="products")
+    params = __import__("json").loads(model.to_json())
+    rebuilt = FaultModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+    assert rebuilt == model

@@ -1,0 +1,169 @@
+"""dask-coded on separate processes: `dask scheduler --preload dask_coded.plugin` and `dask worker`s."""
+
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, wait
+
+import dask_coded
+from dask_coded.faults import FaultModel
+from dask_coded.testing import relative_error
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")]
+
+DASK = str(pathlib.Path(sys.executable).with_name("dask"))
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def processes_cluster(tmp_path, model, workers=5, slow=(), faulty=()):
+    """A scheduler and ``workers`` worker processes on 127.0.0.1; always torn down."""
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    DASK,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--dashboard-address",
+                    ":0",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                    "--preload",
+                    "dask_coded.plugin",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        )
+        _wait_for(scheduler_file.exists, 30, "the scheduler file")
+        _wait_for(lambda: "address" in scheduler_file.read_text(), 10, "the scheduler address")
+        address = json.loads(scheduler_file.read_text())["address"]
+        for i in range(workers):
+            flags = (["--slow"] if i in slow else []) + (["--faulty"] if i in faulty else [])
+            procs.append(
+                subprocess.Popen(
+                    [
+                        DASK,
+                        "worker",
+                        address,
+                        "--name",
+                        f"w{i}",
+                        "--nthreads",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--preload",
+                        "dask_coded.faults",
+                        "--model",
+                        model.to_json(),
+                        *flags,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                )
+            )
+        with Client(address) as client:
+            client.wait_for_workers(workers, timeout=60)
+            yield client, procs
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGINT) if proc.poll() is None else None
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _addresses_by_name(client):
+    return {info["name"]: address for address, info in client.scheduler_info()["workers"].items()}
+
+
+def _plain_on_every_worker(client, data, names):
+    """A plain Dask array whose block i is persisted on worker names[i]."""
+    by_name = _addresses_by_name(client)
+    blocks = np.array_split(data, len(names))
+    pieces = [
+        client.persist(da.from_array(b, chunks=b.shape), workers=[by_name[n]]) for b, n in zip(blocks, names)
+    ]
+    return da.concatenate(pieces)
+
+
+SLOW_SECONDS = 0.05 * 60
+
+
+def test_coded_finishes_while_the_slow_worker_is_busy(tmp_path):
+    model = FaultModel(delay_shift=0.05, slow_factor=60, tasks="products")
+    data = np.random.default_rng(0).standard_normal((500, 60))
+    with processes_cluster(tmp_path, model, workers=5, slow=(0,)) as (client, _):
+        plain = _plain_on_every_worker(client, data, [f"w{i}" for i in range(5)])
+        coded = client.persist(dask_coded.encode(data, code=dask_coded.MDSCode(3, 5)))
+        x = np.ones(60)
+
+        start = time.monotonic()
+        result = dask_coded.dot(coded, x).compute()
+        coded_time = time.monotonic() - start
+        assert relative_error(result, data @ x) < 1e-10
+
+        start = time.monotonic()
+        plain_result = da.dot(plain, x).compute()
+        plain_time = time.monotonic() - start
+        assert relative_error(plain_result, data @ x) < 1e-12
+
+        assert coded_time < SLOW_SECONDS / 2 < plain_time / 2, (coded_time, plain_time)
+        stats = dask_coded.plugin_stats(client)
+        assert stats["decodes_early"] >= 1 and stats["members_dropped"] >= 1
+
+        def coded_tasks(dask_scheduler):
+            return [
+                str(k) for k in dask_scheduler.tasks if "coded-product" in str(k) or "coded-decode" in str(k)
+            ]
+
+        _wait_for(lambda: not client.run_on_scheduler(coded_tasks), 10, "released coded tasks")
+        held = client.run(lambda dask_worker: [str(k) for k in dask_worker.data if "coded-product" in str(k)])
+        assert not any(held.values()), held
+
+
+def test_worker_killed_mid_compute(tmp_path):
+    model = FaultModel(delay_shift=1.0, tasks="products")
+    data = np.random.default_rng(1).standard_normal((500, 40))
+    with processes_cluster(tmp_path, model, workers=5) as (client, procs):
+        coded = client.persist(dask_coded.encode(data, code=dask_coded.MDSCode(3, 5)))
+        wait(list(dict(coded.__dask_graph__()).values()))  # encoded before the clock starts
+        start = time.monotonic()
+        future = client.compute(dask_coded.dot(coded, np.ones(40)))
+        time.sleep(0.3)
+        procs[1].kill()  # a worker dies with its product half done
+        result = future.result(timeout=60)
+        elapsed = time.monotonic() - start
+        assert relative_error(result, data.sum(axis=1)) < 1e-10
+        # A recomputation would need a second ~1 s round of products.
+        assert elapsed < 1.9, elapsed

@@ -1,0 +1,115 @@
+"""Wrong block products, end to end: located and corrected in the graph, counted per worker, never silent."""
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from distributed.utils_test import gen_cluster
+
+import dask_coded
+from dask_coded import DecodingError, MDSCode
+from dask_coded.faults import FaultInjector, FaultModel
+from dask_coded.testing import relative_error
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+
+SIX_WORKERS = [("127.0.0.1", 1)] * 6
+#: k = 4 data blocks, no straggler parity, 2 * max_errors = 2 extra blocks: one coded block per worker.
+CONFIG = {"distributed.scheduler.validate": True, "coded.parity": 0}
+
+
+async def _setup(c, faulty, kind):
+    """Register the plugin and make the ``faulty`` workers return garbage for every product."""
+    await dask_coded.register(c)
+    model = FaultModel(error_workers=tuple(w.address for w in faulty), error_kind=kind, tasks="products")
+    await c.register_plugin(FaultInjector(model), name="faults")
+
+
+@pytest.mark.parametrize("kind", ["noise", "nan", "bitflip"])
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)
+async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
+    data = np.random.default_rng(0).standard_normal((400, 50))
+    x = np.random.default_rng(1).standard_normal(50)
+    with dask.config.set(CONFIG):
+        plain = await c.persist(da.from_array(data, chunks=(100, 50)))
+        # The faulty worker holds a plain block, so plain Dask's product of that block runs there.
+        (faulty,) = s.tasks[plain.__dask_keys__()[0][0]].who_has
+        coded = await c.persist(dask_coded.encode(plain, code=dask_coded.MDSCode(4, 6)))
+        assert coded.code.n == 6
+        await _setup(c, [faulty], kind)
+
+        wrong = await c.compute(da.dot(plain, x))
+        right = await c.compute(dask_coded.dot(coded, x, max_errors=1))
+
+    # Plain Dask under the same faults is wrong: the faults are real.
+    expected = data @ x
+    assert np.isnan(wrong).any() or relative_error(wrong, expected) > 1e-6
+    assert relative_error(right, expected) < 1e-10
+    stats = await dask_coded.plugin_stats(c)
+    assert stats["corrections"] >= 1
+    assert set(stats["corrections_by_worker"]) == {faulty.address}
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)
+async def test_too_many_faulty_workers_raise_instead_of_returning(c, s, *workers):
+    data = np.random.default_rng(0).standard_normal((400, 50))
+    with dask.config.set(CONFIG):
+        await _setup(c, workers[:2], "noise")
+        coded = await c.persist(
+            dask_coded.encode(da.from_array(data, chunks=(100, 50)), code=dask_coded.MDSCode(4, 6))
+        )
+        with pytest.raises(DecodingError, match="wrong result"):
+            await c.compute(dask_coded.dot(coded, np.ones(50), max_errors=1))
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)
+async def test_named_codes_get_redundancy_for_max_errors(c, s, *workers):
+    data = np.random.default_rng(2).standard_normal((200, 30))
+    with dask.config.set(CONFIG):
+        await _setup(c, workers[:1], "noise")
+        matrix = da.from_array(data, chunks=(50, 30))
+        for code in ["mds", "replication", "polynomial", "matdot"]:
+            other = (
+                da.from_array(np.eye(30), chunks=(15, 30))
+                if code in ("polynomial", "matdot")
+                else np.ones(30)
+            )
+            result = await c.compute(dask_coded.dot(matrix, other, code=code, max_errors=1))
+            expected = data @ (np.eye(30) if code in ("polynomial", "matdot") else np.ones(30))
+            assert relative_error(result, expected) < 1e-10, code
+
+
+def test_max_errors_on_a_local_scheduler():
+    data = np.random.default_rng(3).standard_normal((80, 10))
+    result = dask_coded.dot(da.from_array(data, chunks=(20, 10)), np.ones(10), max_errors=2)
+    assert relative_error(result.compute(scheduler="threads"), data.sum(axis=1)) < 1e-10
+    graph = dict(result.__dask_graph__())
+    specs = [
+        t.args[0] for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith("coded-decode")
+    ]
+    assert {(s.code.k, s.code.n, s.max_errors) for s in specs} == {(4, 10, 2)}
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)
+async def test_a_pinned_member_runs_elsewhere_when_its_worker_dies(c, s, *workers):
+    """Members of a max_errors group are pinned to distinct workers; a dead worker's member is freed."""
+    data = np.random.default_rng(4).standard_normal((400, 50))
+    doomed = workers[0]
+    with dask.config.set(CONFIG):
+        await dask_coded.register(c)
+        coded = await c.persist(dask_coded.encode(da.from_array(data, chunks=(100, 50)), code=MDSCode(4, 6)))
+        model = FaultModel(delay_shift=0.5, tasks="products", kill_workers=(doomed.address,), kill_after=0.1)
+        await c.register_plugin(FaultInjector(model), name="faults")
+        result = await c.compute(dask_coded.dot(coded, np.ones(50), max_errors=1))
+    # Checking one wrong result needs all k + 2 = 6 products, so the lost one really was recomputed.
+    assert relative_error(result, data.sum(axis=1)) < 1e-10
+    assert doomed.address not in s.workers
+    assert not (await dask_coded.plugin_stats(c))["corrections"]
+
+
+def test_a_code_without_enough_redundancy_is_refused_at_graph_build_time():
+    coded = dask_coded.encode(np.ones((8, 3)), code=MDSCode(4, 5))
+    with pytest.raises(ValueError, match="cannot correct max_errors=1"):
+        dask_coded.dot(coded, np.ones(3), max_errors=1)
+    with pytest.raises(ValueError, match="cannot correct max_errors=1"):
+        dask_coded.dot(np.ones((8, 4)), np.ones((4, 4)), code=dask_coded.codes.MatDotCode(2, 4), max_errors=1)
