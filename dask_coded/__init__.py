@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import codes
+from . import codes, sgd
 from .array import CodedArray, encode
 from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode, make_code
 from .config import load_config as _load_config
@@ -33,6 +33,7 @@ __all__ = [
     "matvec",
     "plugin_stats",
     "register",
+    "sgd",
 ]
 
 _load_config()

@@ -1,0 +1,249 @@
+"""What every trainer shares: input checks, data placement, the stopping rule, and the record.
+
+The client process is the parameter server: it holds the parameters ``w``
+and submits gradient tasks, one per worker at a time, with ``w`` as an
+argument (a small vector). Gradient tasks run where their data already is
+and never on another worker, so a slow worker stays slow for the trainer
+exactly as it is for the scheduler.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from distributed import Future, get_client
+
+from .history import History
+from .problems import Problem, make_problem
+
+__all__ = ["Trainer", "minibatch_gradient", "partition_gradient"]
+
+#: Key prefix of every gradient task (fault models can select them by it).
+GRADIENT_PREFIX = "sgd-gradient-"
+
+
+def minibatch_gradient(
+    problem: Problem,
+    w: np.ndarray,
+    x_blocks: list[np.ndarray],
+    y_blocks: list[np.ndarray],
+    batch_size: int | None,
+    seed: tuple[int, int],
+) -> tuple[np.ndarray, int]:
+    """(gradient sum, rows) over ``batch_size`` rows drawn uniformly from all blocks (all rows if None)."""
+    if batch_size is None:
+        total = sum(problem.gradient_sum(w, x, y) for x, y in zip(x_blocks, y_blocks))
+        return np.asarray(total), sum(len(y) for y in y_blocks)
+    offsets = np.cumsum([0] + [len(y) for y in y_blocks])
+    rows = np.sort(np.random.default_rng(seed).integers(offsets[-1], size=batch_size))
+    block_of = np.searchsorted(offsets, rows, side="right") - 1
+    x = np.concatenate([x_blocks[b][rows[block_of == b] - offsets[b]] for b in np.unique(block_of)])
+    y = np.concatenate([y_blocks[b][rows[block_of == b] - offsets[b]] for b in np.unique(block_of)])
+    return problem.gradient_sum(w, x, y), batch_size
+
+
+def partition_gradient(
+    problem: Problem,
+    w: np.ndarray,
+    x_blocks: Mapping[int, np.ndarray],
+    y_blocks: Mapping[int, np.ndarray],
+    coefficients: Mapping[int, float],
+) -> np.ndarray:
+    """``sum_j coefficients[j] * G_j``: a gradient-coded worker's message (``G_j`` the partition sums)."""
+    return np.asarray(
+        sum(c * problem.gradient_sum(w, x_blocks[j], y_blocks[j]) for j, c in coefficients.items())
+    )
+
+
+class Trainer:
+    """Base of the SGD trainers: ``fit(X, y)`` returns the trainer, with ``coef_`` and ``history_``.
+
+    Parameters
+    ----------
+    problem
+        A :class:`~dask_coded.sgd.problems.Problem` or ``"least-squares"`` /
+        ``"logistic"``.
+    learning_rate
+        Step size (constant).
+    batch_size
+        Rows per worker gradient, drawn uniformly from the whole data set
+        (each worker holds a replica, as in Dutta et al.); ``None`` uses all
+        rows (full-batch gradients).
+    max_iterations
+        Parameter updates before stopping.
+    max_time
+        Seconds before stopping (None: no limit).
+    target_error
+        Stop once ``|w - w*| / |w*|`` falls to this (None: run to the limits).
+    client
+        The ``distributed.Client`` (default: the current one).
+    seed
+        Seed of the mini-batch draws.
+    """
+
+    method = "trainer"
+
+    def __init__(
+        self,
+        problem: Problem | str = "least-squares",
+        *,
+        learning_rate: float = 0.1,
+        batch_size: int | None = 64,
+        max_iterations: int = 200,
+        max_time: float | None = None,
+        target_error: float | None = None,
+        client: Any = None,
+        seed: int = 0,
+    ) -> None:
+        self.problem = make_problem(problem)
+        if not np.isfinite(learning_rate) or learning_rate <= 0:
+            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        if max_iterations < 1:
+            raise ValueError(f"max_iterations must be at least 1, got {max_iterations!r}")
+        self.learning_rate = float(learning_rate)
+        self.batch_size = batch_size
+        self.max_iterations = int(max_iterations)
+        self.max_time = max_time
+        self.target_error = target_error
+        self.client = client
+        self.seed = int(seed)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.problem!r}, learning_rate={self.learning_rate:g})"
+
+    # -- the public interface --------------------------------------------------
+
+    def fit(self, X: Any, y: Any, *, optimum: np.ndarray | None = None) -> Trainer:
+        """Train on ``X`` (rows are samples) and ``y``; NumPy or Dask arrays.
+
+        ``optimum`` is the reference for the history's error column; by
+        default the problem's own solver computes it on the client.
+        """
+        X, y = self._check_data(X, y)
+        client = self.client if self.client is not None else _current_client()
+        workers = sorted(client.scheduler_info()["workers"])
+        if not workers:
+            raise ValueError("the client's cluster has no workers")
+        self._check_workers(len(workers))
+        reference = self.problem.optimum(X, y) if optimum is None else np.asarray(optimum, dtype=float)
+        if reference.shape != (X.shape[1],):
+            raise ValueError(f"optimum has shape {reference.shape}, expected ({X.shape[1]},)")
+        self._run_id = uuid.uuid4().hex[:8]
+        self._submitted = 0
+        self._record = _Recorder(self, reference, np.zeros(X.shape[1]))
+        w = self._train(client, workers, X, y)
+        self.coef_ = w
+        self.history_ = self._record.history(self.method, self.problem, X, y)
+        return self
+
+    def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _check_workers(self, workers: int) -> None:
+        """Raise ``ValueError`` when the trainer's options do not fit ``workers`` workers."""
+
+    # -- helpers for the subclasses ---------------------------------------------
+
+    def _check_data(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (samples x features), got {X.ndim}-D")
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D, got {y.ndim}-D")
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        if not (np.isfinite(X).all() and np.isfinite(y).all()):
+            raise ValueError("X and y must be finite (found NaN or inf)")
+        self.problem.check_targets(y)
+        return X, y
+
+    def _replicate(
+        self, client: Any, X: np.ndarray, y: np.ndarray, parts: int
+    ) -> tuple[list[Any], list[Any]]:
+        """``parts`` row partitions of X and y, each on every worker."""
+        x_parts, y_parts = np.array_split(X, parts), np.array_split(y, parts)
+        return (
+            client.scatter(x_parts, broadcast=True, hash=False),
+            client.scatter(y_parts, broadcast=True, hash=False),
+        )
+
+    def _submit(self, client: Any, worker: str, index: int, function: Any, *args: Any) -> Future:
+        """One gradient task pinned to ``worker`` (worker number ``index``)."""
+        key = f"{GRADIENT_PREFIX}{self.method}-{self._run_id}-{index}-{self._submitted}"
+        self._submitted += 1
+        return client.submit(
+            function, *args, key=key, workers=[worker], allow_other_workers=False, pure=False
+        )
+
+    def _batch_seed(self) -> tuple[int, int]:
+        return (self.seed, self._submitted)
+
+    def _step(self, w: np.ndarray, gradient_sum: np.ndarray, rows: int) -> np.ndarray:
+        return w - self.learning_rate * (gradient_sum / rows + self.problem.l2 * w)
+
+
+class _Recorder:
+    """Parameters after every update, timed; decides when to stop and catches divergence."""
+
+    def __init__(self, trainer: Trainer, reference: np.ndarray, w0: np.ndarray) -> None:
+        self.trainer = trainer
+        self.reference = reference
+        self.scale = max(float(np.linalg.norm(reference)), np.finfo(float).tiny)
+        self.limit = 1e8 * max(self.scale, 1.0)
+        self.start = time.perf_counter()
+        self.rows: list[tuple[float, int, float]] = [(0.0, 0, 0.0)]
+        self.parameters = [w0.copy()]
+        self.workers: list[int] = []
+        self.staleness: list[int] = []
+
+    def gradient(self, worker: int, staleness: int) -> None:
+        self.workers.append(worker)
+        self.staleness.append(staleness)
+
+    def update(self, w: np.ndarray, gradients: int, staleness: float = 0.0) -> bool:
+        """Record an update; True when training should stop."""
+        elapsed = time.perf_counter() - self.start
+        iteration = len(self.parameters)
+        self.rows.append((elapsed, self.rows[-1][1] + gradients, staleness))
+        self.parameters.append(w.copy())
+        norm = float(np.linalg.norm(w))
+        if not np.isfinite(norm) or norm > self.limit:
+            raise FloatingPointError(
+                f"{self.trainer.method} diverged at update {iteration} (|w| = {norm:.3g}); "
+                f"lower the learning rate (now {self.trainer.learning_rate:g})"
+            )
+        trainer = self.trainer
+        if iteration >= trainer.max_iterations:
+            return True
+        if trainer.max_time is not None and elapsed >= trainer.max_time:
+            return True
+        error = float(np.linalg.norm(w - self.reference)) / self.scale
+        return trainer.target_error is not None and error <= trainer.target_error
+
+    def history(self, method: str, problem: Problem, X: np.ndarray, y: np.ndarray) -> History:
+        times, gradients, staleness = (np.array(c) for c in zip(*self.rows))
+        return History(
+            method,
+            time=times,
+            iteration=np.arange(len(times)),
+            gradients=gradients.astype(int),
+            loss=np.array([problem.loss(w, X, y) for w in self.parameters]),
+            error=np.array([np.linalg.norm(w - self.reference) / self.scale for w in self.parameters]),
+            parameters=np.array(self.parameters),
+            staleness=staleness,
+            gradient_worker=np.array(self.workers, dtype=int),
+            gradient_staleness=np.array(self.staleness, dtype=int),
+        )
+
+
+def _current_client() -> Any:
+    try:
+        return get_client()
+    except ValueError:
+        raise ValueError("no distributed Client: create one, or pass client= to the trainer") from None

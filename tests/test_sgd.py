@@ -1,0 +1,177 @@
+"""The SGD trainers on a real cluster (scheduler and workers in separate processes)."""
+
+import numpy as np
+import pytest
+from distributed import Client
+from distributed.utils_test import cluster
+
+import dask_coded
+from dask_coded.faults import inject
+from dask_coded.sgd import (
+    AsyncSGD,
+    CodedMatvecSGD,
+    GradientCodedSGD,
+    KAsyncSGD,
+    KBatchAsyncSGD,
+    KSyncSGD,
+    LeastSquares,
+    LogisticRegression,
+    SyncSGD,
+    expected_k_sync_time,
+)
+
+P = 4
+GRADIENT_TASKS = ("sgd-gradient-", "coded-product-")
+
+
+@pytest.fixture
+def client(loop):
+    with cluster(nworkers=P, worker_kwargs={"nthreads": 1}) as (scheduler, _):
+        with Client(scheduler["address"], loop=loop) as client:
+            yield client
+
+
+def _least_squares(n=400, d=5, noise=1e-3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    return X, X @ rng.standard_normal(d) + noise * rng.standard_normal(n)
+
+
+def _trainers(**options):
+    return [
+        SyncSGD(**options),
+        KSyncSGD(2, **options),
+        AsyncSGD(**options),
+        KAsyncSGD(2, **options),
+        KBatchAsyncSGD(3, **options),
+        GradientCodedSGD(1, **options),
+        CodedMatvecSGD(**options),
+    ]
+
+
+def test_every_variant_reaches_the_least_squares_optimum(client):
+    X, y = _least_squares()
+    optimum = np.linalg.lstsq(X, y, rcond=None)[0]
+    for trainer in _trainers(learning_rate=0.1, batch_size=32, max_iterations=600, target_error=5e-4):
+        model = trainer.fit(X, y)
+        error = np.linalg.norm(model.coef_ - optimum) / np.linalg.norm(optimum)
+        assert error < 1e-3, (trainer.method, error)
+        history = model.history_
+        assert history.error[-1] == pytest.approx(error)
+        assert np.all(np.diff(history.time) >= 0) and history.iteration[-1] == len(history.time) - 1
+        assert history.loss[-1] < history.loss[0]
+
+
+def test_every_variant_reaches_the_scipy_logistic_reference(client):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 4))
+    y = (X @ np.array([1.5, -1.0, 0.5, 2.0]) + 0.5 * rng.standard_normal(300) > 0).astype(float)
+    problem = LogisticRegression(l2=0.1)
+    reference = problem.optimum(X, y)
+    for trainer in _trainers(
+        problem=problem, learning_rate=2.0, batch_size=None, max_iterations=400, target_error=1e-4
+    ):
+        model = trainer.fit(X, y, optimum=reference)
+        np.testing.assert_allclose(model.coef_, reference, rtol=0, atol=1e-3 * np.linalg.norm(reference))
+
+
+def test_coded_variants_follow_sync_iterates_under_stragglers(client):
+    X, y = _least_squares(noise=0.1)
+    options = dict(learning_rate=0.2, batch_size=None, max_iterations=25)
+    sync = SyncSGD(**options).fit(X, y).history_
+    with inject(client, slow_workers=1, slow_factor=10, delay_shift=0.02, prefixes=GRADIENT_TASKS):
+        coded = [GradientCodedSGD(1, **options).fit(X, y), CodedMatvecSGD(**options).fit(X, y)]
+    for model in coded:
+        np.testing.assert_allclose(
+            model.history_.parameters, sync.parameters, rtol=0, atol=1e-10 * np.abs(sync.parameters).max()
+        )
+    # ... without waiting for the slow worker: gradient coding decoded from P - 1 messages, and the
+    # plugin decoded the coded products early.
+    assert np.median(np.diff(coded[0].history_.gradients)) == P - 1
+    assert dask_coded.plugin_stats(client)["decodes_early"] > 0
+
+
+def test_async_runs_without_a_barrier_and_records_staleness(client):
+    X, y = _least_squares()
+    slow = sorted(client.scheduler_info()["workers"])[0]
+    with inject(client, slow_workers=(slow,), slow_factor=10, delay_shift=0.02, prefixes=GRADIENT_TASKS):
+        model = AsyncSGD(learning_rate=0.05, batch_size=32, max_iterations=120).fit(X, y)
+    history = model.history_
+    from_slow = history.gradient_staleness[history.gradient_worker == 0]
+    from_fast = history.gradient_staleness[history.gradient_worker != 0]
+    # Fast workers kept going while the slow one computed: no barrier, and its gradients came back stale.
+    assert len(from_fast) > 5 * max(len(from_slow), 1)
+    assert len(from_slow) >= 1 and from_slow.min() > 2 * from_fast.max()
+    assert history.staleness.max() == from_slow.max()
+
+
+@pytest.mark.slow
+def test_k_sync_step_time_matches_the_order_statistic(client):
+    """With i.i.d. exponential task times, a K-sync step takes the K-th order statistic of P of them.
+
+    The theory counts task time only, so the step time measured without delays (the same loop of
+    submit, wait and cancel) is subtracted first.
+    """
+    X, y = _least_squares()
+    mean_delay = 0.2
+    options = dict(learning_rate=0.01, batch_size=16, max_iterations=60)
+    overhead = {k: KSyncSGD(k, **options).fit(X, y).history_.mean_iteration_time() for k in (2, 3)}
+    with inject(client, delay="shifted-exponential", delay_scale=mean_delay, prefixes=GRADIENT_TASKS, seed=7):
+        for k in (2, 3):
+            measured = KSyncSGD(k, **options).fit(X, y).history_.mean_iteration_time() - overhead[k]
+            expected = expected_k_sync_time(P, k, mean_delay)
+            assert measured == pytest.approx(expected, rel=0.15), (k, measured, expected, overhead[k])
+
+
+BAD_INPUT = [
+    (SyncSGD(), (np.ones((5, 2)), np.ones(4)), "5 rows but y has 4"),
+    (SyncSGD(), (np.ones(5), np.ones(5)), "X must be 2-D"),
+    (SyncSGD(), (np.full((5, 2), np.nan), np.ones(5)), "finite"),
+    (KSyncSGD(P + 1), (np.ones((8, 2)), np.ones(8)), f"K={P + 1} exceeds"),
+    (KAsyncSGD(P + 1), (np.ones((8, 2)), np.ones(8)), f"K={P + 1} exceeds"),
+    (SyncSGD(LogisticRegression()), (np.ones((4, 2)), np.arange(4.0)), r"labels y in \{0, 1\}"),
+    (GradientCodedSGD(2, scheme="fractional"), (np.ones((9, 2)), np.ones(9)), "use scheme='cyclic'"),
+    (CodedMatvecSGD(), (np.ones((9, 1)), np.ones(9)), "columns into 2 blocks"),
+]
+
+
+def test_bad_input_is_refused(client):
+    for trainer, data, match in BAD_INPUT:
+        with pytest.raises(ValueError, match=match):
+            trainer.fit(*data)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: SyncSGD(learning_rate=-1), "learning_rate"),
+        (lambda: SyncSGD(batch_size=0), "batch_size"),
+        (lambda: KSyncSGD(0), "K must be a positive integer"),
+        (lambda: SyncSGD("ridge"), "unknown problem"),
+        (lambda: LeastSquares(l2=-1.0), "l2"),
+    ],
+)
+def test_bad_options_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_fit_without_a_client_says_so():
+    with pytest.raises(ValueError, match="no distributed Client"):
+        SyncSGD().fit(np.ones((4, 2)), np.ones(4))
+
+
+@pytest.mark.parametrize("trainer", [SyncSGD, AsyncSGD, GradientCodedSGD], ids=lambda t: t.__name__)
+def test_a_diverging_learning_rate_stops_with_a_clear_message(client, trainer):
+    X, y = _least_squares()
+    with pytest.raises(FloatingPointError, match="diverged .* lower the learning rate"):
+        trainer(learning_rate=50.0, batch_size=None, max_iterations=10_000).fit(X, y)
+
+
+def test_history_is_a_table_of_arrays(client):
+    X, y = _least_squares()
+    history = SyncSGD(learning_rate=0.1, max_iterations=5).fit(X, y).history_
+    table = history.as_dict()
+    assert {len(v) for k, v in table.items() if not k.startswith("gradient_")} == {6}
+    assert table["gradients"][-1] == 5 * P
+    assert history.time_to(-1.0) == float("inf")
