@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from distributed import Client
-from distributed.utils_test import cluster
 
 import dask_coded
 from dask_coded.faults import inject
@@ -25,10 +23,8 @@ GRADIENT_TASKS = ("sgd-gradient-", "coded-product-")
 
 
 @pytest.fixture
-def client(loop):
-    with cluster(nworkers=P, worker_kwargs={"nthreads": 1}) as (scheduler, _):
-        with Client(scheduler["address"], loop=loop) as client:
-            yield client
+def client(client_of):
+    return client_of(P)
 
 
 def _least_squares(n=400, d=5, noise=1e-3, seed=0):
