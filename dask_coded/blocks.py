@@ -22,7 +22,6 @@ __all__ = [
     "MISSING",
     "CodedTask",
     "DecodeSpec",
-    "TaskCancelled",
     "decode_block",
     "parity_block",
     "product_block",
@@ -97,10 +96,6 @@ def _report_corrections(blocks: Sequence[int]) -> None:
     worker.log_event(CORRECTIONS_TOPIC, {"key": key, "blocks": [int(b) for b in blocks]})
 
 
-class TaskCancelled(Exception):
-    """Raised inside a task whose result the scheduler no longer wants."""
-
-
 def task_cancelled() -> bool:
     """Whether the task running in this thread was cancelled by the scheduler.
 
@@ -127,7 +122,7 @@ _ROWS_PER_PIECE = 512
 def product_block(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> np.ndarray:
     """``sum_kk left[kk] @ right[kk]``: one coded product over the inner chunks.
 
-    Works through the rows in pieces and stops with :class:`TaskCancelled`
+    Works through the rows in pieces and stops (``distributed.Reschedule``)
     when the scheduler dropped the task (a late group member), so the worker
     is free for the next computation. The result equals ``np.dot`` on the
     whole blocks up to rounding.
@@ -140,7 +135,12 @@ def product_block(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> np
     pieces = []
     for start in range(0, first.shape[0], _ROWS_PER_PIECE):
         if task_cancelled():
-            raise TaskCancelled("the scheduler released this coded product")
+            from distributed import Reschedule
+
+            # A cancelled task's outcome is dropped. If the scheduler asked for the key again
+            # meanwhile (the same product in the next compute), Reschedule makes it run again
+            # instead of failing.
+            raise Reschedule()
         rows = slice(start, start + _ROWS_PER_PIECE)
         pieces.append(_sum_of_products([np.asarray(a)[rows] for a in left], right))
     return np.concatenate(pieces)

@@ -200,3 +200,20 @@ def test_plugin_stats_needs_the_plugin(client):
     assert isinstance(CodedSchedulerPlugin(), CodedSchedulerPlugin)
     with dask.config.set({"coded.parity": 1}):
         np.testing.assert_allclose(dask_coded.dot(np.ones((6, 3)), np.ones(3)).compute(), np.full(6, 3.0))
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_the_same_product_requested_again_while_cancelled(c, s, *workers):
+    """Identical computes back to back: a product cancelled in one is wanted again by the next.
+
+    The cancelled kernel stops by raising ``distributed.Reschedule``, so a key the scheduler
+    wants again is recomputed instead of erring.
+    """
+    a = _matrix(rows=4 * 2048, cols=100)
+    await _setup(c, s, workers[0])
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(2048, 100))))
+    x = np.ones(100)
+    for _ in range(8):
+        result = await c.compute(dask_coded.dot(coded, x))
+        assert relative_error(result, a.sum(axis=1)) < 1e-10
+    assert not [ts for ts in s.tasks.values() if ts.state == "erred"]
