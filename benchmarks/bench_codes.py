@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,31 @@ def measure(block: int, k: int, n: int, rng: np.random.Generator) -> dict[str, f
     }
 
 
+def plot(rows: list[dict[str, Any]], path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+    for ax, what in zip(axes, ("encode", "decode")):
+        for k, n in sorted({(r["k"], r["n"]) for r in rows}):
+            mine = [r for r in rows if (r["k"], r["n"]) == (k, n)]
+            ax.loglog(
+                [r["block"] for r in mine],
+                [r[f"{what}_over_product"] for r in mine],
+                "o-",
+                label=f"k={k} n={n}",
+            )
+        ax.axhline(1.0, color="k", linestyle=":", linewidth=1)
+        ax.set_xlabel("block size b (b x b blocks)")
+        ax.set_title(f"{what} time / one block product")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
@@ -76,6 +102,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                 flush=True,
             )
     path = write("codes", {"suite": "codes", "rows": rows}, args.out)
+    try:
+        plot(rows, path.with_suffix(".png"))
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install dask-coded[plot])")
     print(f"wrote {path}")
     return rows
 

@@ -96,6 +96,12 @@ def run(
     return out
 
 
+def _thin(times: np.ndarray, errors: np.ndarray, points: int = 400) -> dict[str, list[float]]:
+    """At most ``points`` evenly spaced (in updates) points of a curve, the last one kept."""
+    keep = np.unique(np.r_[np.linspace(0, len(times) - 1, points).astype(int), len(times) - 1])
+    return {"time": times[keep].tolist(), "error": errors[keep].tolist()}
+
+
 def plot(rows: list[dict[str, Any]], path: Any) -> None:
     import matplotlib
 

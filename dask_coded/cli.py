@@ -31,10 +31,8 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     from dask_coded.testing import one_block_per_worker
 
     workers, parity = args.workers, args.parity
-    print(
-        f"dask-coded demo: {workers} single-threaded workers, 1 of them {args.slow_factor:g}x slow; every "
-        f"block product takes {args.delay:g} s more (seed {args.seed})"
-    )
+    model = _straggler_model(args)
+    print(f"dask-coded demo: {workers} single-threaded workers; {_describe(args)} (seed {args.seed})")
     with (
         LocalCluster(
             n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0", silence_logs=40
@@ -49,14 +47,7 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
         reference = plain.compute()
         rng = np.random.default_rng(args.seed)
         plain_times, coded_times, errors = [], [], []
-        with inject(
-            client,
-            tasks="products",
-            delay_shift=args.delay,
-            slow_workers=1,
-            slow_factor=args.slow_factor,
-            seed=args.seed,
-        ):
+        with inject(client, tasks="products", seed=args.seed, **model):
             for rep in range(args.repeats):
                 x = rng.standard_normal(args.cols)
                 expected = reference @ x
@@ -77,6 +68,26 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_plot:
         _plot(plain_times, coded_times, args)
     return summary
+
+
+#: The demo's straggler models (all seeded, applied to block products only).
+MODELS = ("slow-worker", "shifted-exponential", "pareto")
+
+
+def _straggler_model(args: argparse.Namespace) -> dict[str, Any]:
+    if args.model == "slow-worker":
+        return {"delay_shift": args.delay, "slow_workers": 1, "slow_factor": args.slow_factor}
+    if args.model == "shifted-exponential":
+        return {"delay": "shifted-exponential", "delay_shift": args.delay, "delay_scale": 2 * args.delay}
+    return {"delay": "pareto", "delay_shift": args.delay, "delay_scale": args.delay, "pareto_shape": 1.5}
+
+
+def _describe(args: argparse.Namespace) -> str:
+    if args.model == "slow-worker":
+        return f"every block product takes {args.delay:g} s more, 1 worker is {args.slow_factor:g}x slow"
+    if args.model == "shifted-exponential":
+        return f"block products take {args.delay:g} s + Exp(mean {2 * args.delay:g} s) more"
+    return f"block products take {args.delay:g} s + {args.delay:g} s x Pareto(1.5) more"
 
 
 def _code_params(name: str, workers: int, parity: int) -> dict[str, int]:
@@ -120,7 +131,7 @@ def _plot(plain: list[float], coded: list[float], args: Any) -> None:
     ax.plot(coded, "s-", label="dask_coded.dot")
     ax.set_xlabel("matvec (back to back)")
     ax.set_ylabel("latency (s)")
-    ax.set_title(f"{args.workers} workers, one {args.slow_factor:g}x slow")
+    ax.set_title(f"{args.workers} workers: {args.model}")
     ax.legend()
     fig.tight_layout()
     path = out / "demo.png"
@@ -141,6 +152,7 @@ def bench(args: argparse.Namespace) -> None:
         extra = ["--scheduler", args.scheduler] if args.scheduler and suite != "codes" else []
         print(f"== {suite} ==", flush=True)
         module.main(forwarded + extra)
+    print(f"done: {args.suites}; JSON and PNG results in {args.out or root / 'benchmarks' / 'results'}")
 
 
 def _checkout_root() -> pathlib.Path:
@@ -166,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     run_demo.add_argument("--code", choices=["mds", "replication"], default="mds")
     run_demo.add_argument(
         "--slow-factor", type=float, default=10.0, help="how much slower the slow worker is"
+    )
+    run_demo.add_argument(
+        "--model", choices=MODELS, default="slow-worker", help="straggler model (default slow-worker)"
     )
     run_demo.add_argument("--delay", type=float, default=0.05, help="seconds every block product takes extra")
     run_demo.add_argument("--repeats", type=int, default=20, help="back-to-back matvecs (default 20)")

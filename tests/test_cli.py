@@ -9,10 +9,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning"
 
 
 @pytest.mark.slow
-def test_demo_runs_and_reports(tmp_path, capsys):
+@pytest.mark.parametrize("model", ["slow-worker", "pareto"])
+def test_demo_runs_and_reports(tmp_path, capsys, model):
     argv = ["demo", "--rows", "600", "--cols", "30", "--workers", "4", "--parity", "1", "--repeats", "3"]
-    assert main([*argv, "--delay", "0.02", "--out", str(tmp_path)]) == 0
+    assert main([*argv, "--delay", "0.02", "--model", model, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert ("Pareto" in out) == (model == "pareto")
     assert "dashboard: http://127.0.0.1" in out
     assert re.search(r"plain da\.dot\s+[\d.]+", out) and re.search(r"dask_coded\.dot\s+[\d.]+", out)
     error = float(re.search(r"max relative error vs NumPy: ([\d.e+-]+)", out).group(1))

@@ -117,6 +117,19 @@ class KAsyncSGD(_ParameterServer):
         Gradients per update (``1 <= k <= P``).
     **options
         See :class:`~dask_coded.sgd.base.Trainer`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from distributed import Client, LocalCluster
+    >>> from dask_coded.sgd import KAsyncSGD
+    >>> X = np.random.default_rng(0).standard_normal((200, 4))
+    >>> with LocalCluster(n_workers=3, processes=False, dashboard_address=":0") as cluster:
+    ...     with Client(cluster) as client:
+    ...         trainer = KAsyncSGD(2, learning_rate=0.2, batch_size=None, max_iterations=80)
+    ...         model = trainer.fit(X, X @ np.ones(4))
+    >>> bool(model.history_.error[-1] < 1e-6)
+    True
     """
 
     method = "k-async"
@@ -138,6 +151,19 @@ class KBatchAsyncSGD(KAsyncSGD):
         Gradients per update (any positive integer: a worker may send several).
     **options
         See :class:`~dask_coded.sgd.base.Trainer`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from distributed import Client, LocalCluster
+    >>> from dask_coded.sgd import KBatchAsyncSGD
+    >>> X = np.random.default_rng(0).standard_normal((200, 4))
+    >>> with LocalCluster(n_workers=2, processes=False, dashboard_address=":0") as cluster:
+    ...     with Client(cluster) as client:
+    ...         trainer = KBatchAsyncSGD(3, learning_rate=0.2, batch_size=None, max_iterations=80)
+    ...         model = trainer.fit(X, X @ np.ones(4))
+    >>> int(model.history_.gradients[-1])  # 3 gradients per update
+    240
     """
 
     method = "k-batch-async"
