@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import best_time, write
+from benchmarks.common import best_time, save
 from dask_coded import ConditioningWarning
 from dask_coded.codes import MDSCode
 
@@ -101,12 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                 f"err {row['relative_error']:.1e}",
                 flush=True,
             )
-    path = write("codes", {"suite": "codes", "rows": rows}, args.out)
-    try:
-        plot(rows, path.with_suffix(".png"))
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install dask-coded[plot])")
-    print(f"wrote {path}")
+    save("codes", rows, args.out, plot)
     return rows
 
 

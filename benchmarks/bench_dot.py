@@ -9,7 +9,6 @@ Run: python -m benchmarks.bench_dot [--quick] [--scheduler ADDRESS]
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 from distributed import Client
 
 import dask_coded
-from benchmarks.common import local_cluster, percentiles, write
+from benchmarks.common import cluster_arguments, on_cluster, percentiles, save
 from dask_coded.testing import one_block_per_worker
 
 
@@ -69,22 +68,12 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller data")
-    parser.add_argument("--scheduler", default=None, help="address of an existing cluster")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
+    args = cluster_arguments(__doc__.splitlines()[0]).parse_args(argv)
     rows, cols, repeats, blocks = (2048, 256, 5, [2, 4]) if args.quick else (16384, 1024, 20, [2, 4, 8, 16])
-    cluster = None if args.scheduler else local_cluster(args.workers)
-    with Client(args.scheduler or cluster) as client:
-        client.wait_for_workers(1 if args.scheduler else args.workers)
-        results = run(client, rows, cols, blocks, repeats, args.seed)
-    if cluster is not None:
-        cluster.close()
-    path = write("dot", {"suite": "dot", "rows": results}, args.out)
-    print(f"wrote {path}")
+    results = on_cluster(
+        args.scheduler, args.workers, lambda client: run(client, rows, cols, blocks, repeats, args.seed)
+    )
+    save("dot", results, args.out)
     return results
 
 

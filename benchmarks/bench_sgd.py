@@ -12,13 +12,12 @@ Run: python -m benchmarks.bench_sgd [--quick] [--scheduler ADDRESS]
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import numpy as np
 from distributed import Client
 
-from benchmarks.common import local_cluster, write
+from benchmarks.common import cluster_arguments, on_cluster, save
 from dask_coded.faults import inject
 from dask_coded.sgd import (
     AsyncSGD,
@@ -127,26 +126,12 @@ def plot(rows: list[dict[str, Any]], path: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller data, looser target")
-    parser.add_argument("--scheduler", default=None, help="address of an existing cluster")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="folder for sgd.json and .png")
-    args = parser.parse_args(argv)
+    args = cluster_arguments(__doc__.splitlines()[0]).parse_args(argv)
     rows, cols, target, max_time = (2000, 20, 1e-2, 20.0) if args.quick else (8000, 50, 1e-3, 60.0)
-    cluster = None if args.scheduler else local_cluster(args.workers)
-    with Client(args.scheduler or cluster) as client:
-        client.wait_for_workers(1 if args.scheduler else args.workers)
-        results = run(client, rows, cols, target, max_time, args.seed)
-    if cluster is not None:
-        cluster.close()
-    path = write("sgd", {"suite": "sgd", "rows": results}, args.out)
-    try:
-        plot(results, path.with_suffix(".png"))
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install dask-coded[plot])")
-    print(f"wrote {path}")
+    results = on_cluster(
+        args.scheduler, args.workers, lambda client: run(client, rows, cols, target, max_time, args.seed)
+    )
+    save("sgd", results, args.out, plot)
     return results
 
 

@@ -12,14 +12,13 @@ Run: python -m benchmarks.bench_soft_errors [--quick] [--scheduler ADDRESS]
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from typing import Any
 
 from distributed import Client
 
 import dask_coded
-from benchmarks.common import local_cluster, write
+from benchmarks.common import cluster_arguments, on_cluster, save
 from dask_coded.faults import inject
 from dask_coded.sgd.mlp import MLP, synthetic_classification
 
@@ -105,25 +104,10 @@ def plot(rows: list[dict[str, Any]], path: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples and epochs")
-    parser.add_argument("--scheduler", default=None, help="address of an existing cluster (7+ workers)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="folder for soft_errors.json and .png")
-    args = parser.parse_args(argv)
+    args = cluster_arguments(__doc__.splitlines()[0], workers=None).parse_args(argv)
     samples, epochs = (1000, 2) if args.quick else (2000, 8)
-    cluster = None if args.scheduler else local_cluster(7)
-    with Client(args.scheduler or cluster) as client:
-        client.wait_for_workers(1 if args.scheduler else 7)
-        results = run(client, samples, epochs, args.seed)
-    if cluster is not None:
-        cluster.close()
-    path = write("soft_errors", {"suite": "soft_errors", "rows": results}, args.out)
-    try:
-        plot(results, path.with_suffix(".png"))
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install dask-coded[plot])")
-    print(f"wrote {path}")
+    results = on_cluster(args.scheduler, 7, lambda client: run(client, samples, epochs, args.seed))
+    save("soft_errors", results, args.out, plot)
     return results
 
 

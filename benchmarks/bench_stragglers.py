@@ -14,7 +14,6 @@ Run: python -m benchmarks.bench_stragglers [--quick] [--scheduler ADDRESS]
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 from distributed import Client, get_task_stream
 
 import dask_coded
-from benchmarks.common import local_cluster, percentiles, write
+from benchmarks.common import cluster_arguments, on_cluster, percentiles, save
 from dask_coded.faults import inject
 from dask_coded.testing import one_block_per_worker
 
@@ -140,27 +139,14 @@ def plot(rows: list[dict[str, Any]], path: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller data")
-    parser.add_argument("--scheduler", default=None, help="address of an existing cluster")
-    parser.add_argument("--workers", type=int, default=8)
+    parser = cluster_arguments(__doc__.splitlines()[0])
     parser.add_argument("--parity", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="folder for stragglers.json and .png")
     args = parser.parse_args(argv)
     rows, cols, repeats = (2000, 200, 8) if args.quick else (16000, 1000, 40)
-    cluster = None if args.scheduler else local_cluster(args.workers)
-    with Client(args.scheduler or cluster) as client:
-        client.wait_for_workers(1 if args.scheduler else args.workers)
-        results = run(client, rows, cols, repeats, args.parity, args.seed)
-    if cluster is not None:
-        cluster.close()
-    path = write("stragglers", {"suite": "stragglers", "rows": results}, args.out)
-    try:
-        plot(results, path.with_suffix(".png"))
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install dask-coded[plot])")
-    print(f"wrote {path}")
+    results = on_cluster(
+        args.scheduler, args.workers, lambda client: run(client, rows, cols, repeats, args.parity, args.seed)
+    )
+    save("stragglers", results, args.out, plot)
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -72,3 +73,42 @@ def local_cluster(n_workers: int, processes: bool = True) -> Any:
         dashboard_address=":0",
         silence_logs=40,
     )
+
+
+def cluster_arguments(description: str, workers: int | None = 8) -> argparse.ArgumentParser:
+    """The options every cluster suite takes: --quick, --scheduler, --workers, --seed, --out."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (a smoke run)")
+    parser.add_argument("--scheduler", default=None, help="address of an existing cluster")
+    if workers is not None:
+        parser.add_argument("--workers", type=int, default=workers, help=f"local workers (default {workers})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="folder for the JSON and PNG results")
+    return parser
+
+
+def on_cluster(scheduler: str | None, workers: int, run: Callable[[Any], Any]) -> Any:
+    """``run(client)`` on the cluster at ``scheduler``, or on a fresh local one of ``workers`` workers."""
+    from distributed import Client
+
+    cluster = None if scheduler else local_cluster(workers)
+    try:
+        with Client(scheduler or cluster) as client:
+            client.wait_for_workers(1 if scheduler else workers)
+            return run(client)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def save(
+    name: str, rows: list[dict[str, Any]], out_dir: Any, plot: Callable[..., None] | None = None
+) -> None:
+    """Write ``name``.json (with the machine) and, when matplotlib is installed, ``name``.png."""
+    path = write(name, {"suite": name, "rows": rows}, out_dir)
+    if plot is not None:
+        try:
+            plot(rows, path.with_suffix(".png"))
+        except ImportError:
+            print("matplotlib not installed: no plot (pip install dask-coded[plot])")
+    print(f"wrote {path}")

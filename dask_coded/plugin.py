@@ -98,7 +98,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     ...     with Client(cluster) as client:
     ...         dask_coded.register(client)
     ...         sorted(dask_coded.plugin_stats(client))  # doctest: +NORMALIZE_WHITESPACE
-    ['corrections', 'corrections_by_worker', 'decodes_early', 'members_cancelled',
+    ['corrections', 'corrections_by_block', 'corrections_by_worker', 'decodes_early', 'members_cancelled',
      'members_dropped', 'placements', 'time_saved_estimate']
     """
 
@@ -116,6 +116,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         }
         #: worker address -> wrong block products it computed that decodes corrected
         self.corrections_by_worker: dict[str, int] = {}
+        #: coded-block index -> wrong products corrected at that index
+        self.corrections_by_block: dict[int, int] = {}
         #: product key -> the worker that computed it, while it is alive
         self._computed_by: dict[Any, str] = {}
         self._pending: set[Any] = set()
@@ -289,6 +291,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             ref = refs[block] if block < len(refs) else None
             worker = self._computed_by.get(ref.key, "unknown") if isinstance(ref, TaskRef) else "unknown"
             self.corrections_by_worker[worker] = self.corrections_by_worker.get(worker, 0) + 1
+            self.corrections_by_block[block] = self.corrections_by_block.get(block, 0) + 1
 
     def stats(self) -> dict[str, Any]:
         """The counters, and the workers whose wrong products were corrected.
@@ -296,7 +299,11 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         Decodes done early, members dropped and cancelled, time saved (a
         lower bound), and wrong products corrected.
         """
-        return {**self.counters, "corrections_by_worker": dict(self.corrections_by_worker)}
+        return {
+            **self.counters,
+            "corrections_by_worker": dict(self.corrections_by_worker),
+            "corrections_by_block": dict(self.corrections_by_block),
+        }
 
 
 def register(client: Any, **options: Any) -> Any:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from distributed import get_client
 
 import dask_coded
 from dask_coded.faults import inject
@@ -109,14 +110,14 @@ def test_k_sync_step_time_matches_the_order_statistic(client):
     submit, wait and cancel) is subtracted first.
     """
     X, y = _least_squares()
-    mean_delay = 0.2
-    options = dict(learning_rate=0.01, batch_size=16, max_iterations=60)
-    overhead = {k: KSyncSGD(k, **options).fit(X, y).history_.mean_iteration_time() for k in (2, 3)}
+    mean_delay, k = 0.2, 3
+    # One step's time has a coefficient of variation of about 0.6: 150 steps put 15% at 3 standard errors.
+    options = dict(learning_rate=0.01, batch_size=16, max_iterations=150)
+    overhead = KSyncSGD(k, **options).fit(X, y).history_.mean_iteration_time()
     with inject(client, delay="shifted-exponential", delay_scale=mean_delay, prefixes=GRADIENT_TASKS, seed=7):
-        for k in (2, 3):
-            measured = KSyncSGD(k, **options).fit(X, y).history_.mean_iteration_time() - overhead[k]
-            expected = expected_k_sync_time(P, k, mean_delay)
-            assert measured == pytest.approx(expected, rel=0.15), (k, measured, expected, overhead[k])
+        measured = KSyncSGD(k, **options).fit(X, y).history_.mean_iteration_time() - overhead
+    expected = expected_k_sync_time(P, k, mean_delay)
+    assert measured == pytest.approx(expected, rel=0.15), (measured, expected, overhead)
 
 
 BAD_INPUT = [
@@ -152,9 +153,12 @@ def test_bad_options_are_refused(make, match):
         make()
 
 
-def test_fit_without_a_client_says_so():
-    with pytest.raises(ValueError, match="no distributed Client"):
-        SyncSGD().fit(np.ones((4, 2)), np.ones(4))
+def test_fit_without_a_client_uses_a_temporary_local_cluster():
+    X, y = _least_squares(n=100)
+    model = SyncSGD(learning_rate=0.3, batch_size=None, max_iterations=80).fit(X, y)
+    assert model.history_.error[-1] < 1e-6
+    with pytest.raises(ValueError, match="No global client"):
+        get_client()  # and it is gone again
 
 
 @pytest.mark.parametrize("trainer", [SyncSGD, AsyncSGD, GradientCodedSGD], ids=lambda t: t.__name__)

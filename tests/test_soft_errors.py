@@ -48,6 +48,9 @@ async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
     stats = await dask_coded.plugin_stats(c)
     assert stats["corrections"] >= 1
     assert set(stats["corrections_by_worker"]) == {faulty.address}
+    # Group members are pinned: block i on the i-th worker, so every correction is at the faulty one's index.
+    faulty_block = sorted(w.address for w in workers).index(faulty.address)
+    assert stats["corrections_by_block"] == {faulty_block: stats["corrections"]}
 
 
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)

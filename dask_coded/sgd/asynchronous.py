@@ -138,7 +138,7 @@ class KAsyncSGD(_ParameterServer):
         super().__init__(**options)
         self.k = _positive_k(k)
 
-    def _check_workers(self, workers: int) -> None:
+    def _prepare_for(self, workers: int) -> None:
         _check_k(self.k, workers)
 
 
@@ -169,5 +169,5 @@ class KBatchAsyncSGD(KAsyncSGD):
     method = "k-batch-async"
     restart_before_update = True
 
-    def _check_workers(self, workers: int) -> None:
+    def _prepare_for(self, workers: int) -> None:
         pass  # K counts mini-batches, not workers

@@ -80,7 +80,9 @@ class Trainer:
     target_error
         Stop once ``|w - w*| / |w*|`` falls to this (None: run to the limits).
     client
-        The ``distributed.Client`` (default: the current one).
+        The ``distributed.Client`` (default: the current one; without one,
+        ``fit`` runs on a temporary ``LocalCluster`` of 4 single-threaded
+        workers).
     seed
         Seed of the mini-batch draws.
     """
@@ -126,11 +128,22 @@ class Trainer:
         default the problem's own solver computes it on the client.
         """
         X, y = self._check_data(X, y)
-        client = self.client if self.client is not None else _current_client()
+        if self.client is None and _current_client() is None:
+            from distributed import Client, LocalCluster
+
+            # No cluster yet: a temporary local one, single-threaded workers like the benchmarks'.
+            with LocalCluster(
+                n_workers=4, threads_per_worker=1, processes=False, dashboard_address=":0"
+            ) as cluster:
+                with Client(cluster) as client:
+                    return self._fit(client, X, y, optimum)
+        return self._fit(self.client or _current_client(), X, y, optimum)
+
+    def _fit(self, client: Any, X: np.ndarray, y: np.ndarray, optimum: np.ndarray | None) -> Trainer:
         workers = sorted(client.scheduler_info()["workers"])
         if not workers:
             raise ValueError("the client's cluster has no workers")
-        self._check_workers(len(workers))
+        self._prepare_for(len(workers))
         reference = self.problem.optimum(X, y) if optimum is None else np.asarray(optimum, dtype=float)
         if reference.shape != (X.shape[1],):
             raise ValueError(f"optimum has shape {reference.shape}, expected ({X.shape[1]},)")
@@ -145,8 +158,8 @@ class Trainer:
     def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _check_workers(self, workers: int) -> None:
-        """Raise ``ValueError`` when the trainer's options do not fit ``workers`` workers."""
+    def _prepare_for(self, workers: int) -> None:
+        """Check the options against the number of workers (ValueError) and build what depends on it."""
 
     # -- helpers for the subclasses ---------------------------------------------
 
@@ -246,4 +259,4 @@ def _current_client() -> Any:
     try:
         return get_client()
     except ValueError:
-        raise ValueError("no distributed Client: create one, or pass client= to the trainer") from None
+        return None

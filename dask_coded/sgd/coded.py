@@ -63,7 +63,7 @@ class GradientCodedSGD(Trainer):
         self.stragglers = stragglers
         self.scheme = scheme
 
-    def _check_workers(self, workers: int) -> None:
+    def _prepare_for(self, workers: int) -> None:
         self.code_ = GradientCode(workers, self.stragglers, self.scheme, seed=self.seed)
 
     def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -136,7 +136,7 @@ class CodedMatvecSGD(Trainer):
         super().__init__(**options)
         self.code = code
 
-    def _check_workers(self, workers: int) -> None:
+    def _prepare_for(self, workers: int) -> None:
         k = max(workers - int(config_get("parity")), 1)
         self.code_: Code = self.code if self.code is not None else MDSCode(k, max(workers, k + 1))
 

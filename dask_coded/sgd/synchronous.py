@@ -97,7 +97,7 @@ class KSyncSGD(SyncSGD):
     def _wait_for(self) -> int | None:
         return self.k
 
-    def _check_workers(self, workers: int) -> None:
+    def _prepare_for(self, workers: int) -> None:
         _check_k(self.k, workers)
 
 
