@@ -65,6 +65,9 @@ def run(client: Client, rows: int, cols: int, repeats: int, parity: int, seed: i
     dask_coded.register(client)
     coded = client.persist(dask_coded.encode(plain, code=dask_coded.MDSCode(k, workers)))
     rows_out = []
+    warm_up = rng.standard_normal(cols)  # first computes import and deserialise on every worker
+    da.dot(plain, warm_up).compute()
+    dask_coded.dot(coded, warm_up).compute()
     for name, params in MODELS.items():
         with inject(client, tasks="products", seed=seed, **params) as model:
             plain_times, coded_times, oracles, decoded, errors = [], [], [], [], []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import codes, sgd
+from . import codes
 from .array import CodedArray, encode
 from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode, make_code
 from .config import load_config as _load_config
@@ -37,3 +37,13 @@ __all__ = [
 ]
 
 _load_config()
+
+
+def __getattr__(name: str) -> object:
+    # dask_coded.sgd pulls in scipy.optimize; importing it lazily keeps every worker's first
+    # unpickling of a coded task (which imports this package) fast.
+    if name == "sgd":
+        import importlib
+
+        return importlib.import_module(".sgd", __name__)
+    raise AttributeError(f"module 'dask_coded' has no attribute {name!r}")
