@@ -48,6 +48,7 @@ def main():
         error = np.linalg.norm(x - reference) / np.linalg.norm(reference)
         print(f"{steps} CG steps in {time.perf_counter() - start:.1f} s; error vs lstsq {error:.1e}")
         print("plugin:", dask_coded.plugin_stats(client))
+        assert error < 1e-8, error
 
 
 if __name__ == "__main__":  # worker processes re-import this file
