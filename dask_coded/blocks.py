@@ -85,15 +85,22 @@ def parity_block(weights: np.ndarray, *data_blocks: np.ndarray) -> np.ndarray:
 CORRECTIONS_TOPIC = "dask-coded-corrections"
 
 
-def _report_corrections(blocks: Sequence[int]) -> None:
-    """Tell the scheduler which blocks of this task's group were wrong (no-op off a cluster)."""
+def _running_task() -> tuple[Any, Any] | None:
+    """(worker, key) of the task running in this thread, or None outside a ``dask.distributed`` worker."""
     try:
         from distributed.worker import get_worker, thread_state
 
-        worker, key = get_worker(), thread_state.key
+        return get_worker(), thread_state.key
     except (ImportError, AttributeError, ValueError):
-        return
-    worker.log_event(CORRECTIONS_TOPIC, {"key": key, "blocks": [int(b) for b in blocks]})
+        return None
+
+
+def _report_corrections(blocks: Sequence[int]) -> None:
+    """Tell the scheduler which blocks of this task's group were wrong (no-op off a cluster)."""
+    running = _running_task()
+    if running is not None:
+        worker, key = running
+        worker.log_event(CORRECTIONS_TOPIC, {"key": key, "blocks": [int(b) for b in blocks]})
 
 
 def task_cancelled() -> bool:
@@ -104,13 +111,10 @@ def task_cancelled() -> bool:
     kernels call this between pieces of work and stop early. Outside a
     ``dask.distributed`` worker it is always False.
     """
-    try:
-        from distributed.worker import get_worker, thread_state
-
-        key = thread_state.key
-        worker = get_worker()
-    except (ImportError, AttributeError, ValueError):
+    running = _running_task()
+    if running is None:
         return False
+    worker, key = running
     state = worker.state.tasks.get(key)
     return state is None or state.state in ("cancelled", "released", "forgotten")
 
@@ -170,7 +174,7 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         results,
         shapes=[spec.shape],
         outputs=[spec.output],
-        recovery_set=spec.recovery_set if not spec.max_errors else None,
+        recovery_set=spec.recovery_set,  # None with max_errors: the plugin plans those on every result
     )
     if np.dtype(spec.dtype).kind in "iu":
         # Integers are decoded in float64; round back to NumPy's result dtype.

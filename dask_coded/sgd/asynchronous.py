@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from distributed import as_completed
 
-from .base import Trainer, minibatch_gradient
+from .base import Trainer
 from .synchronous import _check_k, _positive_k
 
 __all__ = ["AsyncSGD", "KAsyncSGD", "KBatchAsyncSGD"]
@@ -38,23 +38,12 @@ class _ParameterServer(Trainer):
     restart_before_update = False
 
     def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        x_blocks, y_blocks = self._replicate(client, X, y, len(workers))
+        data = self._replicate(client, X, y, len(workers))
         w, version = np.zeros(X.shape[1]), 0
         started: dict[Any, tuple[int, int]] = {}  # future -> (worker index, version it computes at)
 
         def start(index: int) -> Any:
-            future = self._submit(
-                client,
-                workers[index],
-                index,
-                minibatch_gradient,
-                self.problem,
-                w,
-                x_blocks,
-                y_blocks,
-                self.batch_size,
-                self._batch_seed(),
-            )
+            future = self._submit_minibatch(client, workers[index], index, w, data)
             started[future] = (index, version)
             return future
 
@@ -68,7 +57,7 @@ class _ParameterServer(Trainer):
                 self._record.gradient(index, version - computed_at)
                 if self.restart_before_update:
                     arrivals.add(start(index))
-                if self._accepts(buffer):
+                if len(buffer) >= self.k:
                     w = self._step(w, np.sum([b[1] for b in buffer], axis=0), sum(b[2] for b in buffer))
                     version += 1
                     if self._record.update(w, len(buffer), float(np.mean([b[3] for b in buffer]))):
@@ -81,9 +70,6 @@ class _ParameterServer(Trainer):
             client.cancel(list(started))
         # Unreachable: fewer than K <= P gradients are buffered, so some worker is always computing.
         raise RuntimeError("the parameter server ran out of gradients")
-
-    def _accepts(self, buffer: list[Any]) -> bool:
-        return len(buffer) >= self.k
 
 
 class AsyncSGD(_ParameterServer):

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from distributed import Future, get_client
+from distributed import Future, get_client, wait
 
 from .history import History
 from .problems import Problem, make_problem
 
-__all__ = ["Trainer", "minibatch_gradient", "partition_gradient"]
+__all__ = ["Trainer", "minibatch_gradient", "partition_gradient", "wait_until"]
 
 #: Key prefix of every gradient task (fault models can select them by it).
 GRADIENT_PREFIX = "sgd-gradient-"
@@ -194,11 +194,42 @@ class Trainer:
             function, *args, key=key, workers=[worker], allow_other_workers=False, pure=False
         )
 
-    def _batch_seed(self) -> tuple[int, int]:
-        return (self.seed, self._submitted)
+    def _submit_minibatch(
+        self, client: Any, worker: str, index: int, w: np.ndarray, data: tuple[list[Any], list[Any]]
+    ) -> Future:
+        """A :func:`minibatch_gradient` task at ``w`` on ``worker``; its rows are drawn per submission."""
+        x_blocks, y_blocks = data
+        seed = (self.seed, self._submitted)
+        return self._submit(
+            client,
+            worker,
+            index,
+            minibatch_gradient,
+            self.problem,
+            w,
+            x_blocks,
+            y_blocks,
+            self.batch_size,
+            seed,
+        )
 
     def _step(self, w: np.ndarray, gradient_sum: np.ndarray, rows: int) -> np.ndarray:
         return w - self.learning_rate * (gradient_sum / rows + self.problem.l2 * w)
+
+
+def wait_until(futures: Sequence[Future], enough: Callable[[list[Future]], bool]) -> list[Future]:
+    """Wait for ``futures`` until the finished ones are ``enough``; cancel the others.
+
+    Returns the finished futures in arrival order (ties in submission order).
+    """
+    pending = set(futures)
+    done: list[Future] = []
+    while not enough(done):
+        finished, pending = wait(pending, return_when="FIRST_COMPLETED")
+        done.extend(f for f in futures if f in finished)
+    if pending:
+        futures[0].client.cancel(list(pending))
+    return done
 
 
 class _Recorder:

@@ -13,18 +13,18 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import dask.array as da
 import numpy as np
-from distributed import wait
 
 from .. import linalg
 from ..array import encode
 from ..codes import Code, GradientCode, MDSCode
 from ..config import get as config_get
 from ..plugin import NAME, register
-from .base import Trainer, partition_gradient
+from .base import Trainer, partition_gradient, wait_until
 
 __all__ = ["CodedMatvecSGD", "GradientCodedSGD"]
 
@@ -91,14 +91,8 @@ class GradientCodedSGD(Trainer):
                 ): i
                 for i, worker in enumerate(workers)
             }
-            messages: dict[int, np.ndarray] = {}
-            pending = set(futures)
-            while not code.is_recovery_set(messages):
-                finished, pending = wait(pending, return_when="FIRST_COMPLETED")
-                for future in finished:
-                    messages[futures[future]] = future.result()
-            if pending:
-                client.cancel(list(pending))
+            done = wait_until(list(futures), functools.partial(_decodable, code, futures))
+            messages = {futures[f]: f.result() for f in done}
             (total,) = code.decode(messages)
             w = self._step(w, total, len(y))
             if self._record.update(w, len(messages)):
@@ -161,6 +155,11 @@ class CodedMatvecSGD(Trainer):
             w = self._step(w, gradient, len(y))
             if self._record.update(w, 1):
                 return w
+
+
+def _decodable(code: GradientCode, sender: dict[Any, int], finished: list[Any]) -> bool:
+    """Whether the messages of the ``finished`` futures decode the full gradient."""
+    return code.is_recovery_set(sender[f] for f in finished)
 
 
 def _has_plugin(dask_scheduler: Any) -> bool:

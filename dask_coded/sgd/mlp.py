@@ -91,7 +91,6 @@ class MLP:
             for inp, out in zip(self.sizes, self.sizes[1:])
         ]
         self.biases = [np.zeros((out, 1)) for out in self.sizes[1:]]
-        self.products_computed = 0
 
     @property
     def block_products_per_product(self) -> int:
@@ -103,7 +102,6 @@ class MLP:
         return self.blocks
 
     def _matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.products_computed += 1
         if self.product == "numpy":
             return a @ b
         k = min(self.blocks, a.shape[0])

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from distributed import wait
 
-from .base import Trainer, minibatch_gradient
+from .base import Trainer, wait_until
 
 __all__ = ["KSyncSGD", "SyncSGD", "expected_k_sync_time"]
 
@@ -38,24 +37,12 @@ class SyncSGD(Trainer):
         return None
 
     def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        x_blocks, y_blocks = self._replicate(client, X, y, len(workers))
+        data = self._replicate(client, X, y, len(workers))
         needed = self._wait_for() or len(workers)
         w = np.zeros(X.shape[1])
         while True:
             futures = [
-                self._submit(
-                    client,
-                    worker,
-                    index,
-                    minibatch_gradient,
-                    self.problem,
-                    w,
-                    x_blocks,
-                    y_blocks,
-                    self.batch_size,
-                    self._batch_seed(),
-                )
-                for index, worker in enumerate(workers)
+                self._submit_minibatch(client, worker, index, w, data) for index, worker in enumerate(workers)
             ]
             done = _fastest(futures, needed)
             results = client.gather(done)
@@ -117,15 +104,9 @@ def expected_k_sync_time(workers: int, k: int, mean_delay: float) -> float:
 
 def _fastest(futures: list[Any], count: int) -> list[Any]:
     """The first ``count`` futures to finish (ties in submission order); the others are cancelled."""
-    pending = set(futures)
-    done: list[Any] = []
-    while len(done) < count:
-        finished, pending = wait(pending, return_when="FIRST_COMPLETED")
-        done.extend(f for f in futures if f in finished)
-    extra = done[count:]
-    if pending or extra:
-        pending.update(extra)
-        futures[0].client.cancel(list(pending))
+    done = wait_until(futures, lambda finished: len(finished) >= count)
+    if len(done) > count:
+        futures[0].client.cancel(done[count:])
     return done[:count]
 
 
