@@ -38,7 +38,7 @@ from typing import Any
 
 import click
 import numpy as np
-from dask._task_spec import Task
+from dask._task_spec import GraphNode, Task
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .blocks import task_cancelled
@@ -139,6 +139,28 @@ class FaultModel:
             if isinstance(value, (list, str)):
                 object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
 
+    @classmethod
+    def slow_machine(
+        cls, workers: tuple[str, ...] | int = 1, factor: float = 10.0, latency: float = 0.01, seed: int = 0
+    ) -> FaultModel:
+        """A slow machine: every task it runs takes ``factor`` times as long.
+
+        Operand creation, encodes, products, decodes and data it serves all
+        slow down, as they do on a real overloaded or throttled node, not
+        only block products. Every task on every worker also waits
+        ``latency`` seconds (scaled by ``factor`` on the slow machine), so
+        even tiny tasks show the slowdown.
+
+        Examples
+        --------
+        >>> model = FaultModel.slow_machine(workers=("tcp://127.0.0.1:4000",), factor=20)
+        >>> model.tasks, model.slow_factor
+        ('all', 20.0)
+        """
+        return cls(
+            delay_shift=latency, slow_workers=workers, slow_factor=float(factor), tasks="all", seed=seed
+        )
+
     def to_json(self) -> str:
         """The model as JSON, for ``dask worker --preload dask_coded.faults --model JSON``."""
         return json.dumps(dataclasses.asdict(self))
@@ -204,7 +226,7 @@ def computes_product(node: Any) -> bool:
     Examples
     --------
     >>> import numpy as np
-    >>> from dask._task_spec import Task
+    >>> from dask._task_spec import GraphNode, Task
     >>> computes_product(Task("k", np.dot, 1, 2)), computes_product(Task("k", np.add, 1, 2))
     (True, False)
     """
@@ -274,7 +296,8 @@ class FaultInjector(WorkerPlugin):
         if finish != "executing" or self.worker is None:
             return
         ts = self.worker.state.tasks.get(key)
-        if ts is None or not isinstance(ts.run_spec, Task) or not self._affects(key, ts.run_spec):
+        # Any graph node, not only Tasks: a slow machine is slow to hand out data it holds too.
+        if ts is None or not isinstance(ts.run_spec, GraphNode) or not self._affects(key, ts.run_spec):
             return
         model = self.model
         rng = _key_seed(model.seed, key)

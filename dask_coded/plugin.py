@@ -14,18 +14,22 @@ whose finished members now suffice (:func:`dask_coded.policy.plan_decode`):
    recovery set in the spec;
 2. removes the dropped members from the decode's ``dependencies`` and
    ``waiting_on`` and the decode from their ``dependents`` and ``waiters``;
-3. restricts the decode to workers holding its inputs and not running a
-   late member (:func:`dask_coded.policy.decode_workers`), then asks the
-   scheduler to transition it to ``processing`` and every member that no
-   task waits on any more to ``released`` (which cancels it on its worker;
-   product kernels check for that and stop early);
-4. once the decode is in memory, restores its original ``run_spec`` and
-   re-links the released members as its dependencies, as Dask leaves the
-   released intermediates of any finished task. Resubmitting the same graph
-   then matches what the scheduler holds (a mismatch would be logged as a key
-   collision and leave orphan tasks), and forgetting the decode forgets the
-   members. If the decode ends any other way, its dropped members are
-   forgotten.
+3. restricts the decode to workers holding its inputs that are neither
+   running a late member nor measured slow
+   (:func:`dask_coded.policy.decode_workers`), then asks the scheduler to
+   transition it to ``processing`` and every member no task waits on any
+   more to ``released`` (which cancels it on its worker; product kernels
+   check for that and stop early).
+
+The rewrite is never undone: the decode's ``run_spec`` and its dependencies
+stay consistent for as long as the task exists, whatever is released,
+cancelled or recomputed. A client that submits the same graph again (the
+same keys) would carry the original ``run_spec``, which the scheduler would
+see as a key collision ("Detected different run_spec") and resolve by
+keeping stale links, a hang on the worker. So the plugin sees every new graph
+first (:func:`dask_coded._compat.intercept_graph_updates`) and substitutes
+the rewritten spec for any decode it still holds: the same key computes the
+same block from the same recovery set.
 
 Why a rewrite and not a collector task or client-side assembly: the result
 stays an ordinary key of an ordinary Dask array, so ``dask.compute``,
@@ -46,18 +50,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from dask._task_spec import Task, TaskRef
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from . import _compat
 from .blocks import CORRECTIONS_TOPIC, MISSING, CodedTask, DecodeSpec, decode_block
+from .errors import DaskCodedWarning
 from .policy import (
     coded_block_index,
     decode_workers,
     dropped_members,
     plan_decode,
+    slow_workers,
     spread_worker,
     time_saved,
 )
@@ -68,6 +76,8 @@ logger = logging.getLogger(__name__)
 
 #: The plugin's name on the scheduler (``scheduler.plugins[NAME]``).
 NAME = "dask-coded"
+#: Weight of the newest task in a worker's running average of duration ratios.
+_SMOOTHING = 0.3
 
 
 def _decode_spec(ts: Any) -> DecodeSpec | None:
@@ -99,7 +109,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     ...         dask_coded.register(client)
     ...         sorted(dask_coded.plugin_stats(client))  # doctest: +NORMALIZE_WHITESPACE
     ['corrections', 'corrections_by_block', 'corrections_by_worker', 'decodes_early', 'members_cancelled',
-     'members_dropped', 'placements', 'time_saved_estimate']
+     'members_dropped', 'placements', 'slow_workers', 'time_saved_estimate']
     """
 
     name = NAME
@@ -118,54 +128,84 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.corrections_by_worker: dict[str, int] = {}
         #: coded-block index -> wrong products corrected at that index
         self.corrections_by_block: dict[int, int] = {}
+        #: worker address -> running average of (task duration / cluster average for its kind)
+        self.duration_ratios: dict[str, float] = {}
         #: product key -> the worker that computed it, while it is alive
         self._computed_by: dict[Any, str] = {}
         self._pending: set[Any] = set()
-        self._settling: set[Any] = set()
-        #: decode key -> (its original run_spec, keys of the members it dropped)
-        self._rewritten: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+        #: dropped members released by the last flush, to forget once nothing refers to them
+        self._orphans: set[Any] = set()
+        #: decode keys whose run_spec this plugin rewrote, while the scheduler holds them
+        self._rewritten: set[Any] = set()
         #: product key -> the worker it is pinned to (groups with max_errors)
         self._pinned: dict[Any, str] = {}
         self._flush_scheduled = False
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
+        missing = _compat.missing_internals(scheduler)
+        if missing:
+            message = (
+                "dask-coded: this version of distributed lacks "
+                f"{', '.join(missing)}; coded graphs stay correct but wait for every block "
+                "(no early decoding)"
+            )
+            warnings.warn(message, DaskCodedWarning, stacklevel=2)
+            logger.warning(message)
+            return
         self.scheduler = scheduler
+        _compat.intercept_graph_updates(scheduler, self._before_graph_update)
+
+    def _before_graph_update(self, dsk: dict[Any, Any]) -> None:
+        """Give a resubmitted decode the run_spec the scheduler holds for it (see the module docstring)."""
+        tasks = self.scheduler.tasks
+        for key in self._rewritten.intersection(dsk):
+            ts = tasks.get(key)
+            if ts is not None:
+                dsk[key] = ts.run_spec
 
     # -- placement -------------------------------------------------------------
 
     def update_graph(self, scheduler: Any, *, tasks: Iterable[Any] = (), **kwargs: Any) -> None:
-        if not self.spread:
+        if not self.spread or self.scheduler is None:
             return
         workers = [ws.address for ws in scheduler.running]
         if not workers:
             return
+        avoid = slow_workers(self.duration_ratios)
         for key in tasks:
             ts = scheduler.tasks.get(key)
             if ts is None:
                 continue
             spec = _decode_spec(ts)
-            if spec is not None and spec.max_errors:
-                for index, ref in enumerate(ts.run_spec.args[1:]):
-                    member = scheduler.tasks.get(ref.key) if isinstance(ref, TaskRef) else None
-                    worker = spread_worker(index, workers)
-                    if member is not None and worker is not None and self._place(member, worker, loose=False):
-                        self._pinned[member.key] = worker
+            if spec is not None:
+                if avoid and ts.state in ("released", "waiting"):
+                    # A slow machine slows the decode too; keep it off before it is scheduled.
+                    self._place(ts, set(workers) - avoid, loose=True)
+                if spec.max_errors:
+                    for index, ref in enumerate(ts.run_spec.args[1:]):
+                        member = scheduler.tasks.get(ref.key) if isinstance(ref, TaskRef) else None
+                        worker = spread_worker(index, workers)
+                        if member is not None and worker is not None and self._place(member, {worker}, False):
+                            self._pinned[member.key] = worker
             block = coded_block_index(key)
             if block is not None:
-                self._place(ts, spread_worker(block, workers), loose=True)
+                worker = spread_worker(block, workers)
+                if worker is not None:
+                    self._place(ts, {worker}, loose=True)
 
-    def _place(self, ts: Any, worker: str | None, loose: bool) -> bool:
-        if worker is None or ts.state not in ("released", "waiting"):
+    def _place(self, ts: Any, workers: set[str], loose: bool) -> bool:
+        if not workers or ts.state not in ("released", "waiting"):
             return False
         if ts.worker_restrictions or ts.host_restrictions or ts.resource_restrictions:
             return False  # the user placed it
-        ts.worker_restrictions = {worker}
+        ts.worker_restrictions = set(workers)
         ts.loose_restrictions = loose
         self.counters["placements"] += 1
         return True
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        self.duration_ratios.pop(worker, None)
         freed = [key for key, pinned in self._pinned.items() if pinned == worker]
         recommendations = {}
         for key in freed:
@@ -183,57 +223,68 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if self.scheduler is None:
             return
-        if finish == "memory" and start == "processing" and "worker" in kwargs:
-            self._computed_by[key] = kwargs["worker"]
+        if finish == "memory":
+            ts = self.scheduler.tasks.get(key)
+            if ts is None:
+                return
+            if start == "processing" and "worker" in kwargs:
+                self._computed_by[key] = kwargs["worker"]
+                self._record_duration(ts, kwargs["worker"], kwargs.get("startstops"))
+            for dependent in ts.dependents:
+                if dependent.state == "waiting" and _decode_spec(dependent) is not None:
+                    self._pending.add(dependent.key)
+            if self._pending and not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.scheduler.loop.add_callback(self._flush)
         elif finish == "forgotten":
             self._computed_by.pop(key, None)
             self._pinned.pop(key, None)
-        if key in self._rewritten and finish in ("memory", "erred", "released", "forgotten"):
-            self._settling.add(key)
-        if finish == "memory":
-            ts = self.scheduler.tasks.get(key)
-            for dependent in ts.dependents if ts is not None else ():
-                if dependent.state == "waiting" and _decode_spec(dependent) is not None:
-                    self._pending.add(dependent.key)
-        if (self._pending or self._settling) and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.scheduler.loop.add_callback(self._flush)
+            self._rewritten.discard(key)
+
+    def _record_duration(self, ts: Any, worker: str, startstops: Any) -> None:
+        duration = _compat.task_duration(startstops)
+        average = ts.prefix.duration_average
+        if duration is None or not average or average <= 0:
+            return
+        ratio = duration / average
+        previous = self.duration_ratios.get(worker)
+        self.duration_ratios[worker] = (
+            ratio if previous is None else (1 - _SMOOTHING) * previous + _SMOOTHING * ratio
+        )
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, set()
-        settling, self._settling = self._settling, set()
         recommendations: dict[Any, str] = {}
         try:
             for key in pending:
                 ts = self.scheduler.tasks.get(key)
                 if ts is not None and ts.state == "waiting":
                     self._decode_early(ts, recommendations)
-            for key in settling:
-                self._settle(key, recommendations)
         except Exception:  # never take the scheduler down; the graph still completes without us
             logger.exception("dask-coded plugin failed to decode early")
         if recommendations:
             self.scheduler.transitions(recommendations, stimulus_id=f"coded-decode-early-{time.time()}")
+        if self._orphans:
+            self._forget_orphans()
 
-    def _settle(self, key: Any, recommendations: dict[Any, str]) -> None:
-        """Undo a rewrite once the decode has run (or forget its dropped members if it will not)."""
-        original, dropped = self._rewritten.pop(key)
+    def _forget_orphans(self) -> None:
+        """Forget released members nothing refers to any more, as Dask forgets unread intermediates."""
+        orphans, self._orphans = self._orphans, set()
         tasks = self.scheduler.tasks
-        ts = tasks.get(key)
-        members = [tasks[k] for k in dropped if k in tasks]
-        if ts is not None and ts.state == "memory":
-            ts.run_spec = original
-            for member in members:
-                ts.add_dependency(member)
-            return
-        for member in members:
-            if member.state == "released" and not (member.dependents or member.waiters or member.who_wants):
-                recommendations[member.key] = "forgotten"
+        forget = {
+            key: "forgotten"
+            for key in orphans
+            if (ts := tasks.get(key)) is not None
+            and ts.state == "released"
+            and not (ts.dependents or ts.waiters or ts.who_wants)
+        }
+        if forget:
+            self.scheduler.transitions(forget, stimulus_id=f"coded-forget-dropped-{time.time()}")
 
     def _decode_early(self, ts: Any, recommendations: dict[Any, str]) -> None:
         spec = _decode_spec(ts)
-        if spec is None or spec.recovery_set is not None:
+        if spec is None or ts.key in self._rewritten:
             return
         refs = ts.run_spec.args[1:]
         tasks = self.scheduler.tasks
@@ -247,17 +298,12 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return  # every member is needed: plain scheduling does the rest
         new_spec = dataclasses.replace(spec, recovery_set=plan.recovery_set)
         args = [r if i in plan.needed else MISSING for i, r in enumerate(refs)]
-        self._rewritten[ts.key] = (ts.run_spec, tuple(members[i].key for i in dropped))
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
+        self._rewritten.add(ts.key)
         busy = set()
         for i in dropped:
             member = members[i]
-            ts.dependencies.discard(member)
-            member.dependents.discard(ts)
-            if ts.waiting_on:
-                ts.waiting_on.discard(member)
-            if member.waiters:
-                member.waiters.discard(ts)
+            _compat.drop_dependency(ts, member)
             if member.processing_on is not None:
                 busy.add(member.processing_on.address)
             if member.waiters or member.who_wants or member.key in recommendations:
@@ -269,13 +315,14 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 running_for = member.processing_on.executing.get(member, 0.0)
                 self.counters["time_saved_estimate"] += time_saved(expected, running_for)
             if member.state != "released":
-                recommendations[member.key] = "released"
+                recommendations[member.key] = "released"  # cancels it where it runs
+            self._orphans.add(member.key)
         if ts.waiting_on:
             return  # a needed member is not in memory after all; leave it to the scheduler
         holders = {ws.address for i in plan.needed for ws in (members[i].who_has or ())}
         running = [ws.address for ws in self.scheduler.running]
-        restriction = decode_workers(holders, busy, running)
-        if restriction is not None and not (ts.worker_restrictions or ts.host_restrictions):
+        restriction = decode_workers(holders, busy | slow_workers(self.duration_ratios), running)
+        if restriction is not None and (not ts.worker_restrictions or ts.loose_restrictions):
             ts.worker_restrictions = restriction
             ts.loose_restrictions = True
         self.counters["decodes_early"] += 1
@@ -301,6 +348,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         """
         return {
             **self.counters,
+            "slow_workers": sorted(slow_workers(self.duration_ratios)),
             "corrections_by_worker": dict(self.corrections_by_worker),
             "corrections_by_block": dict(self.corrections_by_block),
         }

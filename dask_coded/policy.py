@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ __all__ = [
     "decode_workers",
     "dropped_members",
     "plan_decode",
+    "slow_workers",
     "spread_worker",
     "time_saved",
 ]
@@ -138,6 +139,27 @@ def decode_workers(holders: Iterable[str], busy: Iterable[str], running: Iterabl
         return preferred
     others = set(running) - busy
     return others or None
+
+
+def slow_workers(ratios: Mapping[str, float], factor: float = 3.0) -> set[str]:
+    """Workers whose tasks take ``factor`` times longer than the median worker's.
+
+    ``ratios`` maps a worker to a running average of its task durations over
+    the cluster-wide average for the same kind of task, so workers that ran
+    different work compare fairly. A slow machine slows everything it runs,
+    decodes included, so decodes are kept away from these workers.
+
+    Examples
+    --------
+    >>> sorted(slow_workers({"a": 1.0, "b": 0.9, "c": 1.1, "d": 8.0}))
+    ['d']
+    >>> slow_workers({"a": 1.0})
+    set()
+    """
+    if len(ratios) < 2:
+        return set()
+    median = float(np.median(list(ratios.values())))
+    return {worker for worker, ratio in ratios.items() if ratio > factor * median}
 
 
 def dropped_members(members: Sequence[Any], needed: Iterable[int]) -> list[int]:

@@ -217,3 +217,63 @@ async def test_the_same_product_requested_again_while_cancelled(c, s, *workers):
         result = await c.compute(dask_coded.dot(coded, x))
         assert relative_error(result, a.sum(axis=1)) < 1e-10
     assert not [ts for ts in s.tasks.values() if ts.state == "erred"]
+
+
+#: When the second client submits the same graph, relative to the first client's computation.
+_STAGGER_POINTS = ("at-once", "first-product", "first-early-decode", "first-result", "released")
+
+
+def _reached(s, point, first):
+    """Whether the first client's computation has reached ``point`` (scheduler state only)."""
+    tasks = list(s.tasks.values())
+    if point == "first-product":
+        return any(str(ts.key[0]).startswith("coded-product") and ts.state == "memory" for ts in tasks)
+    if point == "first-early-decode":
+        return s.plugins[NAME].counters["decodes_early"] > first
+    return True
+
+
+@pytest.mark.slow
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=240)
+async def test_two_clients_resubmitting_the_same_keys_never_hang(c, s, *workers):
+    """Two clients, the same keys, submitted at every stage of each other's computation.
+
+    The rewritten decode must stay consistent with its dependencies whatever is resubmitted,
+    released or cancelled: no hang, no key collision, the right answer every time.
+    """
+    from distributed import Client
+    from distributed.utils_test import captured_logger
+
+    await dask_coded.register(c)
+    a = _matrix(rows=800, cols=50)
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 50))))  # k=4, n=6
+    await c.register_plugin(
+        FaultInjector(FaultModel.slow_machine(workers=(workers[1].address,), factor=15, latency=0.01)),
+        name="faults",
+    )
+    plugin = s.plugins[NAME]
+    async with Client(s.address, asynchronous=True) as c2:
+        with captured_logger("distributed.scheduler") as log:
+            for round_ in range(60):
+                x = np.full(50, float(round_ % 3 + 1))  # few distinct keys, so rounds collide
+                point = _STAGGER_POINTS[round_ % len(_STAGGER_POINTS)]
+                y = dask_coded.dot(coded, x)
+                first = plugin.counters["decodes_early"]
+                f1 = c.compute(y)
+                if point == "first-result":
+                    await asyncio.wait_for(f1, timeout=30)
+                elif point == "released":
+                    r1 = await asyncio.wait_for(f1, timeout=30)
+                    del f1
+                    f1 = None
+                else:
+                    await async_poll_for(lambda p=point, n=first: _reached(s, p, n), timeout=30, period=0.001)
+                f2 = c2.compute(y)
+                results = [await asyncio.wait_for(f, timeout=30) for f in (f1, f2) if f is not None]
+                if point == "released":
+                    results.append(r1)
+                for result in results:
+                    assert relative_error(result, a @ x) < 1e-10, (round_, point)
+                del f1, f2
+        assert "Detected different `run_spec`" not in log.getvalue()
+    assert not [ts for ts in s.tasks.values() if ts.state in ("erred", "no-worker")]
