@@ -10,6 +10,7 @@ it runs as soon as a recovery set is in memory.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,7 +50,7 @@ def _plain(x: Any) -> Any:
 def _check_inner(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> None:
     inner_a = a_shape[-1]
     inner_b = b_shape[0] if len(b_shape) == 1 else b_shape[-2]
-    if inner_a != inner_b:
+    if inner_a != inner_b and not (math.isnan(inner_a) or math.isnan(inner_b)):  # nan: unknown chunks
         raise ValueError(
             f"shapes {a_shape} and {b_shape} not aligned: {inner_a} (dim {len(a_shape) - 1}) != "
             f"{inner_b} (dim {max(len(b_shape) - 2, 0)})"
@@ -191,15 +192,22 @@ def _contract(operation: str, a: Any, b: Any, code: Code | str | None, max_error
     if reason is not None:
         fall_back(operation, reason, stacklevel=4)
         return reference
-    out = _coded(a, b, code, max_errors, reference.dtype)
+    out = _coded(operation, a, b, code, max_errors, reference.dtype)
     if out.chunks != reference.chunks:
         # A code object chose its own number of blocks; the result still has da.dot's chunks.
         out = out.rechunk(reference.chunks)
     return out
 
 
-def _coded(a: Any, b: Any, code: Code | str | None, max_errors: int, dtype: np.dtype) -> da.Array:
+def _coded(
+    operation: str, a: Any, b: Any, code: Code | str | None, max_errors: int, dtype: np.dtype
+) -> da.Array:
     """The coded graph of ``a @ b`` (1-D or 2-D operands that :func:`fallback_reason` accepted)."""
+    if a.ndim == 1 and b.ndim == 1:
+        # vector . vector: a 1 x K row times the vector, then the scalar. da.dot computes a NumPy
+        # scalar and da.matmul a 0-d array; indexing and squeezing give the same.
+        row = _coded_operands(Operand(a).expand(0), Operand(b), code, max_errors, dtype)
+        return row.squeeze(0) if operation == "matmul" else row[0]
     if isinstance(a, CodedArray) and isinstance(b, CodedArray):
         raise ValueError("only one operand of dask_coded.dot may be a CodedArray")
     for coded, side, axis in ((a, "left", 0), (b, "right", 1)):
