@@ -6,7 +6,7 @@ from . import codes
 from .array import CodedArray, encode
 from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode, make_code
 from .config import load_config as _load_config
-from .errors import ConditioningWarning, DaskCodedWarning, DecodingError
+from .errors import ConditioningWarning, DaskCodedWarning, DecodingError, FallbackWarning
 from .linalg import dot, matmul, matvec
 from .plugin import CodedSchedulerPlugin, plugin_stats, register
 from .xarray import CodedAccessor as _CodedAccessor  # noqa: F401  (registers DataArray.coded)
@@ -19,6 +19,7 @@ __all__ = [
     "ConditioningWarning",
     "DaskCodedWarning",
     "DecodingError",
+    "FallbackWarning",
     "GradientCode",
     "MDSCode",
     "MatDotCode",

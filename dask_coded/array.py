@@ -16,7 +16,7 @@ from .blocks import CodedTask, parity_block
 from .codes import Code, MDSCode, ReplicationCode, make_code
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
-__all__ = ["CodedArray", "encode", "resolve_one_sided_code", "even_chunks"]
+__all__ = ["CodedArray", "data_array", "encode", "resolve_one_sided_code", "even_chunks"]
 
 ONE_SIDED = (MDSCode, ReplicationCode)
 
@@ -95,6 +95,11 @@ class CodedArray(DaskMethodsMixin):
     @property
     def ndim(self) -> int:
         return len(self.chunks)
+
+    @property
+    def _meta(self) -> np.ndarray:
+        # Like da.Array._meta: an empty block of the array's type. Encoded blocks are plain NumPy.
+        return np.empty((0,) * self.ndim, dtype=self.dtype)
 
     @property
     def coded_chunks(self) -> tuple[tuple[int, ...], ...]:
@@ -186,9 +191,10 @@ class CodedArray(DaskMethodsMixin):
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         # np.matmul is a ufunc: `ndarray @ CodedArray` arrives here, not at __rmatmul__.
-        if ufunc is np.matmul and method == "__call__" and not kwargs:
+        if ufunc is np.matmul and method == "__call__":
             from .linalg import matmul
 
+            _no_extra_arguments("matmul", (), kwargs)
             return matmul(*inputs)
         return NotImplemented
 
@@ -198,11 +204,37 @@ class CodedArray(DaskMethodsMixin):
         handlers = {np.dot: linalg.dot, np.matmul: linalg.matmul}
         if func not in handlers:
             return NotImplemented
-        return handlers[func](*args, **kwargs)
+        _no_extra_arguments(func.__name__, args[2:], kwargs)
+        return handlers[func](*args[:2])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self.compute()
         return out if dtype is None else out.astype(dtype)
+
+
+def _no_extra_arguments(name: str, args: Any, kwargs: dict[str, Any]) -> None:
+    """Refuse ``out=`` (and NumPy-only options) in ``np.dot``/``np.matmul`` on a CodedArray, as Dask does."""
+    if args or kwargs:
+        given = [*(repr(type(a).__name__) for a in args), *kwargs]
+        raise TypeError(
+            f"np.{name} on a CodedArray takes two operands and no other arguments (got {', '.join(given)}): "
+            "the result is a new lazy Dask array, so out= cannot be filled"
+        )
+
+
+def data_array(coded: CodedArray) -> da.Array:
+    """The data blocks of ``coded`` as a plain Dask array (the array that was encoded).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> C = encode(np.arange(6.0).reshape(3, 2))
+    >>> data_array(C).compute().tolist()
+    [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    """
+    # The data blocks' keys are (name, i, j) with i < k along the coded axis, which is exactly
+    # the key grid of a Dask array with the original chunks; the parity keys are not part of it.
+    return da.Array(coded.dask, coded.name, coded.chunks, meta=coded._meta)
 
 
 def _assemble_data(results: list[Any], axis: int, k: int) -> np.ndarray:

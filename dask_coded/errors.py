@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DaskCodedWarning", "ConditioningWarning", "DecodingError"]
+__all__ = ["DaskCodedWarning", "ConditioningWarning", "DecodingError", "FallbackWarning"]
 
 
 class DaskCodedWarning(UserWarning):
@@ -15,6 +15,14 @@ class ConditioningWarning(DaskCodedWarning):
     The promise is a relative error below 1e-10 for float64 and complex128
     and below 1e-4 for float32 and complex64; a decode warns when its
     condition number times the dtype's machine epsilon exceeds that.
+    """
+
+
+class FallbackWarning(DaskCodedWarning):
+    """A product could not be coded, so ``da.dot``'s (or ``da.matmul``'s) own graph computes it.
+
+    The message names the reason (masked arrays, stacks, unknown chunks, ...).
+    Set ``coded.fallback: raise`` to make it an error instead.
     """
 
 

@@ -66,7 +66,7 @@ class CodedAccessor:
                 f"have one dimension besides {contracted!r}, not shared; got {a.dims} and {b.dims}"
             )
         return xr.apply_ufunc(
-            lambda x, y: dot(x, y, code, max_errors=max_errors),
+            lambda x, y: dot(x, y, code=code, max_errors=max_errors),
             a,
             b,
             input_core_dims=[[*a_rest, contracted], [contracted, *b_rest]],

@@ -1,0 +1,150 @@
+"""When ``dot``/``matmul`` cannot code a product: the one place that decides, and the warning that says why.
+
+``dask_coded.dot`` promises ``da.dot``'s result: values, dtype, mask, shape
+and chunks. Where a coded graph cannot keep that promise, the caller returns
+``da.dot``'s own graph instead and :func:`fall_back` tells the user why, once
+(or raises, with ``coded.fallback: raise``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import config
+from .errors import FallbackWarning
+
+__all__ = ["Reason", "fall_back", "fallback_reason"]
+
+#: ``coded.fallback`` settings.
+_MODES = ("warn", "raise")
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a product is not coded.
+
+    Attributes
+    ----------
+    text
+        The reason, completing "dask_coded.dot: ...".
+    error
+        The exception raised instead of falling back under ``coded.fallback: raise``:
+        ``TypeError`` for what the operands are, ``ValueError`` for their shapes.
+    """
+
+    text: str
+    error: type[Exception] = ValueError
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def fallback_reason(operation: str, a: Any, b: Any, result: Any) -> Reason | None:
+    """Why ``a @ b`` cannot be coded, or ``None`` when it can.
+
+    A pure function of the operands' metadata (``shape``, ``dtype``, and where
+    they have them ``chunks`` and ``_meta``) and of ``result``, the lazy
+    ``da.dot(a, b)`` (or ``da.matmul``) whose dtype, chunks and meta the coded
+    graph must reproduce.
+
+    Parameters
+    ----------
+    operation
+        ``"dot"`` or ``"matmul"``: N-D operands are stacks for ``matmul``.
+    a, b
+        The operands: NumPy arrays, Dask arrays or CodedArrays.
+    result
+        ``da.dot(a, b)`` (``da.matmul(a, b)``), built lazily.
+
+    Returns
+    -------
+    Reason or None
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> a, b = da.ones((4, 3), chunks=2, dtype="int8"), np.ones(3, dtype="int8")
+    >>> print(fallback_reason("dot", a, b, da.dot(a, b)))
+    da.dot multiplies int8 blocks in int8 (wrapping on overflow) and sums them in int64; \
+parity blocks cannot reproduce that wrap
+    >>> a = da.ones((4, 3), chunks=2)
+    >>> fallback_reason("dot", a, np.ones(3), da.dot(a, np.ones(3))) is None
+    True
+    """
+    for x in (a, b, result):
+        reason = _array_type_reason(_meta(x))
+        if reason:
+            return reason
+    if max(a.ndim, b.ndim) > 2:
+        if operation == "matmul":
+            return Reason("stacks of matrices are not coded")
+        return Reason(f"{max(a.ndim, b.ndim)}-D operands are not coded (only 1-D and 2-D ones are)")
+    for x in (a, b):
+        if x.dtype.kind not in "iufc":
+            return Reason(f"{x.dtype} operands are not coded (only numbers are)", TypeError)
+    block_dtype = np.promote_types(a.dtype, b.dtype)
+    if block_dtype != result.dtype:
+        return Reason(
+            f"da.{operation} multiplies {block_dtype} blocks in {block_dtype} (wrapping on overflow) and "
+            f"sums them in {result.dtype}; parity blocks cannot reproduce that wrap",
+            TypeError,
+        )
+    if block_dtype.itemsize < 4 and block_dtype.kind in "fc":
+        return Reason(
+            f"{block_dtype} products are not coded: a decode from parity blocks needs more precision "
+            f"than {block_dtype} has",
+            TypeError,
+        )
+    for x in (a, b):
+        if any(math.isnan(c) for axis in getattr(x, "chunks", ()) for c in axis):
+            return Reason("operands with unknown (nan) chunk sizes cannot be split into coded blocks")
+    if 0 in a.shape or 0 in b.shape:
+        return Reason("empty operands are not coded (there is nothing to compute)")
+    return None
+
+
+def fall_back(operation: str, reason: Reason, stacklevel: int = 3) -> None:
+    """Tell the user that ``operation`` computes ``da.<operation>``'s graph, and why.
+
+    Emits one :class:`~dask_coded.FallbackWarning`, or raises ``reason.error``
+    when ``coded.fallback`` is ``"raise"``.
+
+    Examples
+    --------
+    >>> import dask, pytest
+    >>> with dask.config.set({"coded.fallback": "raise"}), pytest.raises(ValueError, match="stacks"):
+    ...     fall_back("matmul", Reason("stacks of matrices are not coded"))
+    """
+    mode = config.get("fallback")
+    if mode not in _MODES:
+        raise ValueError(f"coded.fallback must be one of {_MODES}, got {mode!r}")
+    if mode == "raise":
+        raise reason.error(f"dask_coded.{operation}: {reason} (coded.fallback is 'raise')")
+    warnings.warn(
+        f"dask_coded.{operation}: {reason}; computing da.{operation}'s graph instead",
+        FallbackWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def _meta(x: Any) -> Any:
+    """An empty block of ``x``'s type: NumPy arrays are their own; CodedArrays hold NumPy blocks."""
+    if isinstance(x, np.ndarray):
+        return x
+    return getattr(x, "_meta", np.empty(0))
+
+
+def _array_type_reason(meta: Any) -> Reason | None:
+    # Only plain NumPy blocks are coded: parities would drop a mask, and sparse or GPU blocks
+    # would need their own encode and decode kernels.
+    if isinstance(meta, np.ma.MaskedArray):
+        return Reason("masked arrays are not coded", TypeError)
+    if type(meta) is not np.ndarray:
+        kind = f"{type(meta).__module__}.{type(meta).__qualname__}"
+        return Reason(f"{kind} blocks are not coded (only NumPy arrays are)", TypeError)
+    return None

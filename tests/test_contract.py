@@ -1,0 +1,431 @@
+"""The drop-in contract: dask_coded.dot/matmul/matvec return what da.dot/da.matmul return.
+
+Same values (integers exactly, floats to a relative tolerance per output block), dtype, mask,
+shape and chunks; where a product cannot be coded, da.dot's own graph and one FallbackWarning.
+"""
+
+import pickle
+import warnings
+
+import cloudpickle
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from dask._task_spec import TaskRef
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dask_coded
+from dask_coded import FallbackWarning
+from dask_coded.fallback import fallback_reason
+from dask_coded.operands import Operand
+
+#: Relative error allowed per output block; 0 means exactly equal.
+RTOL = {"f": {4: 1e-4, 8: 1e-10}, "c": {8: 1e-4, 16: 1e-10}}
+
+NUMERIC = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
+NUMERIC += ["float16", "float32", "float64", "complex64", "complex128", "bool"]
+#: dtypes da.dot multiplies and sums in the same dtype, which the coded graph reproduces.
+CODED_DTYPES = {"int64", "uint64", "float32", "float64", "complex64", "complex128"}
+
+
+def _rtol(dtype):
+    return RTOL.get(dtype.kind, {}).get(dtype.itemsize, 0)
+
+
+def _data(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        # Wide enough that narrow integer products overflow, as they may in the wild.
+        return rng.integers(max(info.min, -1000), min(info.max, 1000), size=shape, endpoint=True).astype(
+            dtype
+        )
+    out = rng.standard_normal(shape)
+    if dtype.kind == "c":
+        out = out + 1j * rng.standard_normal(shape)
+    return out.astype(dtype)
+
+
+def _blocks(array, chunks):
+    for index in np.ndindex(*(len(c) for c in chunks)):
+        starts = [sum(c[:i]) for c, i in zip(chunks, index)]
+        yield array[tuple(slice(s, s + c[i]) for s, c, i in zip(starts, chunks, index))]
+
+
+def assert_like_dask(result, reference):
+    """``result`` is ``reference`` (a da.dot / da.matmul graph) in dtype, shape, chunks, mask and values."""
+    assert isinstance(result, da.Array)
+    assert result.dtype == reference.dtype, f"dtype {result.dtype} != {reference.dtype}"
+    # str(): nan (unknown) chunk sizes compare equal as text, not as floats.
+    assert str(result.shape) == str(reference.shape), f"shape {result.shape} != {reference.shape}"
+    assert str(result.chunks) == str(reference.chunks), f"chunks {result.chunks} != {reference.chunks}"
+    assert type(result._meta) is type(reference._meta)
+    actual, expected = dask.compute(result, reference, scheduler="sync")
+    assert type(actual) is type(expected)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    if isinstance(expected, np.ma.MaskedArray):
+        np.testing.assert_array_equal(np.ma.getmaskarray(actual), np.ma.getmaskarray(expected))
+        actual, expected = actual.filled(0), expected.filled(0)
+    rtol = _rtol(expected.dtype)
+    if rtol == 0:
+        np.testing.assert_array_equal(actual, expected)
+        return
+    chunks = reference.chunks if not np.isnan(reference.shape).any() else tuple((n,) for n in expected.shape)
+    for got, want in zip(_blocks(actual, chunks), _blocks(expected, chunks)):
+        scale = np.abs(want).max() if want.size else 0.0
+        np.testing.assert_allclose(got, want, rtol=0, atol=rtol * scale)
+
+
+def _unknown_rows(array):
+    """``array`` with the same values but unknown (nan) row chunks."""
+    return array[da.ones(array.shape[0], chunks=array.chunks[0], dtype=bool)]
+
+
+def _masked():
+    return da.ma.masked_greater(da.from_array(np.arange(20.0).reshape(4, 5), chunks=(2, 5)), 10)
+
+
+# name -> (operation, a, b, fallback reason matched in the warning, or None when coded)
+CASES = {
+    "masked (measured bug)": ("dot", _masked(), da.ones(5, chunks=5), "masked arrays"),
+    "masked numpy input": (
+        "dot",
+        np.ma.masked_greater(np.arange(12.0).reshape(3, 4), 6),
+        np.ones(4),
+        "masked",
+    ),
+    "masked right operand": ("dot", np.ones((2, 5)), _masked().T.rechunk((5, 2)), "masked"),
+    "unknown row chunks": (
+        "dot",
+        _unknown_rows(da.from_array(_data((6, 4), "float64", 0), chunks=(3, 2))),
+        np.ones(4),
+        "unknown",
+    ),
+    "unknown inner chunks": (
+        "dot",
+        _unknown_rows(da.from_array(_data((6, 4), "float64", 0), chunks=(3, 2))).T,
+        _unknown_rows(da.from_array(_data((6, 3), "float64", 1), chunks=(3, 3))),
+        "unknown",
+    ),
+    "3-D dot": ("dot", _data((2, 3, 4), "float64", 0), _data((5, 4, 6), "float64", 1), "3-D operands"),
+    "2-D . 3-D dot": (
+        "dot",
+        da.from_array(_data((3, 4), "float64", 0), chunks=2),
+        da.from_array(_data((2, 4, 5), "float64", 1), chunks=2),
+        "3-D",
+    ),
+    "stack @ matrix": (
+        "matmul",
+        da.from_array(_data((40, 4, 4), "float64", 0), chunks=(10, 4, 4)),
+        _data((4, 4), "float64", 1),
+        "stacks",
+    ),
+    "vector @ stack": ("matmul", _data(4, "float64", 0), _data((3, 4, 5), "float64", 1), "stacks"),
+    "stack @ stack": (
+        "matmul",
+        da.from_array(_data((6, 3, 4), "float64", 0), chunks=(2, 3, 2)),
+        da.from_array(_data((6, 4, 5), "float64", 1), chunks=(3, 2, 5)),
+        "stacks",
+    ),
+    "empty inner": ("dot", da.ones((4, 0), chunks=2), da.ones((0, 5), chunks=2), "empty"),
+    "empty rows": ("dot", np.ones((0, 3)), np.ones(3), "empty"),
+    "empty columns": ("dot", np.ones(3), da.ones((3, 0), chunks=2), "empty"),
+    "empty vectors": ("dot", np.ones(0), np.ones(0), "empty"),
+    "object dtype": (
+        "dot",
+        da.ones((3, 3), chunks=2, dtype=object),
+        da.ones(3, chunks=2, dtype=object),
+        "object",
+    ),
+    "uneven chunks": (
+        "dot",
+        da.from_array(_data((37, 23), "float64", 0), chunks=(10, 7)),
+        da.from_array(_data((23, 11), "float64", 1), chunks=(7, 4)),
+        None,
+    ),
+    "uneven, numpy right": (
+        "dot",
+        da.from_array(_data((9, 7), "float64", 0), chunks=(4, 3)),
+        _data(7, "float64", 1),
+        None,
+    ),
+    "matrix . vector": (
+        "dot",
+        da.from_array(_data((8, 6), "float64", 0), chunks=(3, 4)),
+        _data(6, "float64", 1),
+        None,
+    ),
+    "vector . matrix": (
+        "dot",
+        _data(8, "float64", 0),
+        da.from_array(_data((8, 6), "float64", 1), chunks=(5, 4)),
+        None,
+    ),
+    "vector . vector": ("dot", da.from_array(_data(9, "float64", 0), chunks=4), _data(9, "float64", 1), None),
+    "numpy . numpy": ("dot", _data((5, 4), "float64", 0), _data((4, 3), "float64", 1), None),
+    "matmul 2-D": (
+        "matmul",
+        da.from_array(_data((8, 6), "float64", 0), chunks=(3, 4)),
+        da.from_array(_data((6, 5), "float64", 1), chunks=(4, 2)),
+        None,
+    ),
+    "matmul vector @ matrix": (
+        "matmul",
+        _data(6, "float64", 0),
+        da.from_array(_data((6, 5), "float64", 1), chunks=3),
+        None,
+    ),
+    "matmul vector @ vector": (
+        "matmul",
+        _data(6, "float64", 0),
+        da.from_array(_data(6, "float64", 1), chunks=3),
+        None,
+    ),
+    "complex": (
+        "dot",
+        da.from_array(_data((8, 6), "complex128", 0), chunks=(3, 4)),
+        _data((6, 2), "complex128", 1),
+        None,
+    ),
+    "int64 exact": (
+        "dot",
+        da.from_array(_data((8, 6), "int64", 0), chunks=(3, 4)),
+        da.from_array(_data((6, 3), "int64", 1), chunks=(4, 2)),
+        None,
+    ),
+}
+
+
+def _call(operation, a, b, **kwargs):
+    return getattr(dask_coded, operation)(a, b, **kwargs)
+
+
+def _plain(operation, a, b):
+    def plain(x):
+        return dask_coded.array.data_array(x) if isinstance(x, dask_coded.CodedArray) else x
+
+    return getattr(da, operation)(plain(a), plain(b))
+
+
+def _check(operation, a, b, reason, **kwargs):
+    reference = _plain(operation, a, b)
+    if reason is None:
+        result = _call(operation, a, b, **kwargs)  # warnings are errors: a coded call must not warn
+    else:
+        with pytest.warns(FallbackWarning, match=reason) as record:
+            result = _call(operation, a, b, **kwargs)
+        assert len(record) == 1, [str(w.message) for w in record]
+        assert result.name == reference.name, "a fallback must be da.dot's own graph"
+    assert_like_dask(result, reference)
+    return result
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_same_result_as_dask(case):
+    operation, a, b, reason = CASES[case]
+    _check(operation, a, b, reason)
+
+
+@pytest.mark.parametrize("code", ["mds", "replication", "polynomial", "matdot"])
+@pytest.mark.parametrize("case", [c for c in sorted(CASES) if CASES[c][3] is None])
+def test_every_code_keeps_the_contract(case, code):
+    operation, a, b, _ = CASES[case]
+    _check(operation, a, b, None, code=code)
+
+
+def test_stacked_matmul_keeps_da_matmul_graph():
+    a = da.ones((400, 4, 4), chunks=(100, 4, 4))
+    with pytest.warns(FallbackWarning, match="stacks"):
+        result = dask_coded.matmul(a, da.ones((4, 4), chunks=4))
+    assert len(result.__dask_graph__()) == len(da.matmul(a, da.ones((4, 4), chunks=4)).__dask_graph__())
+
+
+@pytest.mark.parametrize("left", NUMERIC)
+@pytest.mark.parametrize("right", ["same", "float64", "int64"])
+def test_every_dtype(left, right):
+    right = left if right == "same" else right
+    a = da.from_array(_data((6, 5), left, 0), chunks=(4, 3))
+    b = da.from_array(_data((5, 3), right, 1), chunks=(3, 2))
+    coded = "bool" not in (left, right) and np.promote_types(left, right).name in CODED_DTYPES
+    _check("dot", a, b, None if coded else "not coded|cannot reproduce")
+
+
+def test_narrow_integers_keep_da_dot_wrapping():
+    # da.dot multiplies int8 blocks in int8 (wrapping) and sums the blocks in int64.
+    a = da.from_array(np.full((1, 4), 100, np.int8), chunks=(1, 2))
+    b = da.from_array(np.full(4, 100, np.int8), chunks=2)
+    with pytest.warns(FallbackWarning, match="wrap"):
+        result = dask_coded.dot(a, b)
+    assert result.dtype == np.int64
+    np.testing.assert_array_equal(result.compute(scheduler="sync"), da.dot(a, b).compute(scheduler="sync"))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("other", ["numpy", "dask", "vector"])
+def test_coded_array_operands(axis, other):
+    A = da.from_array(
+        _data((12, 8) if axis == 0 else (8, 12), "float64", 0), chunks=(4, 8) if axis == 0 else (8, 4)
+    )
+    coded = dask_coded.encode(A, axis=axis)
+    shape = {
+        "numpy": (8, 3) if axis == 0 else (3, 8),
+        "dask": (8, 3) if axis == 0 else (3, 8),
+        "vector": (8,),
+    }[other]
+    x = _data(shape, "float64", 1)
+    if other == "dask":
+        x = da.from_array(x, chunks=2)
+    a, b = (coded, x) if axis == 0 else (x, coded)
+    for operation in ("dot", "matmul"):
+        _check(operation, a, b, None)
+
+
+def test_coded_array_in_a_stack_falls_back():
+    coded = dask_coded.encode(da.from_array(_data((4, 4), "float64", 0), chunks=2))
+    _check("matmul", _data((3, 2, 4), "float64", 1), coded, "stacks")
+
+
+def test_matvec_keeps_the_contract():
+    A = da.from_array(_data((9, 5), "float64", 0), chunks=(4, 5))
+    x = _data(5, "float64", 1)
+    assert_like_dask(dask_coded.matvec(A, x), da.dot(A, x))
+    with pytest.warns(FallbackWarning, match="dask_coded.dot: masked"):
+        dask_coded.matvec(_masked(), np.ones(5))
+
+
+@pytest.mark.parametrize(
+    "a,b,error",
+    [
+        (lambda: _masked(), lambda: np.ones(5), TypeError),
+        (lambda: np.ones((2, 3, 4)), lambda: np.ones((4, 2)), ValueError),
+        (lambda: np.ones((3, 0)), lambda: np.ones((0, 2)), ValueError),
+        (lambda: np.ones((3, 3), dtype="int8"), lambda: np.ones(3, dtype="int8"), TypeError),
+    ],
+)
+def test_fallback_can_be_an_error(a, b, error):
+    with dask.config.set({"coded.fallback": "raise"}), pytest.raises(error, match="dask_coded.dot: "):
+        dask_coded.dot(a(), b())
+
+
+def test_bad_fallback_setting():
+    with dask.config.set({"coded.fallback": "ignore"}), pytest.raises(ValueError, match="coded.fallback"):
+        dask_coded.dot(_masked(), np.ones(5))
+
+
+def test_scalars_are_refused_like_dask():
+    with pytest.raises(ValueError, match="scalars are not allowed"):
+        dask_coded.dot(np.float64(2.0), np.ones(3))
+    with pytest.raises(ValueError, match="scalars are not allowed"):
+        dask_coded.matmul(np.ones(3), da.from_array(np.array(2.0)))
+
+
+def test_code_and_max_errors_are_keyword_only():
+    with pytest.raises(TypeError):
+        dask_coded.dot(np.ones((2, 2)), np.ones(2), "mds")  # type: ignore[misc]
+
+
+def test_nep18_refuses_out_like_dask():
+    coded = dask_coded.encode(da.from_array(_data((6, 4), "float64", 0), chunks=(2, 4)))
+    x = _data(4, "float64", 1)
+    assert_like_dask(np.dot(coded, x), da.dot(dask_coded.array.data_array(coded), x))
+    assert_like_dask(np.matmul(coded, x), da.matmul(dask_coded.array.data_array(coded), x))
+    with pytest.raises(TypeError, match="out="):
+        np.dot(coded, x, np.empty(6))
+    with pytest.raises(TypeError, match="out="):
+        np.dot(coded, x, out=np.empty(6))
+    with pytest.raises(TypeError, match="out="):
+        np.matmul(coded, x, out=np.empty(6))
+    # np.dot on plain Dask arrays refuses out= too.
+    with pytest.raises(TypeError):
+        np.dot(da.from_array(_data((6, 4), "float64", 0)), x, np.empty(6))
+
+
+def _dependencies(task):
+    return {dep for dep in task.dependencies}
+
+
+@pytest.mark.parametrize("code", ["mds", "replication", "polynomial", "matdot"])
+def test_numpy_operands_travel_inside_the_tasks(code):
+    A = da.from_array(_data((8, 6), "float64", 0), chunks=(2, 6))
+    for a, b in [(A, _data(6, "float64", 1)), (_data((8, 6), "float64", 0), _data((6, 3), "float64", 1))]:
+        graph = dict(dask_coded.dot(a, b, code=code).__dask_graph__())
+        keys_of_a = {k for k in graph if isinstance(a, da.Array) and k[0] == a.name}
+        for key, task in graph.items():
+            if str(key[0]).startswith(("coded-product-", "coded-encode-")):
+                # Every task that reads a NumPy operand holds its blocks; none waits on an operand task.
+                assert _dependencies(task) <= {k for k in graph if str(k[0]).startswith("coded-")} | keys_of_a
+        # No task holds a whole NumPy operand (da.asarray would have made an array- task).
+        assert all(not str(k[0]).startswith("array-") or k in keys_of_a for k in graph)
+
+
+def test_numpy_operands_keep_deterministic_keys_and_pickle():
+    A = da.from_array(_data((8, 6), "float64", 0), chunks=(2, 6))
+    x = _data(6, "float64", 1)
+    first, second = dask_coded.dot(A, x), dask_coded.dot(A, x.copy())
+    assert first.name == second.name
+    assert dask_coded.dot(A, x + 1).name != first.name
+    graph = dict(first.__dask_graph__())
+    for dumps, loads in [(pickle.dumps, pickle.loads), (cloudpickle.dumps, cloudpickle.loads)]:
+        restored = loads(dumps(graph))
+        assert set(restored) == set(graph)
+    products = [t for k, t in graph.items() if str(k[0]).startswith("coded-product-")]
+    assert all(not isinstance(arg, TaskRef) for t in products for arg in t.args[1].args)  # x's blocks
+    np.testing.assert_allclose(first.compute(scheduler="sync"), A.compute() @ x, rtol=1e-12)
+
+
+def test_numpy_operand_chunks_are_from_array_chunks():
+    big = np.empty((6000, 4000))  # 190 MB, never touched: only its shape and dtype matter here
+    assert Operand(big).chunks == da.from_array(big, name=False).chunks
+    assert len(Operand(big).chunks[0]) > 1
+
+
+def test_fallback_reason_is_a_pure_function_of_metadata():
+    a = da.ones((4, 3), chunks=2)
+    assert fallback_reason("dot", a, np.ones(3), da.dot(a, np.ones(3))) is None
+    assert "masked" in str(fallback_reason("dot", _masked(), np.ones(5), da.dot(_masked(), np.ones(5))))
+    stack = np.ones((2, 4, 3))
+    assert "stacks" in str(fallback_reason("matmul", stack, a.T, da.matmul(stack, a.T)))
+
+
+_DTYPES = st.sampled_from(["float64", "float32", "int64", "complex128", "int8"])
+
+
+@st.composite
+def _chunked(draw, length):
+    """Chunks of an axis of ``length``: a random split into non-empty pieces."""
+    cuts = draw(st.lists(st.integers(1, length - 1), max_size=3, unique=True)) if length > 1 else []
+    bounds = [0, *sorted(cuts), length]
+    return tuple(hi - lo for lo, hi in zip(bounds, bounds[1:]))
+
+
+@st.composite
+def _operand(draw, shape, dtype, seed):
+    array = _data(shape, dtype, seed)
+    if draw(st.booleans()):
+        return array
+    return da.from_array(array, chunks=tuple(draw(_chunked(n)) for n in shape))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), m=st.integers(1, 9), k=st.integers(1, 9), n=st.integers(1, 5))
+def test_property_dot_is_da_dot(data, m, k, n):
+    a_vector, b_vector = data.draw(st.booleans()), data.draw(st.booleans())
+    a_dtype, b_dtype = data.draw(_DTYPES), data.draw(_DTYPES)
+    a = data.draw(_operand((k,) if a_vector else (m, k), a_dtype, 0))
+    b = data.draw(_operand((k,) if b_vector else (k, n), b_dtype, 1))
+    code = data.draw(st.sampled_from([None, "replication", "polynomial", "matdot"]))
+    reference = da.dot(a, b)
+    reason = fallback_reason("dot", a, b, reference)
+    if reason is None:
+        result = dask_coded.dot(a, b, code=code)
+    else:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            result = dask_coded.dot(a, b, code=code)
+        assert [type(w.message) for w in record] == [FallbackWarning]
+    assert_like_dask(result, reference)
