@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["drop_dependency", "intercept_graph_updates", "missing_internals", "task_duration"]
+__all__ = ["drop_dependency", "intercept_graph_updates", "missing_internals", "task_duration", "worker_count"]
 
 #: TaskState attributes the plugin reads or writes.
 _TASK_ATTRIBUTES = ("run_spec", "dependencies", "dependents", "waiting_on", "waiters", "who_has", "state")
@@ -79,3 +79,15 @@ def task_duration(startstops: Any) -> float | None:
         if startstop.get("action") == "compute":
             total += startstop["stop"] - startstop["start"]
     return total or None
+
+
+def worker_count() -> int | None:
+    """Workers of the default client's cluster, or None without a client (threads, processes)."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return None
+    info = client.scheduler_info(n_workers=0)  # totals only: one small round trip
+    return int(info.get("n_workers") or len(info.get("workers", {}))) or None

@@ -14,7 +14,7 @@ from dask.highlevelgraph import HighLevelGraph
 from . import config
 from .blocks import CodedTask, parity_block
 from .codes import Code, MDSCode, ReplicationCode, make_code
-from .policy import ENCODE_COLUMNS, ENCODE_ROWS
+from .policy import ENCODE_COLUMNS, ENCODE_ROWS, coded_block_count
 
 __all__ = ["CodedArray", "data_array", "encode", "resolve_one_sided_code", "even_chunks"]
 
@@ -29,19 +29,25 @@ def even_chunks(length: int, blocks: int) -> tuple[int, ...]:
     return tuple(base + 1 if j < extra else base for j in range(blocks))
 
 
-def resolve_one_sided_code(code: Code | str | None, k: int, max_errors: int = 0) -> Code:
-    """A code with ``k`` data blocks from a code object, a registered name, or ``dask.config``."""
+def resolve_one_sided_code(
+    code: Code | str | None, k: int, max_errors: int = 0, workers: int | None = None
+) -> Code:
+    """A code with ``k`` data blocks from a code object, a registered name, or ``dask.config``.
+
+    With ``max_errors`` and the cluster's ``workers``, the MDS code gets
+    enough parities to correct that many faulty workers, each computing
+    several members (:func:`dask_coded.policy.coded_block_count`).
+    """
     if isinstance(code, Code):
         if not isinstance(code, ONE_SIDED):
             raise ValueError(f"{code!r} does not split one operand into blocks; use dask_coded.dot")
         return code
     name = code if code is not None else config.get("code")
     if name == "mds":
-        parity = int(config.get("parity")) + 2 * max_errors
         return make_code(
             "mds",
             k=k,
-            n=k + parity,
+            n=coded_block_count(k, int(config.get("parity")), max_errors, workers),
             generator=config.get("generator"),
             seed=int(config.get("seed")),
         )

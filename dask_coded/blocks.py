@@ -25,6 +25,7 @@ __all__ = [
     "decode_block",
     "parity_block",
     "product_block",
+    "suspects_of",
     "task_cancelled",
 ]
 
@@ -66,6 +67,10 @@ class DecodeSpec:
     recovery_set
         Set by the scheduler plugin when it decodes early: the blocks to
         decode from (only those with nonzero weight are passed).
+    suspects
+        Set by the scheduler plugin for ``max_errors``: the worker that
+        computes each member (None where unknown), so one faulty worker's
+        members count as one error.
     """
 
     code: Code
@@ -74,6 +79,14 @@ class DecodeSpec:
     dtype: np.dtype
     max_errors: int = 0
     recovery_set: tuple[int, ...] | None = None
+    suspects: tuple[str | None, ...] | None = None
+
+
+def suspects_of(spec: DecodeSpec) -> dict[int, str] | None:
+    """Member index -> the worker that computes it, where the plugin knows it."""
+    if spec.suspects is None:
+        return None
+    return {i: worker for i, worker in enumerate(spec.suspects) if worker is not None}
 
 
 def parity_block(weights: np.ndarray, *data_blocks: np.ndarray) -> np.ndarray:
@@ -166,7 +179,7 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     """
     results = {i: p for i, p in enumerate(products) if p is not MISSING}
     if spec.max_errors:
-        wrong = spec.code.locate_errors(results, spec.max_errors)
+        wrong = spec.code.locate_errors(results, spec.max_errors, suspects=suspects_of(spec))
         if wrong:
             _report_corrections(wrong)
             results = {i: p for i, p in results.items() if i not in wrong}

@@ -20,7 +20,7 @@ from dask._task_spec import List, TaskRef
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from . import config
+from . import _compat, config
 from .array import CodedArray, data_array, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
 from .codes import Code, MatDotCode, PolynomialCode, make_code
@@ -248,15 +248,20 @@ def _encode_for(operand: Operand, code: Code | str | None, axis: int, max_errors
     """``operand`` encoded along ``axis``: as a CodedArray (Dask) or with its blocks by value (NumPy)."""
     if isinstance(operand.array, da.Array):
         if not isinstance(code, Code):
-            code = resolve_one_sided_code(code, len(operand.chunks[axis]), max_errors)
+            code = resolve_one_sided_code(code, len(operand.chunks[axis]), max_errors, _workers(max_errors))
         return CodedOperand.of_coded_array(encode(operand.array, code, axis))
     if isinstance(code, Code):
         resolved = resolve_one_sided_code(code, code.k)
         if code.k != len(operand.chunks[axis]):
             operand = operand.rechunk({axis: even_chunks(operand.shape[axis], code.k)})
     else:
-        resolved = resolve_one_sided_code(code, len(operand.chunks[axis]), max_errors)
+        resolved = resolve_one_sided_code(code, len(operand.chunks[axis]), max_errors, _workers(max_errors))
     return CodedOperand.encode(operand, resolved, axis, ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS)
+
+
+def _workers(max_errors: int) -> int | None:
+    """The cluster's size, which sizes codes that correct faulty workers (asked only for those)."""
+    return _compat.worker_count() if max_errors else None
 
 
 def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors: int) -> da.Array:

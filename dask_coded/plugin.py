@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import time
 import warnings
 from collections.abc import Iterable
@@ -140,6 +141,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         #: product key -> the worker it is pinned to (groups with max_errors)
         self._pinned: dict[Any, str] = {}
         self._flush_scheduled = False
+        self._warned: set[str] = set()
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
@@ -183,16 +185,52 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                     # A slow machine slows the decode too; keep it off before it is scheduled.
                     self._place(ts, set(workers) - avoid, loose=True)
                 if spec.max_errors:
-                    for index, ref in enumerate(ts.run_spec.args[1:]):
-                        member = scheduler.tasks.get(ref.key) if isinstance(ref, TaskRef) else None
-                        worker = spread_worker(index, workers)
-                        if member is not None and worker is not None and self._place(member, {worker}, False):
-                            self._pinned[member.key] = worker
+                    self._pin_members(ts, spec, workers)
             block = coded_block_index(key)
             if block is not None:
                 worker = spread_worker(block, workers)
                 if worker is not None:
                     self._place(ts, {worker}, loose=True)
+
+    def _pin_members(self, ts: Any, spec: DecodeSpec, workers: list[str]) -> None:
+        """Pin member ``i`` of a ``max_errors`` group to worker ``i mod W`` and tell the decode.
+
+        Work stealing could otherwise hand one faulty worker two members and
+        turn one bad worker into two wrong results. The decode learns which
+        worker computes each member (``DecodeSpec.suspects``), so a worker
+        with several members counts as one error. Only the spec's contents
+        change, not its dependencies, so a resubmitted graph matches it.
+        """
+        suspects: list[str | None] = []
+        for index, ref in enumerate(ts.run_spec.args[1:]):
+            member = self.scheduler.tasks.get(ref.key) if isinstance(ref, TaskRef) else None
+            worker = spread_worker(index, workers)
+            pinned = member is not None and worker is not None and self._place(member, {worker}, False)
+            if pinned:
+                self._pinned[member.key] = worker
+            suspects.append(worker if pinned else self._pinned.get(getattr(member, "key", None)))
+        if ts.state in ("released", "waiting") and spec.suspects is None:
+            new_spec = dataclasses.replace(spec, suspects=tuple(suspects))
+            ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *ts.run_spec.args[1:])
+        known = {i: w for i, w in enumerate(suspects) if w is not None}
+        if not spec.code.is_recovery_set(range(spec.code.n), spec.max_errors, suspects=known):
+            self._warn_clients(
+                f"dask-coded: {spec.code!r} cannot correct max_errors={spec.max_errors} faulty "
+                f"workers on this cluster of {len(workers)}: its {spec.code.n} members share "
+                "workers, and a faulty worker gets all of its members wrong. Wrong results will "
+                "raise DecodingError; build the product while a client is connected (so "
+                "dask_coded.dot sizes the code for the cluster) or add workers."
+            )
+
+    def _warn_clients(self, message: str) -> None:
+        """A warning on every connected client (once per message), and in the scheduler's log."""
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        logger.warning(message)
+        self.scheduler.log_event(
+            "warn", {"message": pickle.dumps(message), "category": pickle.dumps(DaskCodedWarning)}
+        )
 
     def _place(self, ts: Any, workers: set[str], loose: bool) -> bool:
         if not workers or ts.state not in ("released", "waiting"):
@@ -290,7 +328,13 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         tasks = self.scheduler.tasks
         members: list[Any] = [tasks.get(r.key) if isinstance(r, TaskRef) else MISSING for r in refs]
         finished = [i for i, m in enumerate(members) if m is not None and m.state == "memory"]
-        plan = plan_decode(spec.code, spec.output, finished, spec.max_errors)
+        suspects = None
+        if spec.max_errors:
+            # Who really computed each finished member (pins are freed when a worker leaves).
+            pinned = spec.suspects or (None,) * len(members)
+            suspects = {i: self._computed_by.get(members[i].key, pinned[i]) for i in finished}
+            spec = dataclasses.replace(spec, suspects=tuple(suspects.get(i) for i in range(len(members))))
+        plan = plan_decode(spec.code, spec.output, finished, spec.max_errors, suspects)
         if plan is None:
             return
         dropped = dropped_members(members, plan.needed)

@@ -12,6 +12,7 @@ from .codes import Code
 
 __all__ = [
     "DecodePlan",
+    "coded_block_count",
     "coded_block_index",
     "decode_workers",
     "dropped_members",
@@ -46,12 +47,19 @@ class DecodePlan:
     recovery_set: tuple[int, ...] | None
 
 
-def plan_decode(code: Code, output: int, finished: Iterable[int], max_errors: int = 0) -> DecodePlan | None:
+def plan_decode(
+    code: Code,
+    output: int,
+    finished: Iterable[int],
+    max_errors: int = 0,
+    suspects: Mapping[int, str] | None = None,
+) -> DecodePlan | None:
     """Whether output ``output`` can be decoded from the ``finished`` members, and from which.
 
     Without error correction a systematic output needs only its own block;
     any other output needs a recovery set. With ``max_errors=t`` the decode
-    waits for ``2t`` blocks of redundancy and reads every finished member.
+    waits for ``2t`` blocks of redundancy and reads every finished member;
+    ``suspects`` (member -> worker) makes that ``2t`` workers' worth.
 
     Examples
     --------
@@ -65,10 +73,15 @@ def plan_decode(code: Code, output: int, finished: Iterable[int], max_errors: in
     (0, 1, 3)
     >>> plan_decode(code, 2, [0, 1, 3, 4], max_errors=1) is None
     True
+    >>> code = MDSCode(k=3, n=6)
+    >>> plan_decode(code, 0, range(6), max_errors=1).needed
+    (0, 1, 2, 3, 4, 5)
+    >>> plan_decode(code, 0, range(6), max_errors=1, suspects={0: "a", 1: "a", 2: "b", 3: "b"}) is None
+    True
     """
     finished = sorted(set(finished))
     if max_errors:
-        if not code.is_recovery_set(finished, max_errors=max_errors):
+        if not code.is_recovery_set(finished, max_errors=max_errors, suspects=suspects):
             return None
         return DecodePlan(tuple(finished), None)
     chosen = code.output_recovery_set(output, finished)
@@ -76,6 +89,45 @@ def plan_decode(code: Code, output: int, finished: Iterable[int], max_errors: in
         return None
     weights = code.output_weights([output], chosen)[0]
     return DecodePlan(tuple(i for i, w in zip(chosen, weights) if w != 0), chosen)
+
+
+def coded_block_count(k: int, stragglers: int, max_errors: int = 0, workers: int | None = None) -> int:
+    """``n`` for a ``k``-of-``n`` code that survives slow and faulty *workers*, not only blocks.
+
+    Member ``i`` of a group runs on worker ``i mod W``, so with ``n > W`` a
+    worker computes up to ``ceil(n / W)`` members, and a faulty one gets them
+    all wrong. Correcting ``max_errors`` faulty workers while ``stragglers``
+    others are late needs ``n - (stragglers + 2 * max_errors) * ceil(n / W)
+    >= k``. Without ``max_errors``, or when ``W`` is unknown, that is
+    ``k + stragglers + 2 * max_errors``. Where the cluster has too few
+    workers for ``stragglers`` too, fewer stragglers are tolerated; with
+    ``W <= 2 * max_errors`` no code can tell a faulty worker apart.
+
+    Examples
+    --------
+    >>> coded_block_count(4, stragglers=2)
+    6
+    >>> coded_block_count(4, stragglers=0, max_errors=1, workers=4)  # 2 members a worker
+    8
+    >>> coded_block_count(4, stragglers=2, max_errors=1, workers=3)  # 3 workers: 1 per data block
+    12
+    >>> coded_block_count(4, stragglers=2, max_errors=1, workers=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_errors=1 needs at least 3 workers to outvote a faulty one; the cluster has 2
+    """
+    if not max_errors or workers is None:
+        return k + stragglers + 2 * max_errors
+    if workers <= 2 * max_errors:
+        raise ValueError(
+            f"max_errors={max_errors} needs at least {2 * max_errors + 1} workers to outvote a "
+            f"faulty one; the cluster has {workers}"
+        )
+    lost = min(stragglers, workers - 2 * max_errors - 1) + 2 * max_errors
+    n = k + lost
+    while n - lost * -(-n // workers) < k:
+        n += 1
+    return n
 
 
 def coded_block_index(key: Any) -> int | None:

@@ -4,10 +4,11 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from distributed.utils_test import gen_cluster
+from distributed.utils_test import async_poll_for, gen_cluster
 
 import dask_coded
 from dask_coded import DecodingError, MDSCode
+from dask_coded.blocks import decode_block
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.testing import relative_error
 
@@ -116,3 +117,45 @@ def test_a_code_without_enough_redundancy_is_refused_at_graph_build_time():
         dask_coded.dot(coded, np.ones(3), max_errors=1)
     with pytest.raises(ValueError, match="cannot correct max_errors=1"):
         dask_coded.dot(np.ones((8, 4)), np.ones((4, 4)), code=dask_coded.codes.MatDotCode(2, 4), max_errors=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers", [3, 4, 5])
+@pytest.mark.parametrize("kind", ["noise", "nan"])
+def test_one_faulty_worker_is_corrected_with_default_settings(client_of, n_workers, kind):
+    """Defaults, any cluster size: more members than workers, and a faulty worker spoils all of its own."""
+    client = client_of(n_workers)
+    dask_coded.register(client)
+    data = np.random.default_rng(0).standard_normal((600, 30))
+    x = np.random.default_rng(1).standard_normal(30)
+    faulty = sorted(client.scheduler_info()["workers"])[1]
+    client.register_plugin(
+        FaultInjector(FaultModel(error_workers=(faulty,), error_kind=kind, tasks="products")), name="faults"
+    )
+    A = da.from_array(data, chunks=(100, 30))  # 6 chunks: more than any of these clusters has workers
+    y = dask_coded.dot(A, x, max_errors=1)
+    (code,) = {t.args[0].code for t in y.__dask_graph__().values() if getattr(t, "func", None) is decode_block}
+    assert code.n > n_workers  # several members share each worker
+    for _ in range(2):
+        np.testing.assert_allclose(y.compute(), data @ x, rtol=1e-10, atol=1e-10 * np.abs(data @ x).max())
+    stats = dask_coded.plugin_stats(client)
+    assert stats["corrections"] >= 1 and set(stats["corrections_by_worker"]) == {faulty}
+
+
+@pytest.mark.slow
+def test_max_errors_refused_on_a_cluster_too_small_to_outvote(client_of):
+    client = client_of(2)
+    with pytest.raises(ValueError, match="needs at least 3 workers"):
+        dask_coded.dot(da.ones((8, 4), chunks=(2, 4)), np.ones(4), max_errors=1)
+    client.close()
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=CONFIG)
+async def test_a_code_the_cluster_cannot_support_is_reported_at_submission(c, s, *workers):
+    """Built without knowing the cluster, MDS(4, 6) with max_errors=1 puts 2 members on a worker of 3."""
+    await dask_coded.register(c)
+    coded = dask_coded.encode(da.ones((8, 4), chunks=(2, 4)), code=MDSCode(4, 6))
+    with pytest.warns(dask_coded.DaskCodedWarning, match="cannot correct max_errors=1 faulty workers"):
+        result = await c.compute(dask_coded.dot(coded, np.ones(4), max_errors=1))
+        await async_poll_for(lambda: s.plugins["dask-coded"]._warned, timeout=5)
+    np.testing.assert_allclose(result, np.full(8, 4.0))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -163,8 +163,14 @@ class Code:
 
     # -- shared machinery ----------------------------------------------------
 
-    def is_recovery_set(self, indices: Iterable[int], max_errors: int = 0) -> bool:
+    def is_recovery_set(
+        self, indices: Iterable[int], max_errors: int = 0, suspects: Mapping[int, Hashable] | None = None
+    ) -> bool:
         """Whether results at ``indices`` decode with up to ``max_errors`` wrong ones.
+
+        ``suspects`` maps a block to what computed it (a worker): the blocks
+        of one suspect count as one error, because a faulty worker gets every
+        block it computes wrong. Without it every block is its own suspect.
 
         Examples
         --------
@@ -176,8 +182,25 @@ class Code:
         False
         >>> code.is_recovery_set(range(6), max_errors=1)
         True
+        >>> # Two workers computed two blocks each: one faulty worker is two wrong blocks.
+        >>> code.is_recovery_set(range(6), max_errors=1, suspects={0: "a", 1: "a", 2: "b", 3: "b"})
+        False
         """
-        return self.redundancy(self._validate_indices(indices)) >= 2 * check_max_errors(max_errors)
+        indices = self._validate_indices(indices)
+        max_errors = check_max_errors(max_errors)
+        return self._tolerates(_units(indices, suspects), 2 * max_errors)
+
+    def _tolerates(self, units: Sequence[tuple[int, ...]], lost: int) -> bool:
+        """Whether the blocks of ``units`` still decode after losing any ``lost`` of the units."""
+        blocks = [i for unit in units for i in unit]
+        if all(len(unit) == 1 for unit in units):
+            return self.redundancy(blocks) >= lost  # the common case, without enumerating
+        if lost >= len(units):
+            return lost == 0 and self.redundancy(blocks) >= 0
+        return all(
+            self.redundancy([i for j, unit in enumerate(units) if j not in gone for i in unit]) >= 0
+            for gone in map(set, itertools.combinations(range(len(units)), lost))
+        )
 
     def _validate_indices(self, indices: Iterable[int]) -> tuple[int, ...]:
         out = tuple(sorted({int(i) for i in indices}))
@@ -310,6 +333,7 @@ class Code:
         shapes: Sequence[tuple[int, ...]] | None = None,
         outputs: Sequence[int] | None = None,
         recovery_set: Iterable[int] | None = None,
+        suspects: Mapping[int, Hashable] | None = None,
     ) -> list[np.ndarray]:
         """Decode the targets from the block products in ``results``.
 
@@ -334,6 +358,10 @@ class Code:
             see :meth:`output_recovery_set`). ``results`` then only needs the
             blocks whose decoding weight is nonzero. Chosen by the scheduler
             plugin, which ships only those blocks to the decode task.
+        suspects
+            What computed each block (a worker), for ``max_errors``: the
+            blocks of one suspect count as one error (see
+            :meth:`locate_errors`).
 
         Returns
         -------
@@ -378,7 +406,7 @@ class Code:
             weights = self.output_weights(outputs, chosen)
         else:
             if max_errors:
-                wrong = self.locate_errors(arrays, max_errors=max_errors)
+                wrong = self.locate_errors(arrays, max_errors=max_errors, suspects=suspects)
                 indices = tuple(i for i in indices if i not in wrong)
             chosen = self.choose_recovery_set(indices) if self.redundancy(indices) >= 0 else indices
             weights = self.decoding_weights(chosen)[outputs]
@@ -412,12 +440,17 @@ class Code:
             ]
         return out
 
-    def locate_errors(self, results: Mapping[int, Any], max_errors: int) -> tuple[int, ...]:
+    def locate_errors(
+        self, results: Mapping[int, Any], max_errors: int, suspects: Mapping[int, Hashable] | None = None
+    ) -> tuple[int, ...]:
         """The blocks whose results disagree with the code (non-finite ones included).
 
-        Raises :class:`DecodingError` when wrong results are detected that
-        cannot be located, or when the results are too few to check
-        ``max_errors`` of them.
+        ``suspects`` maps a block to what computed it (a worker); up to
+        ``max_errors`` suspects may be wrong, each in every block it
+        computed, and all of a wrong suspect's blocks are returned. Raises
+        :class:`DecodingError` when wrong results are detected that cannot be
+        located, or when the results are too few to check ``max_errors`` of
+        them.
 
         Examples
         --------
@@ -433,21 +466,24 @@ class Code:
         max_errors = check_max_errors(max_errors)
         arrays = {int(i): np.asarray(r) for i, r in results.items()}
         indices = self._validate_indices(arrays)
-        nonfinite = tuple(i for i in indices if not np.isfinite(arrays[i]).all())
-        finite = tuple(i for i in indices if i not in nonfinite)
-        budget = max_errors - len(nonfinite)
+        units = _units(indices, suspects)
+        # A suspect with one non-finite block is wrong in all of them.
+        bad_units = [u for u in units if any(not np.isfinite(arrays[i]).all() for i in u)]
+        nonfinite = tuple(sorted(i for u in bad_units for i in u))
+        finite_units = [u for u in units if u not in bad_units]
+        finite = tuple(sorted(i for u in finite_units for i in u))
+        budget = max_errors - len(bad_units)
         if budget < 0:
             raise DecodingError(
                 f"blocks {list(nonfinite)} of {self!r} are not finite: more than "
                 f"max_errors={max_errors} wrong results",
                 suspects=nonfinite,
             )
-        redundancy = self.redundancy(finite)
-        if redundancy < budget:
+        if not self._tolerates(finite_units, budget):
             raise DecodingError(
                 f"cannot check {max_errors} wrong results of {self!r}: blocks "
                 f"{list(nonfinite)} are not finite and the finite ones {list(finite)} "
-                f"leave {max(redundancy, 0)} checks ({self._threshold_phrase()})",
+                f"leave too few checks ({self._threshold_phrase()})",
                 suspects=nonfinite,
             )
         if budget == 0:
@@ -457,28 +493,28 @@ class Code:
         tolerance = self._tolerance(finite, dtype) * scale
         for size in range(budget + 1):
             consistent = [
-                wrong
-                for wrong in itertools.combinations(finite, size)
-                if self._consistent(finite, wrong, sketches, tolerance)
+                tuple(sorted(i for u in wrong for i in u))
+                for wrong in itertools.combinations(finite_units, size)
+                if self._consistent(finite, tuple(i for u in wrong for i in u), sketches, tolerance)
             ]
             if not consistent:
                 continue
             if size == 0:
                 return nonfinite
-            if len(consistent) == 1 and redundancy >= 2 * size:
+            if len(consistent) == 1 and self._tolerates(finite_units, 2 * size):
                 return tuple(sorted(nonfinite + consistent[0]))
-            suspects = tuple(sorted(set(nonfinite).union(*consistent)))
+            blamed = tuple(sorted(set(nonfinite).union(*consistent)))
             raise DecodingError(
                 f"{size} wrong result(s) of {self!r} detected among blocks {list(finite)} "
-                f"but not located: suspects {list(suspects)}; more finished blocks are "
+                f"but not located: suspects {list(blamed)}; more finished blocks are "
                 "needed to correct them",
-                suspects=suspects,
+                suspects=blamed,
             )
         residuals = self._residuals(finite, sketches)
-        suspects = tuple(sorted(nonfinite + tuple(i for i, r in zip(finite, residuals) if r > tolerance)))
+        blamed = tuple(sorted(nonfinite + tuple(i for i, r in zip(finite, residuals) if r > tolerance)))
         raise DecodingError(
-            f"more than {max_errors} wrong result(s) of {self!r} detected; suspects {list(suspects)}",
-            suspects=suspects,
+            f"more than {max_errors} wrong result(s) of {self!r} detected; suspects {list(blamed)}",
+            suspects=blamed,
         )
 
     def _tolerance(self, finite: tuple[int, ...], dtype: np.dtype) -> float:
@@ -535,6 +571,17 @@ def _condition(rows: np.ndarray) -> float:
     singular = np.linalg.svd(rows, compute_uv=False)
     nonzero = singular[singular > singular[0] * 1e-12] if singular.size else singular
     return float(nonzero[0] / nonzero[-1]) if nonzero.size else math.inf
+
+
+def _units(indices: Sequence[int], suspects: Mapping[int, Hashable] | None) -> list[tuple[int, ...]]:
+    """``indices`` grouped by suspect, in order; a block without a suspect is a unit of its own."""
+    if not suspects:
+        return [(i,) for i in indices]
+    groups: dict[Any, list[int]] = {}
+    for i in indices:
+        suspect = suspects.get(i)
+        groups.setdefault(("block", i) if suspect is None else ("suspect", suspect), []).append(i)
+    return [tuple(group) for group in groups.values()]
 
 
 def check_max_errors(max_errors: int) -> int:

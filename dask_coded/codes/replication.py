@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,8 +82,13 @@ class ReplicationCode(Code):
     def condition_number(self, samples: int | None = 2000, seed: int = 0) -> float:
         return 1.0
 
-    def locate_errors(self, results: Mapping[int, Any], max_errors: int) -> tuple[int, ...]:
+    def locate_errors(
+        self, results: Mapping[int, Any], max_errors: int, suspects: Mapping[int, Hashable] | None = None
+    ) -> tuple[int, ...]:
         """The wrong copies, outvoted block by block (``max_errors`` per block).
+
+        Copies of one block computed by the same suspect (``suspects``: block
+        -> worker) cast one vote.
 
         Examples
         --------
@@ -100,7 +105,10 @@ class ReplicationCode(Code):
             copies = [i for i in indices if i % self.k == block]
             # The copies of one block form a repetition code of length len(copies).
             vote = ReplicationCode(1, max(len(copies), 1))
-            found = Code.locate_errors(vote, {c: results[i] for c, i in enumerate(copies)}, max_errors)
+            voters = {c: suspects.get(i) for c, i in enumerate(copies)} if suspects else None
+            found = Code.locate_errors(
+                vote, {c: results[i] for c, i in enumerate(copies)}, max_errors, suspects=voters
+            )
             wrong.extend(copies[c] for c in found)
         return tuple(sorted(wrong))
 
