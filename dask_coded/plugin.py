@@ -205,10 +205,13 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         for index, ref in enumerate(ts.run_spec.args[1:]):
             member = self.scheduler.tasks.get(ref.key) if isinstance(ref, TaskRef) else None
             worker = spread_worker(index, workers)
-            pinned = member is not None and worker is not None and self._place(member, {worker}, False)
-            if pinned:
+            if member is None or worker is None:
+                suspects.append(None)
+            elif self._place(member, {worker}, loose=False):
                 self._pinned[member.key] = worker
-            suspects.append(worker if pinned else self._pinned.get(getattr(member, "key", None)))
+                suspects.append(worker)
+            else:  # placed by the user, or already pinned by an earlier graph
+                suspects.append(self._pinned.get(member.key))
         if ts.state in ("released", "waiting") and spec.suspects is None:
             new_spec = dataclasses.replace(spec, suspects=tuple(suspects))
             ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *ts.run_spec.args[1:])

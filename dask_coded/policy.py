@@ -52,7 +52,7 @@ def plan_decode(
     output: int,
     finished: Iterable[int],
     max_errors: int = 0,
-    suspects: Mapping[int, str] | None = None,
+    suspects: Mapping[int, str | None] | None = None,
 ) -> DecodePlan | None:
     """Whether output ``output`` can be decoded from the ``finished`` members, and from which.
 
