@@ -82,7 +82,12 @@ class ReplicationCode(Code):
     def condition_number(self, samples: int | None = 2000, seed: int = 0) -> float:
         return 1.0
 
-    def locate_errors(self, results: Mapping[int, Any], max_errors: int) -> tuple[int, ...]:
+    def locate_errors(
+        self,
+        results: Mapping[int, Any],
+        max_errors: int,
+        exponents: Sequence[int] | np.ndarray | None = None,
+    ) -> tuple[int, ...]:
         """The wrong copies, outvoted block by block (``max_errors`` per block).
 
         Examples
@@ -95,6 +100,7 @@ class ReplicationCode(Code):
         (0, 3)
         """
         indices = self._validate_indices(results)
+        self._check_exponents(exponents)  # copies are never mixed: exponents change nothing
         wrong: list[int] = []
         for block in range(self.k):
             copies = [i for i in indices if i % self.k == block]
