@@ -52,7 +52,7 @@ from typing import Any
 from dask._task_spec import Task, TaskRef
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from .blocks import CORRECTIONS_TOPIC, MISSING, CodedTask, DecodeSpec, decode_block
+from .blocks import CORRECTIONS_TOPIC, MISSING, NONFINITE_TYPENAME, CodedTask, DecodeSpec, decode_block
 from .policy import (
     coded_block_index,
     decode_workers,
@@ -239,7 +239,12 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         tasks = self.scheduler.tasks
         members: list[Any] = [tasks.get(r.key) if isinstance(r, TaskRef) else MISSING for r in refs]
         finished = [i for i, m in enumerate(members) if m is not None and m.state == "memory"]
-        plan = plan_decode(spec.code, spec.output, finished, spec.max_errors)
+        # The scheduler set ts.type from the result when the member reached memory (before this
+        # callback): products holding NaN/inf are NonFiniteProducts (see dask_coded.blocks).
+        nonfinite = [i for i in finished if members[i].type == NONFINITE_TYPENAME]
+        plan = plan_decode(
+            spec.code, spec.output, finished, spec.max_errors, dtype=spec.dtype, nonfinite=nonfinite
+        )
         if plan is None:
             return
         dropped = dropped_members(members, plan.needed)
