@@ -10,6 +10,7 @@ it runs as soon as a recovery set is in memory.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from .array import CodedArray, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
 from .codes import Code, MatDotCode, PolynomialCode, make_code
 from .codes.base import check_max_errors
+from .errors import DaskCodedWarning
 from .policy import ENCODE_TWO_SIDED
 
 __all__ = ["dot", "matmul", "matvec"]
@@ -297,7 +299,18 @@ def dot(a: Any, b: Any, code: Code | str | None = None, *, max_errors: int | Non
                 )
             return _one_sided(coded, b if side == "left" else a, max_errors)
     name = code if isinstance(code, (str, Code)) else config.get("code")
-    if name in _TWO_SIDED_NAMES or isinstance(name, (PolynomialCode, MatDotCode)):
+    two_sided = name in _TWO_SIDED_NAMES or isinstance(name, (PolynomialCode, MatDotCode))
+    if two_sided and np.result_type(a.dtype, b.dtype).kind in "biu":
+        # Two-sided codes have no systematic blocks: every output would be solved in floating
+        # point, which is not exact for integers. A systematic code returns each block exactly.
+        warnings.warn(
+            f"{name!r} cannot decode integer products exactly (it has no systematic blocks); "
+            "using a systematic MDS code instead",
+            DaskCodedWarning,
+            stacklevel=2,
+        )
+        code, two_sided = "mds", False
+    if two_sided:
         if a.ndim == 1:
             return _two_sided_vector(a, b, name, max_errors)
         resolved = _two_sided_code(name, a, b, max_errors)
