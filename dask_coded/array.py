@@ -12,7 +12,7 @@ from dask.base import DaskMethodsMixin, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import config
-from .blocks import CodedTask, parity_block
+from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
 from .codes import Code, MDSCode, ReplicationCode, make_code
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS, coded_block_count
 
@@ -65,8 +65,11 @@ class CodedArray(DaskMethodsMixin):
 
     Built by :func:`encode`. Block ``i`` along the coded axis is data block
     ``i`` for ``i < k`` (the original chunks, unchanged) and a parity block
-    (zero-padded to the largest data block) after that. Computing a
-    CodedArray returns the original array; persisting it keeps the parity
+    (zero-padded to the largest data block) after that. MDS parity blocks are
+    equilibrated: they mix ``2**-e_j * A_j``, ``e_j`` from the largest
+    magnitude of data block ``j``, and carry the exponents with them
+    (:class:`~dask_coded.blocks.ScaledBlock`), so decodes undo the scaling
+    exactly. Computing a CodedArray returns the original array; persisting it keeps the parity
     blocks in memory, so that many products reuse one encoding.
 
     Use it as the left operand of :func:`dask_coded.dot` when encoded along
@@ -121,7 +124,7 @@ class CodedArray(DaskMethodsMixin):
             raise ValueError("CodedArray.T needs a 2-D array")
         name = "coded-transpose-" + tokenize(self.name)
         layer: dict[Any, Any] = {
-            (name, j, i): CodedTask((name, j, i), np.transpose, TaskRef((self.name, i, j)))
+            (name, j, i): CodedTask((name, j, i), transpose_block, TaskRef((self.name, i, j)))
             for i in range(len(self.coded_chunks[0]))
             for j in range(len(self.coded_chunks[1]))
         }
@@ -314,6 +317,19 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
             return (base, i)
         return (base, i, other) if axis == 0 else (base, other, i)
 
+    exponents: Any = None
+    if isinstance(code, MDSCode) and len(other_axis_blocks) > 1:
+        # Equilibration exponents per data block, from every chunk of it along the other axis:
+        # one tiny max-abs task per chunk, one task gathering them.
+        max_name, exp_key = "coded-maxabs-" + tokenize(name), "coded-exponents-" + tokenize(name)
+        magnitudes = []
+        for j in range(code.k):
+            for other in other_axis_blocks:
+                chunk_key = key(max_name, j, other)
+                layer[chunk_key] = Task(chunk_key, block_max_abs, TaskRef(key(A.name, j, other)))
+                magnitudes.append(TaskRef(chunk_key))
+        layer[exp_key] = Task(exp_key, block_exponents, code.k, *magnitudes)
+        exponents = TaskRef(exp_key)
     for other in other_axis_blocks:
         data = [TaskRef(key(A.name, j, other)) for j in range(code.k)]
         for j in range(code.k):
@@ -324,7 +340,9 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                 # A replica is a task of its own so it can live on another worker.
                 task: Task = CodedTask(key(name, i, other), np.copy, data[i % code.k])
             else:
-                task = CodedTask(key(name, i, other), parity_block, weights, *data)
+                # Equilibrated: a 1e-3 block decoded through a parity that also carries a 1e12
+                # block keeps its own relative accuracy (exponents=None: from these blocks).
+                task = CodedTask(key(name, i, other), scaled_parity_block, weights, exponents, *data)
             layer[key(name, i, other)] = task
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     return CodedArray(graph, name, code, A.chunks, A.dtype, axis)

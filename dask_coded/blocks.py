@@ -4,6 +4,18 @@ These functions are the tasks of a coded graph. The scheduler plugin
 recognises a group by its decode task (a :class:`CodedTask` calling
 :func:`decode_block`); when it drops late members it replaces their
 arguments with :data:`MISSING`, which :func:`decode_block` skips.
+
+Two facts travel with the values, so the decoder can be exact and safe:
+
+- MDS parity blocks of a :class:`~dask_coded.CodedArray` are equilibrated
+  (each data block scaled by a power of two before mixing). They are
+  :class:`ScaledBlock` s carrying those exponents; the products of parity
+  blocks carry them on to the decode task.
+- A product that is not all finite is returned as a
+  :class:`NonFiniteProduct` (an ``ndarray`` subclass). The scheduler records
+  a result's type name in ``TaskState.type`` when it reaches memory, before
+  the plugin plans a decode, so the plugin knows which members hold NaN/inf
+  without another message (:data:`NONFINITE_TYPENAME`).
 """
 
 from __future__ import annotations
@@ -14,19 +26,29 @@ from typing import Any
 
 import numpy as np
 from dask._task_spec import Task
+from dask.sizeof import sizeof
+from dask.utils import typename
 
 from .codes import Code
-from .codes.base import combine
+from .codes.base import combine, equilibration_exponents, exponents_from_max_abs, max_abs, scaled_rows
+from .errors import DecodingError
 
 __all__ = [
     "MISSING",
+    "NONFINITE_TYPENAME",
     "CodedTask",
     "DecodeSpec",
+    "NonFiniteProduct",
+    "ScaledBlock",
+    "block_exponents",
+    "block_max_abs",
     "decode_block",
     "parity_block",
     "product_block",
     "suspects_of",
+    "scaled_parity_block",
     "task_cancelled",
+    "transpose_block",
 ]
 
 #: Stands in for a group member the scheduler plugin dropped.
@@ -89,9 +111,88 @@ def suspects_of(spec: DecodeSpec) -> dict[int, str] | None:
     return {i: worker for i, worker in enumerate(spec.suspects) if worker is not None}
 
 
+@dataclass(frozen=True, eq=False)
+class ScaledBlock:
+    """A block computed from equilibrated data: ``values`` mixes ``2**-exponents[j] * block_j``.
+
+    An MDS parity block of a :class:`~dask_coded.CodedArray`, or the product
+    of one; :func:`decode_block` reads the exponents from whichever parity
+    product it receives and undoes the scaling exactly.
+    """
+
+    values: np.ndarray
+    exponents: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+
+@sizeof.register(ScaledBlock)
+def _sizeof_scaled(block: ScaledBlock) -> int:
+    return int(sizeof(block.values)) + int(block.exponents.nbytes)
+
+
+class NonFiniteProduct(np.ndarray):
+    """A block product holding NaN or inf, marked by its type.
+
+    Only the output the product computes directly (its own data block, a
+    replica) may use it; every other decode treats it as an erasure.
+    """
+
+
+#: ``TaskState.type`` of a product the scheduler must not mix into other outputs.
+NONFINITE_TYPENAME = typename(NonFiniteProduct)
+
+
+def _values(block: Any) -> np.ndarray:
+    return block.values if isinstance(block, ScaledBlock) else np.asarray(block)
+
+
 def parity_block(weights: np.ndarray, *data_blocks: np.ndarray) -> np.ndarray:
     """``sum_j weights[j] * data_blocks[j]``, zero-padding uneven blocks."""
     return combine(np.asarray(weights)[None, :], [np.asarray(b) for b in data_blocks])[0]
+
+
+def block_max_abs(block: Any) -> float:
+    """The largest magnitude of one data chunk (a tiny task feeding :func:`block_exponents`)."""
+    return max_abs(block)
+
+
+def block_exponents(k: int, *magnitudes: float) -> np.ndarray:
+    """Equilibration exponents of ``k`` data blocks from the largest magnitude of each of their chunks.
+
+    ``magnitudes`` are ``k`` runs of equal length: the chunks of data block 0,
+    then those of block 1, ... A data block's exponent must be the same in
+    every chunk along the other axis, or the products would not be linear in
+    the blocks.
+    """
+    per_block = np.asarray(magnitudes, dtype=np.float64).reshape(k, -1)
+    with np.errstate(invalid="ignore"):
+        return exponents_from_max_abs(per_block.max(axis=1))
+
+
+def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data_blocks: Any) -> ScaledBlock:
+    """``sum_j weights[j] * 2**-exponents[j] * data_blocks[j]``, with the exponents attached.
+
+    ``exponents=None`` computes them from ``data_blocks`` (when they are
+    whole data blocks, not chunks of them).
+    """
+    blocks = [np.asarray(b) for b in data_blocks]
+    scales = equilibration_exponents(blocks) if exponents is None else np.asarray(exponents)
+    values = combine(scaled_rows(np.asarray(weights)[None, :], scales), blocks)[0]
+    return ScaledBlock(values, scales)
+
+
+def transpose_block(block: Any) -> Any:
+    """``block.T``, keeping a :class:`ScaledBlock`'s exponents."""
+    if isinstance(block, ScaledBlock):
+        return ScaledBlock(np.transpose(block.values), block.exponents)
+    return np.transpose(block)
 
 
 #: Event topic under which decode tasks report the blocks they corrected.
@@ -136,17 +237,36 @@ def task_cancelled() -> bool:
 _ROWS_PER_PIECE = 512
 
 
-def product_block(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> np.ndarray:
+def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
     """``sum_kk left[kk] @ right[kk]``: one coded product over the inner chunks.
 
     Works through the rows in pieces and stops (``distributed.Reschedule``)
     when the scheduler dropped the task (a late group member), so the worker
     is free for the next computation. The result equals ``np.dot`` on the
-    whole blocks up to rounding.
+    whole blocks up to rounding. A product of :class:`ScaledBlock` s is one
+    too (same exponents); a product holding NaN or inf is a
+    :class:`NonFiniteProduct`, so the scheduler knows before it plans a decode.
     """
     if not left or len(left) != len(right):
         raise ValueError(f"product_block needs matching inner blocks, got {len(left)} and {len(right)}")
-    first = np.asarray(left[0])
+    exponents = _common_exponents([*left, *right])
+    values = _product_values([_values(a) for a in left], [_values(b) for b in right])
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        return values.view(NonFiniteProduct)
+    return values if exponents is None else ScaledBlock(values, exponents)
+
+
+def _common_exponents(operands: Sequence[Any]) -> np.ndarray | None:
+    found = [o.exponents for o in operands if isinstance(o, ScaledBlock)]
+    if not found:
+        return None
+    if any(not np.array_equal(e, found[0]) for e in found[1:]):
+        raise ValueError("the chunks of one coded block were equilibrated with different exponents")
+    return found[0]
+
+
+def _product_values(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> np.ndarray:
+    first = left[0]
     if first.ndim < 2 or first.shape[0] <= _ROWS_PER_PIECE:
         return _sum_of_products(left, right)
     pieces = []
@@ -159,7 +279,7 @@ def product_block(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> np
             # instead of failing.
             raise Reschedule()
         rows = slice(start, start + _ROWS_PER_PIECE)
-        pieces.append(_sum_of_products([np.asarray(a)[rows] for a in left], right))
+        pieces.append(_sum_of_products([a[rows] for a in left], right))
     return np.concatenate(pieces)
 
 
@@ -173,23 +293,51 @@ def _sum_of_products(left: Sequence[Any], right: Sequence[Any]) -> np.ndarray:
 def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     """Decode one output block from the group's products (``MISSING`` where dropped).
 
+    The output's own product (a systematic data block, a replica) is returned
+    bit for bit, cast only to the output dtype. Otherwise it is solved from
+    finite products (NaN/inf never spread from one block to another), with
+    the equilibration exponents read from the parity products. Integer
+    outputs are never solved through parities in floating point: that is not
+    exact, so they raise :class:`DecodingError` instead.
+
     With ``spec.max_errors``, wrong products are located first and reported
     to the scheduler as a ``dask-coded-corrections`` event, so the plugin can
     count them per worker.
     """
-    results = {i: p for i, p in enumerate(products) if p is not MISSING}
+    present = {i: p for i, p in enumerate(products) if p is not MISSING}
+    exponents = _common_exponents(list(present.values()))
+    results = {i: _values(p) for i, p in present.items()}
     if spec.max_errors:
-        wrong = spec.code.locate_errors(results, spec.max_errors, suspects=suspects_of(spec))
+        wrong = spec.code.locate_errors(
+            results, spec.max_errors, exponents=exponents, suspects=suspects_of(spec)
+        )
         if wrong:
             _report_corrections(wrong)
             results = {i: p for i, p in results.items() if i not in wrong}
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind in "biu":
+        available = spec.recovery_set if spec.recovery_set is not None else results
+        direct = spec.code.direct_block(spec.output, available)
+        if direct is None or direct not in results:
+            raise DecodingError(
+                f"output block {spec.output} of {spec.code!r} has integer dtype {dtype}, and without its "
+                f"own block product (have {sorted(results)}) it could only be solved through parities in "
+                "floating point, which is not exact; it needs its own product",
+                suspects=tuple(i for i in range(spec.code.n) if i not in results),
+            )
+        out = np.asarray(results[direct])
+        if out.shape != tuple(spec.shape):
+            out = out[tuple(slice(0, s) for s in spec.shape)]
+        return out if out.dtype == dtype else out.astype(dtype)
     (out,) = spec.code.decode(
         results,
         shapes=[spec.shape],
         outputs=[spec.output],
         recovery_set=spec.recovery_set,  # None with max_errors: the plugin plans those on every result
+        exponents=exponents if exponents is not None and _has_unit_targets(spec.code) else None,
     )
-    if np.dtype(spec.dtype).kind in "iu":
-        # Integers are decoded in float64; round back to NumPy's result dtype.
-        return np.rint(out).astype(spec.dtype) if out.dtype != spec.dtype else out
-    return out.astype(spec.dtype, copy=False)
+    return np.asarray(out).astype(dtype, copy=False)
+
+
+def _has_unit_targets(code: Code) -> bool:
+    return bool(((code.targets != 0).sum(axis=1) == 1).all() and (code.targets.max(axis=1) == 1).all())

@@ -41,7 +41,7 @@ import numpy as np
 from dask._task_spec import GraphNode, Task
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .blocks import task_cancelled
+from .blocks import ScaledBlock, task_cancelled
 
 __all__ = [
     "FaultInjector",
@@ -198,6 +198,8 @@ def corrupt(value: Any, kind: str, rng: np.random.Generator) -> Any:
     >>> bool(np.isnan(bad).any())
     True
     """
+    if isinstance(value, ScaledBlock):  # an equilibrated parity product: corrupt its values
+        return ScaledBlock(corrupt(value.values, kind, rng), value.exponents)
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "fc" or value.size == 0:
         return value
     out = np.array(value, copy=True)

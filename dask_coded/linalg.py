@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from .array import CodedArray, data_array, encode, even_chunks, resolve_one_side
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
 from .codes import Code, MatDotCode, PolynomialCode, make_code
 from .codes.base import check_max_errors
+from .errors import DaskCodedWarning
 from .fallback import fall_back, fallback_reason
 from .operands import CodedOperand, GraphLayer, Operand
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED
@@ -227,6 +229,17 @@ def _coded_operands(
     a: Operand, b: Operand, code: Code | str | None, max_errors: int, dtype: np.dtype
 ) -> da.Array:
     name = code if isinstance(code, (str, Code)) else config.get("code")
+    two_sided = name in _TWO_SIDED_NAMES or isinstance(name, (PolynomialCode, MatDotCode))
+    if two_sided and dtype.kind in "biu":
+        # Two-sided codes have no systematic blocks: every output would be solved in floating
+        # point, which is not exact for integers. A systematic code returns each block exactly.
+        warnings.warn(
+            f"{name!r} cannot decode integer products exactly (it has no systematic blocks); "
+            "using a systematic MDS code instead",
+            DaskCodedWarning,
+            stacklevel=4,
+        )
+        code = name = "mds"
     if a.ndim == 1 and (
         b.ndim == 1 or name in _TWO_SIDED_NAMES or isinstance(name, (PolynomialCode, MatDotCode))
     ):

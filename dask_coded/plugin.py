@@ -59,7 +59,7 @@ from dask._task_spec import Task, TaskRef
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from . import _compat
-from .blocks import CORRECTIONS_TOPIC, MISSING, CodedTask, DecodeSpec, decode_block
+from .blocks import CORRECTIONS_TOPIC, MISSING, NONFINITE_TYPENAME, CodedTask, DecodeSpec, decode_block
 from .errors import DaskCodedWarning
 from .policy import (
     coded_block_index,
@@ -337,7 +337,12 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             pinned = spec.suspects or (None,) * len(members)
             suspects = {i: self._computed_by.get(members[i].key, pinned[i]) for i in finished}
             spec = dataclasses.replace(spec, suspects=tuple(suspects.get(i) for i in range(len(members))))
-        plan = plan_decode(spec.code, spec.output, finished, spec.max_errors, suspects)
+        # The scheduler set ts.type from the result when the member reached memory (before this
+        # callback): products holding NaN/inf are NonFiniteProducts (see dask_coded.blocks).
+        nonfinite = [i for i in finished if members[i].type == NONFINITE_TYPENAME]
+        plan = plan_decode(
+            spec.code, spec.output, finished, spec.max_errors, suspects, dtype=spec.dtype, nonfinite=nonfinite
+        )
         if plan is None:
             return
         dropped = dropped_members(members, plan.needed)

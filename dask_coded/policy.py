@@ -53,16 +53,30 @@ def plan_decode(
     finished: Iterable[int],
     max_errors: int = 0,
     suspects: Mapping[int, str | None] | None = None,
+    *,
+    dtype: Any = None,
+    nonfinite: Iterable[int] = (),
 ) -> DecodePlan | None:
     """Whether output ``output`` can be decoded from the ``finished`` members, and from which.
 
-    Without error correction a systematic output needs only its own block;
-    any other output needs a recovery set. With ``max_errors=t`` the decode
-    waits for ``2t`` blocks of redundancy and reads every finished member;
-    ``suspects`` (member -> worker) makes that ``2t`` workers' worth.
+    Without error correction, an output that one finished block computes
+    directly (a systematic data block, a replica) is that block, whatever it
+    holds. Any other decode is a combination of several products, so:
+
+    - members in ``nonfinite`` (products holding NaN or inf) are erasures: a
+      combination would spread their NaN/inf into this output;
+    - an integer or bool ``dtype`` never decodes through parities, because
+      floating-point decoding is not exact for integers: the output waits
+      for its own block.
+
+    With ``max_errors=t`` the decode waits for ``2t`` blocks of redundancy
+    and reads every finished member (the decoder treats non-finite ones as
+    wrong results); ``suspects`` (member -> worker) makes that ``2t``
+    workers' worth.
 
     Examples
     --------
+    >>> import numpy as np
     >>> from dask_coded.codes import MDSCode
     >>> code = MDSCode(k=3, n=5)
     >>> plan_decode(code, 0, [0, 3])
@@ -72,6 +86,14 @@ def plan_decode(
     >>> plan_decode(code, 2, [0, 1, 3]).recovery_set
     (0, 1, 3)
     >>> plan_decode(code, 2, [0, 1, 3, 4], max_errors=1) is None
+    True
+    >>> plan_decode(code, 2, [0, 1, 3, 4], nonfinite=[3]).recovery_set  # parity 3 holds NaN
+    (0, 1, 4)
+    >>> plan_decode(code, 2, [0, 1, 3, 4], nonfinite=[0, 3]) is None  # wait for block 2 itself
+    True
+    >>> plan_decode(code, 0, [0, 3], nonfinite=[0])  # block 0's own NaN is the answer
+    DecodePlan(needed=(0,), recovery_set=(0,))
+    >>> plan_decode(code, 2, [0, 1, 3], dtype=np.int64) is None  # integers: no parity decode
     True
     >>> code = MDSCode(k=3, n=6)
     >>> plan_decode(code, 0, range(6), max_errors=1).needed
@@ -84,7 +106,13 @@ def plan_decode(
         if not code.is_recovery_set(finished, max_errors=max_errors, suspects=suspects):
             return None
         return DecodePlan(tuple(finished), None)
-    chosen = code.output_recovery_set(output, finished)
+    direct = code.direct_block(output, finished)
+    if direct is not None:
+        return DecodePlan((direct,), (direct,))
+    if dtype is not None and np.dtype(dtype).kind in "biu":
+        return None
+    erased = set(nonfinite)
+    chosen = code.output_recovery_set(output, [i for i in finished if i not in erased])
     if chosen is None:
         return None
     weights = code.output_weights([output], chosen)[0]

@@ -7,6 +7,8 @@ import pytest
 
 import dask_coded
 from dask_coded import CodedArray, MDSCode, ReplicationCode, encode
+from dask_coded.blocks import ScaledBlock
+from dask_coded.codes.base import equilibration_exponents
 from dask_coded.testing import assert_eq
 
 
@@ -46,9 +48,13 @@ def test_parity_blocks_are_in_the_graph(matrix):
     graph = dict(coded.__dask_graph__())
     values = dask.get(graph, [(coded.name, i, 0) for i in range(5)])
     padded = [np.vstack([b, np.zeros((4 - len(b), 6))]) for b in np.array_split(matrix, [4, 8])]
+    exponents = equilibration_exponents(padded)
     for i in range(3, 5):
-        expected = sum(w * b for w, b in zip(coded.code.generator[i], padded))
-        np.testing.assert_allclose(values[i], expected, rtol=1e-12)
+        # Parities are equilibrated: each data block is scaled by a power of two before mixing.
+        assert isinstance(values[i], ScaledBlock)
+        np.testing.assert_array_equal(values[i].exponents, exponents)
+        expected = sum(w * 2.0**-e * b for w, e, b in zip(coded.code.generator[i], exponents, padded))
+        np.testing.assert_allclose(values[i].values, expected, rtol=1e-12)
     assert all(
         str(k[0]).startswith("coded-encode-") for k in graph if isinstance(k, tuple) and k[0] == coded.name
     )

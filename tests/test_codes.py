@@ -19,6 +19,7 @@ from dask_coded.codes import (
     register_code,
     registered_codes,
 )
+from dask_coded.codes.base import equilibration_exponents
 
 RTOL = {np.float64: 1e-10, np.complex128: 1e-10, np.float32: 1e-4}
 
@@ -343,6 +344,18 @@ def test_ill_conditioned_decode_warns():
         code.decode(products)
 
 
+def test_integer_blocks_that_are_in_come_back_bit_for_bit():
+    code = MDSCode(3, 5)
+    blocks = [np.array([2**60 + 7, -(2**62) + 3]) + j for j in range(3)]
+    coded = code.encode(blocks)
+    assert all(c is b for c, b in zip(coded, blocks))
+    decoded = code.decode({0: coded[0], 1: coded[1], 2: coded[2], 4: coded[4]})
+    assert all(d is b for d, b in zip(decoded, blocks))
+    # Only the missing block goes through float64.
+    partial = code.decode({0: coded[0], 2: coded[2], 3: coded[3]})
+    assert partial[0] is blocks[0] and partial[1].dtype == np.float64
+
+
 def test_integers_are_decoded_in_float64():
     code = MDSCode(2, 3)
     coded = code.encode([np.array([1, 2]), np.array([3, 4])])
@@ -350,6 +363,75 @@ def test_integers_are_decoded_in_float64():
     decoded = code.decode({1: coded[1], 2: coded[2]})
     assert decoded[0].dtype == np.float64
     np.testing.assert_allclose(decoded[0], [1, 2], rtol=1e-12)
+
+
+SCALES = [(1e12, 1e-3), (1e-3, 1e12), (1e200, 1e-200), (1.0, 1.0)]
+
+
+@pytest.mark.parametrize("code", [MDSCode(3, 5), MDSCode(4, 8), MDSCode(5, 6, generator="cauchy")], ids=repr)
+@pytest.mark.parametrize("scales", SCALES)
+def test_equilibrated_blocks_decode_to_their_own_relative_accuracy(code, scales):
+    rng = np.random.default_rng(0)
+    blocks = [scales[j % 2] * rng.standard_normal((4, 3)) for j in range(code.k)]
+    exponents = equilibration_exponents(blocks)
+    coded = code.encode(blocks, exponents=exponents)
+    for subset in _recovery_sets(code):
+        decoded = code.decode({i: coded[i] for i in subset}, exponents=exponents)
+        for d, b in zip(decoded, blocks):
+            assert np.abs(d - b).max() <= 1e-10 * np.abs(b).max(), subset
+
+
+def test_unequilibrated_scale_mismatch_warns_per_block():
+    code = MDSCode(2, 3)
+    blocks = [np.full(3, 1e12), np.array([1e-3, 2e-3, 3e-3])]
+    coded = code.encode(blocks)
+    with pytest.warns(ConditioningWarning, match="relative error of output block 1 may reach"):
+        code.decode({0: coded[0], 2: coded[2]})
+    exponents = equilibration_exponents(blocks)
+    coded = code.encode(blocks, exponents=exponents)
+    small = code.decode({0: coded[0], 2: coded[2]}, exponents=exponents)[1]  # no warning
+    np.testing.assert_allclose(small, blocks[1], rtol=1e-12)
+
+
+def test_exponents_are_checked():
+    with pytest.raises(ValueError, match="3 integer exponents"):
+        MDSCode(3, 4).encode([np.ones(2)] * 3, exponents=[1, 2])
+    with pytest.raises(ValueError, match="per-block exponents do not apply"):
+        GradientCode(3, 1, "cyclic").decode({i: np.ones(2) for i in range(3)}, exponents=[0, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "code", [MDSCode(3, 5), MDSCode(4, 6, generator="cauchy"), ReplicationCode(3, 2)], ids=repr
+)
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nonfinite_results_never_spread_to_other_blocks(code, value):
+    rng = np.random.default_rng(1)
+    blocks = [rng.standard_normal((3, 2)) for _ in range(code.k)]
+    blocks[1][2, 0] = value
+    coded = code.encode(blocks)
+    for size in range(1, code.n + 1):
+        for subset in itertools.combinations(range(code.n), size):
+            for output in range(code.k):
+                try:
+                    (out,) = code.decode({i: coded[i] for i in subset}, outputs=[output])
+                except DecodingError as error:
+                    assert "not finite" in str(error) or "not a recovery set" in str(error)
+                    continue
+                np.testing.assert_array_equal(out, blocks[output])  # NaN positions included
+
+
+@pytest.mark.parametrize("code", [PolynomialCode(2, 2, 6), MatDotCode(2, 4)], ids=repr)
+def test_two_sided_codes_refuse_nonfinite_data(code):
+    expected, products, shapes = _two_sided_product(code, np.float64)
+    a_blocks_nan = {
+        i: np.where(np.arange(p.size).reshape(p.shape) == 0, np.nan, p) for i, p in products.items()
+    }
+    with pytest.raises(DecodingError, match="not finite"):
+        code.decode(a_blocks_nan, shapes=shapes)
+    one_bad = dict(products)
+    one_bad[0] = a_blocks_nan[0]  # a soft error in one product: decoded from the finite others
+    decoded = code.decode(one_bad, shapes=shapes)
+    _assert_close(_assemble(code, decoded), expected, np.float64)
 
 
 # -- bad input -----------------------------------------------------------------
@@ -429,6 +511,26 @@ def test_property_erase_up_to_n_minus_k_then_decode(k, parity, rows, seed, data)
     survivors = data.draw(st.sets(st.integers(0, code.n - 1), min_size=k, max_size=code.n))
     decoded = code.decode({i: coded[i] for i in survivors}, shapes=[b.shape for b in blocks])
     np.testing.assert_allclose(np.concatenate(decoded), a, rtol=0, atol=1e-10 * np.abs(a).max())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 6),
+    parity=st.integers(0, 4),
+    magnitudes=st.lists(st.integers(-250, 250), min_size=6, max_size=6),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_property_equilibrated_erase_then_decode_across_scales(k, parity, magnitudes, seed, data):
+    code = MDSCode(k, k + parity)
+    rng = np.random.default_rng(seed)
+    blocks = [10.0 ** magnitudes[j] * rng.standard_normal((3, 2)) for j in range(k)]
+    exponents = equilibration_exponents(blocks)
+    coded = code.encode(blocks, exponents=exponents)
+    survivors = data.draw(st.sets(st.integers(0, code.n - 1), min_size=k, max_size=code.n))
+    decoded = code.decode({i: coded[i] for i in survivors}, exponents=exponents)
+    for d, b in zip(decoded, blocks):
+        assert np.abs(d - b).max() <= 1e-10 * np.abs(b).max()
 
 
 @settings(max_examples=40, deadline=None)

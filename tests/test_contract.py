@@ -235,7 +235,13 @@ def test_same_result_as_dask(case):
 @pytest.mark.parametrize("case", [c for c in sorted(CASES) if CASES[c][3] is None])
 def test_every_code_keeps_the_contract(case, code):
     operation, a, b, _ = CASES[case]
-    _check(operation, a, b, None, code=code)
+    integer = np.result_type(a.dtype, b.dtype).kind in "iu"
+    if integer and code in ("polynomial", "matdot"):
+        # No systematic blocks: integers would be solved in floating point, so a systematic code is used.
+        with pytest.warns(dask_coded.DaskCodedWarning, match="cannot decode integer products exactly"):
+            _check(operation, a, b, None, code=code)
+    else:
+        _check(operation, a, b, None, code=code)
 
 
 def test_stacked_matmul_keeps_da_matmul_graph():

@@ -10,6 +10,7 @@ from distributed.utils_test import async_poll_for, gen_cluster
 
 import dask_coded
 from dask_coded import CodedSchedulerPlugin, MDSCode
+from dask_coded.blocks import NONFINITE_TYPENAME, product_block
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.plugin import NAME
 from dask_coded.testing import relative_error
@@ -277,3 +278,35 @@ async def test_two_clients_resubmitting_the_same_keys_never_hang(c, s, *workers)
                 del f1, f2
         assert "Detected different `run_spec`" not in log.getvalue()
     assert not [ts for ts in s.tasks.values() if ts.state in ("erred", "no-worker")]
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_parities_holding_nan_are_not_used_for_a_slow_finite_block(c, s, *workers):
+    """Block 0 holds a NaN, so every parity does; block 1 straggles but is finite.
+
+    Decoding output 1 from blocks 0, 2, 3 and a parity would spread the NaN into it.
+    The scheduler knows which products are not finite (their result type), so output 1
+    waits for its own product, and the result has NumPy's NaN positions.
+    """
+    a = _matrix()
+    a[30, 7] = np.nan  # row 30 of data block 0
+    await dask_coded.register(c)
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))  # MDS k=4, n=6
+    (holder,) = s.tasks[(coded.name, 1, 0)].who_has
+    model = FaultModel(delay_shift=0.05, slow_workers=(holder.address,), slow_factor=10, tasks="products")
+    await c.register_plugin(FaultInjector(model), name="faults")
+
+    # The mechanism: a NaN product's type name reaches the scheduler's TaskState.
+    marked = c.submit(product_block, [a[:100]], [np.ones(60)], pure=False)
+    await wait(marked)
+    assert s.tasks[marked.key].type == NONFINITE_TYPENAME
+    assert np.isnan(await marked).sum() == 1
+    del marked
+
+    x = np.arange(60.0)
+    result = await c.compute(dask_coded.dot(coded, x))
+    expected = a @ x
+    np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(result[finite], expected[finite], rtol=1e-10)
+    assert s.plugins[NAME].counters["decodes_early"] >= 1

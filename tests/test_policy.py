@@ -81,3 +81,26 @@ def test_dropped_members_and_time_saved():
     assert time_saved(1.0, 0.25) == 0.75
     assert time_saved(1.0, 5.0) == 0.0
     assert time_saved(float("nan"), 1.0) == 0.0
+
+
+def test_nonfinite_members_are_erasures_except_for_their_own_output():
+    code = MDSCode(3, 5)
+    # Block 0 holds NaN, so do both parities: output 1 must wait for its own block.
+    assert plan_decode(code, 1, [0, 2, 3, 4], nonfinite=[0, 3, 4]) is None
+    assert plan_decode(code, 1, [0, 1, 3, 4], nonfinite=[0, 3, 4]) == DecodePlan((1,), (1,))
+    assert plan_decode(code, 0, [0, 3], nonfinite=[0, 3]) == DecodePlan((0,), (0,))
+    # A NaN parity (a soft error) is skipped when finite members suffice.
+    plan = plan_decode(code, 1, [0, 2, 3, 4], nonfinite=[3])
+    assert plan.recovery_set == (0, 2, 4) and 3 not in plan.needed
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int8", "uint32", "bool"])
+def test_integer_groups_are_never_planned_through_parities(dtype):
+    code = MDSCode(3, 5)
+    for output in range(3):
+        others = [i for i in range(5) if i != output]
+        assert plan_decode(code, output, others, dtype=dtype) is None
+        assert plan_decode(code, output, [output], dtype=dtype) == DecodePlan((output,), (output,))
+    assert plan_decode(ReplicationCode(2, 2), 0, [2], dtype=dtype) == DecodePlan((2,), (2,))
+    assert plan_decode(PolynomialCode(2, 2, 6), 0, range(6), dtype=dtype) is None
+    assert plan_decode(code, 2, [0, 1, 3], dtype="float64") is not None

@@ -30,7 +30,7 @@ from scipy.linalg.blas import get_blas_funcs
 
 from ..errors import ConditioningWarning, DecodingError
 
-__all__ = ["Code"]
+__all__ = ["Code", "equilibration_exponents", "exponents_from_max_abs", "max_abs", "scale_by_power_of_two"]
 
 #: How many random projections of each block the error search compares.
 _SKETCHES = 3
@@ -55,7 +55,86 @@ def _check_dtype(array: np.ndarray, what: str) -> None:
 
 def _working_dtype(dtype: np.dtype) -> np.dtype:
     """Integers are decoded in float64: parity blocks are not integers."""
-    return np.result_type(dtype, np.float64) if dtype.kind in "iu" else dtype
+    return np.result_type(dtype, np.float64) if dtype.kind in "biu" else dtype
+
+
+def max_abs(block: Any) -> float:
+    """The largest magnitude in ``block`` (0.0 when empty, NaN or inf when it is not finite).
+
+    Examples
+    --------
+    >>> max_abs(np.array([[1, -7], [3, 2]]))
+    7.0
+    """
+    array = np.asarray(block)
+    if not array.size:
+        return 0.0
+    if array.dtype.kind in "biu":
+        return float(max(abs(int(array.max())), abs(int(array.min()))))
+    if array.dtype.kind == "c":
+        return float(np.abs(array).max())
+    return float(max(-array.min(), array.max()))
+
+
+def exponents_from_max_abs(magnitudes: Iterable[float]) -> np.ndarray:
+    """Exponents ``e`` with ``magnitude * 2**-e`` in ``[0.5, 1)``; 0 for zero or non-finite magnitudes.
+
+    Examples
+    --------
+    >>> exponents_from_max_abs([1e12, 1e-3, 0.0, float("nan"), 1.0]).tolist()
+    [40, -9, 0, 0, 1]
+    """
+    return np.array(
+        [math.frexp(m)[1] if math.isfinite(m) and m > 0 else 0 for m in magnitudes], dtype=np.int64
+    )
+
+
+def equilibration_exponents(blocks: Sequence[Any]) -> np.ndarray:
+    """Per-block power-of-two exponents that bring each block's largest magnitude into ``[0.5, 1)``.
+
+    Pass them to ``encode(..., exponents=e)`` and ``decode(..., exponents=e)``:
+    parities then mix ``2**-e_j * block_j``, blocks of similar size, so a
+    block decoded through a parity keeps its own relative accuracy however
+    different the blocks' scales are. Powers of two make the scaling exact.
+    Zero and non-finite blocks get exponent 0.
+
+    Examples
+    --------
+    >>> equilibration_exponents([np.full(2, 3e12), np.full(2, -1e-3)]).tolist()
+    [42, -9]
+    """
+    return exponents_from_max_abs(max_abs(b) for b in blocks)
+
+
+def scale_by_power_of_two(array: Any, exponent: int) -> np.ndarray:
+    """``array * 2**exponent``, exactly (barring overflow and underflow); integers become float64.
+
+    Examples
+    --------
+    >>> scale_by_power_of_two(np.array([3.0, -1.5]), -1)
+    array([ 1.5 , -0.75])
+    >>> scale_by_power_of_two(np.array([1 + 2j]), 2)
+    array([4.+8.j])
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in "fc":
+        array = array.astype(_working_dtype(array.dtype))
+    if not exponent:
+        return array
+    if array.dtype.kind == "c":
+        real = np.ascontiguousarray(array).view(array.real.dtype)
+        return np.ldexp(real, int(exponent)).view(array.dtype)
+    return np.ldexp(array, int(exponent))
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    return array.dtype.kind in "biu" or bool(np.isfinite(array).all())
+
+
+def _selected_block(row: np.ndarray) -> int | None:
+    """The block a weight row copies unchanged (a single weight of exactly 1), or None."""
+    nonzero = np.flatnonzero(row)
+    return int(nonzero[0]) if len(nonzero) == 1 and row[nonzero[0]] == 1 else None
 
 
 def _pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -83,16 +162,16 @@ def combine(
     """``out[r] = sum_s weights[r, s] * blocks[s]``, without stacking the blocks.
 
     Rows of ``weights`` that select one block with weight 1 return that block
-    itself, so a systematic decode from data blocks costs nothing.
+    itself, whatever its dtype: a systematic decode from data blocks costs
+    nothing and loses nothing (an int64 block never goes through float64).
     """
     shape = _common_shape(blocks, "blocks")
     if dtype is None:
         dtype = _working_dtype(np.result_type(*blocks))
     out: list[np.ndarray | None] = []
     for row in weights:
-        nonzero = np.flatnonzero(row)
-        selects = len(nonzero) == 1 and row[nonzero[0]] == 1 and blocks[nonzero[0]].dtype == dtype
-        out.append(blocks[nonzero[0]] if selects else None)
+        selected = _selected_block(row)
+        out.append(blocks[selected] if selected is not None else None)
     for r, o in enumerate(out):
         if o is None:
             out[r] = _weighted_sum(weights[r], blocks, shape, dtype)
@@ -316,14 +395,57 @@ class Code:
                 sets.add(self.choose_recovery_set(candidate))
         return sorted(sets)
 
-    def _encode_with(self, matrix: np.ndarray, blocks: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
-        """Coded blocks ``matrix @ blocks``; rows that copy a block return it as is."""
+    def _encode_with(
+        self,
+        matrix: np.ndarray,
+        blocks: Sequence[np.ndarray],
+        what: str,
+        exponents: Sequence[int] | np.ndarray | None = None,
+    ) -> list[np.ndarray]:
+        """Coded blocks ``matrix @ blocks``; rows that copy a block return it as is.
+
+        With ``exponents``, the other rows mix ``2**-exponents[j] * blocks[j]``.
+        """
         blocks = [np.asarray(b) for b in blocks]
         if len(blocks) != matrix.shape[1]:
             raise ValueError(f"{self!r} encodes {matrix.shape[1]} {what}, got {len(blocks)}")
         for b in blocks:
             _check_dtype(b, what)
+        scales = self._check_exponents(exponents)
+        if scales is not None:
+            matrix = scaled_rows(matrix, scales)
         return combine(matrix, blocks, _working_dtype(np.result_type(*blocks)))
+
+    def _check_exponents(self, exponents: Sequence[int] | np.ndarray | None) -> np.ndarray | None:
+        """Validate per-unknown exponents (codes whose targets are the unknowns themselves only)."""
+        if exponents is None:
+            return None
+        out = np.asarray(exponents)
+        unknowns = self.generator.shape[1]
+        if out.shape != (unknowns,) or out.dtype.kind not in "iu":
+            raise ValueError(
+                f"{self!r} takes {unknowns} integer exponents, one per data block, got {exponents!r}"
+            )
+        if not all(_selected_block(t) is not None for t in self.targets):
+            raise ValueError(f"{self!r} decodes combinations of blocks; per-block exponents do not apply")
+        return out.astype(np.int64)
+
+    def direct_block(self, output: int, indices: Iterable[int]) -> int | None:
+        """A block among ``indices`` that computes target ``output`` itself (a data block, a replica).
+
+        Its result *is* the output, bit for bit; no decoding arithmetic is involved.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MDSCode
+        >>> MDSCode(k=3, n=5).direct_block(1, [1, 4]), MDSCode(k=3, n=5).direct_block(0, [1, 4])
+        (1, None)
+        """
+        target = self.targets[output]
+        for i in self._validate_indices(indices):
+            if np.array_equal(self.generator[i], target):
+                return i
+        return None
 
     def decode(
         self,
@@ -333,9 +455,16 @@ class Code:
         shapes: Sequence[tuple[int, ...]] | None = None,
         outputs: Sequence[int] | None = None,
         recovery_set: Iterable[int] | None = None,
+        exponents: Sequence[int] | np.ndarray | None = None,
         suspects: Mapping[int, Hashable] | None = None,
     ) -> list[np.ndarray]:
         """Decode the targets from the block products in ``results``.
+
+        A target that one of the results computes directly (a data block of a
+        systematic code, a replica) is that result, unchanged: no arithmetic,
+        no change of dtype. The other targets are solved for from a recovery
+        set of *finite* results, so NaN or inf in one block never spreads into
+        another block's output.
 
         Parameters
         ----------
@@ -346,7 +475,7 @@ class Code:
             Up to this many results may be wrong (garbage, NaN, inf); they are
             located and left out. Needs a set with redundancy ``2 *
             max_errors`` to correct and ``max_errors`` to detect. With 0 (the
-            default) exactly one recovery set is used and nothing is checked.
+            default) nothing is checked.
         shapes
             The true shape of each returned target when blocks were split
             unevenly; targets are cut to it from the zero-padded decode.
@@ -358,6 +487,10 @@ class Code:
             see :meth:`output_recovery_set`). ``results`` then only needs the
             blocks whose decoding weight is nonzero. Chosen by the scheduler
             plugin, which ships only those blocks to the decode task.
+        exponents
+            The per-data-block exponents the blocks were encoded with
+            (``encode(..., exponents=...)``, see
+            :func:`equilibration_exponents`), or None.
         suspects
             What computed each block (a worker), for ``max_errors``: the
             blocks of one suspect count as one error (see
@@ -366,14 +499,14 @@ class Code:
         Returns
         -------
         list of numpy.ndarray
-            The targets, in the order of :attr:`targets`. Integers are decoded
-            in float64.
+            The requested targets, in the order of ``outputs``. Targets
+            solved from several results of integer dtype are float64.
 
         Raises
         ------
         DecodingError
-            If ``results`` is not a recovery set, or wrong results were found
-            that cannot be corrected.
+            If ``results`` is not a recovery set, if the finite results are
+            not one, or wrong results were found that cannot be corrected.
 
         Examples
         --------
@@ -396,7 +529,9 @@ class Code:
         for i in indices:
             _check_dtype(arrays[i], f"result of block {i}")
         _common_shape(arrays.values(), "block results")
+        scales = self._check_exponents(exponents)
         outputs = list(range(self.targets.shape[0])) if outputs is None else list(outputs)
+        decoded: dict[int, np.ndarray] = {}
         if recovery_set is not None:
             if max_errors:
                 raise ValueError(
@@ -404,33 +539,28 @@ class Code:
                 )
             chosen = self._validate_indices(recovery_set)
             weights = self.output_weights(outputs, chosen)
+            if _selects(weights):
+                for o, row in zip(outputs, weights):
+                    decoded[o] = self._result(arrays, chosen[_selected_block(row)])  # type: ignore[index]
+            else:
+                self._refuse_non_finite(arrays, chosen, weights, outputs)
+                decoded.update(self._solve(arrays, chosen, weights, outputs, scales))
         else:
             if max_errors:
-                wrong = self.locate_errors(arrays, max_errors=max_errors, suspects=suspects)
+                wrong = self.locate_errors(arrays, max_errors=max_errors, exponents=scales, suspects=suspects)
                 indices = tuple(i for i in indices if i not in wrong)
-            chosen = self.choose_recovery_set(indices) if self.redundancy(indices) >= 0 else indices
-            weights = self.decoding_weights(chosen)[outputs]
-        used = [c for c in range(len(chosen)) if weights[:, c].any()]
-        absent = [chosen[c] for c in used if chosen[c] not in arrays]
-        if absent:
-            raise DecodingError(
-                f"the decode of {self!r} from {list(chosen)} needs the results of blocks {absent}"
-            )
-        weights = weights[:, used]
-        blocks = [arrays[chosen[c]] for c in used]
-        dtype = _working_dtype(np.result_type(*blocks))
-        condition = 1.0 if _selects(weights) else self.decoding_condition(chosen)
-        target = accuracy_target(dtype)
-        if condition * np.finfo(dtype).eps > target:
-            warnings.warn(
-                f"decoding {self!r} from blocks {list(chosen)} has condition number "
-                f"{condition:.3g}: the relative error may exceed {target:g}, the accuracy "
-                f"dask-coded promises for {dtype}; decode in a wider dtype or use a "
-                "better-conditioned code",
-                ConditioningWarning,
-                stacklevel=2,
-            )
-        out = combine(weights, blocks, dtype)
+            rest = []
+            for o in outputs:
+                direct = self.direct_block(o, indices)
+                if direct is None:
+                    rest.append(o)
+                else:
+                    decoded[o] = arrays[direct]
+            if rest:
+                chosen = self._finite_recovery_set(arrays, indices, rest)
+                weights = self.decoding_weights(chosen)[rest]
+                decoded.update(self._solve(arrays, chosen, weights, rest, scales))
+        out = [decoded[o] for o in outputs]
         if shapes is not None:
             if len(shapes) != len(out):
                 raise ValueError(f"{self!r} decodes {len(out)} targets, got {len(shapes)} shapes")
@@ -440,11 +570,140 @@ class Code:
             ]
         return out
 
+    def _result(self, arrays: Mapping[int, np.ndarray], index: int) -> np.ndarray:
+        if index not in arrays:
+            raise DecodingError(f"the decode of {self!r} needs the result of block {index}")
+        return arrays[index]
+
+    def _refuse_non_finite(
+        self,
+        arrays: Mapping[int, np.ndarray],
+        chosen: tuple[int, ...],
+        weights: np.ndarray,
+        outputs: Sequence[int],
+    ) -> None:
+        """Raise rather than mix a non-finite result into another block's output."""
+        used = [chosen[c] for c in range(len(chosen)) if weights[:, c].any() and chosen[c] in arrays]
+        bad = tuple(i for i in used if not _all_finite(arrays[i]))
+        if bad:
+            raise DecodingError(
+                f"decoding output(s) {list(outputs)} of {self!r} from blocks {list(chosen)} would mix the "
+                f"non-finite (NaN or inf) results of blocks {list(bad)} into them and spread NaN/inf to "
+                "blocks that have none; decode from finite results or wait for the outputs' own blocks",
+                suspects=bad,
+            )
+
+    def _finite_recovery_set(
+        self, arrays: Mapping[int, np.ndarray], indices: tuple[int, ...], outputs: Sequence[int]
+    ) -> tuple[int, ...]:
+        """A recovery set for ``outputs`` whose used results are all finite."""
+        if self.redundancy(indices) >= 0:
+            chosen = self.choose_recovery_set(indices)
+            weights = self.decoding_weights(chosen)[list(outputs)]
+            used = [chosen[c] for c in range(len(chosen)) if weights[:, c].any()]
+            if all(_all_finite(arrays[i]) for i in used):
+                return chosen
+        finite = tuple(i for i in indices if _all_finite(arrays[i]))
+        if self.redundancy(finite) < 0:
+            nonfinite = tuple(i for i in indices if i not in finite)
+            if not nonfinite:
+                self._require_recovery_set(indices)
+            raise DecodingError(
+                f"cannot decode output(s) {list(outputs)} of {self!r}: the results of blocks "
+                f"{list(nonfinite)} are not finite (NaN or inf), and mixing them in would spread NaN/inf "
+                f"to other blocks; the finite results {list(finite)} are not a recovery set "
+                f"({self._threshold_phrase()})",
+                suspects=nonfinite,
+            )
+        return self.choose_recovery_set(finite)
+
+    def _solve(
+        self,
+        arrays: Mapping[int, np.ndarray],
+        chosen: tuple[int, ...],
+        weights: np.ndarray,
+        outputs: Sequence[int],
+        scales: np.ndarray | None,
+    ) -> dict[int, np.ndarray]:
+        """Targets ``outputs`` as ``weights @ results[chosen]``, un-equilibrated, with an accuracy check.
+
+        With ``scales`` (an equilibrated encoding), parities computed
+        ``generator[i] @ (2**-e * unknowns)`` while data blocks (rows that copy
+        one unknown) computed the unknown itself: data results are scaled by
+        ``2**-e`` first, the scaled unknowns solved for, and the outputs scaled
+        back. Powers of two make both steps exact.
+        """
+        used = [c for c in range(len(chosen)) if weights[:, c].any()]
+        absent = [chosen[c] for c in used if chosen[c] not in arrays]
+        if absent:
+            raise DecodingError(
+                f"the decode of {self!r} from {list(chosen)} needs the results of blocks {absent}"
+            )
+        weights = weights[:, used]
+        blocks = [arrays[chosen[c]] for c in used]
+        if scales is not None:
+            unknowns = [_selected_block(self.generator[chosen[c]]) for c in used]
+            blocks = [
+                b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
+                for j, b in zip(unknowns, blocks)
+            ]
+        dtype = _working_dtype(np.result_type(*blocks))
+        out = combine(weights, blocks, dtype)
+        if not _selects(weights):
+            self._warn_if_inaccurate(chosen, weights, blocks, out, outputs, dtype)
+        if scales is not None:
+            targets = [_selected_block(self.targets[o]) for o in outputs]
+            out = [scale_by_power_of_two(o, int(scales[t])) for o, t in zip(out, targets)]  # type: ignore[index]
+        return dict(zip(outputs, out))
+
+    def _warn_if_inaccurate(
+        self,
+        chosen: tuple[int, ...],
+        weights: np.ndarray,
+        blocks: Sequence[np.ndarray],
+        out: Sequence[np.ndarray],
+        outputs: Sequence[int],
+        dtype: np.dtype,
+    ) -> None:
+        """ConditioningWarning when a decoded block may miss the dtype's relative accuracy.
+
+        Two estimates: the decode's condition number times epsilon, and, per
+        output block, the round-off of the combined results relative to that
+        block's own size (large when a small block is decoded through parities
+        that carry much larger ones without equilibration).
+        """
+        eps = float(np.finfo(dtype).eps)
+        target = accuracy_target(dtype)
+        condition = self.decoding_condition(chosen)
+        sizes = np.array([max_abs(b) for b in blocks])
+        worst, where = condition * eps, None
+        for o, row, block in zip(outputs, weights, out):
+            size = max_abs(block)
+            if size > 0 and np.isfinite(size):
+                estimate = eps * float(np.abs(row) @ sizes) / size
+                if estimate > worst:
+                    worst, where = estimate, o
+        if worst > target:
+            what = f"output block {where}" if where is not None else "the decode"
+            warnings.warn(
+                f"decoding {self!r} from blocks {list(chosen)} (condition number {condition:.3g}): "
+                f"the relative error of {what} may reach {worst:.2g}, more than {target:g}, the accuracy "
+                f"dask-coded promises for {dtype}; encode with equilibration_exponents, decode in a "
+                "wider dtype or use a better-conditioned code",
+                ConditioningWarning,
+                stacklevel=4,
+            )
+
     def locate_errors(
-        self, results: Mapping[int, Any], max_errors: int, suspects: Mapping[int, Hashable] | None = None
+        self,
+        results: Mapping[int, Any],
+        max_errors: int,
+        exponents: Sequence[int] | np.ndarray | None = None,
+        suspects: Mapping[int, Hashable] | None = None,
     ) -> tuple[int, ...]:
         """The blocks whose results disagree with the code (non-finite ones included).
 
+        ``exponents`` are those of an equilibrated encoding (see :meth:`decode`).
         ``suspects`` maps a block to what computed it (a worker); up to
         ``max_errors`` suspects may be wrong, each in every block it
         computed, and all of a wrong suspect's blocks are returned. Raises
@@ -466,9 +725,16 @@ class Code:
         max_errors = check_max_errors(max_errors)
         arrays = {int(i): np.asarray(r) for i, r in results.items()}
         indices = self._validate_indices(arrays)
+        scales = self._check_exponents(exponents)
+        if scales is not None:
+            # Back to the scaled unknowns the parities mix: data rows hold the unknowns unscaled.
+            for i in indices:
+                j = _selected_block(self.generator[i])
+                if j is not None and scales[j]:
+                    arrays[i] = scale_by_power_of_two(arrays[i], -int(scales[j]))
         units = _units(indices, suspects)
         # A suspect with one non-finite block is wrong in all of them.
-        bad_units = [u for u in units if any(not np.isfinite(arrays[i]).all() for i in u)]
+        bad_units = [u for u in units if any(not _all_finite(arrays[i]) for i in u)]
         nonfinite = tuple(sorted(i for u in bad_units for i in u))
         finite_units = [u for u in units if u not in bad_units]
         finite = tuple(sorted(i for u in finite_units for i in u))
@@ -560,6 +826,19 @@ class Code:
         state = dict(self.__dict__)
         state.pop("_weights_cache", None)  # rebuilt on the worker, on demand
         return state
+
+
+def scaled_rows(matrix: np.ndarray, exponents: np.ndarray) -> np.ndarray:
+    """``matrix`` with every row that mixes blocks multiplied by ``2**-exponents`` column-wise.
+
+    Rows that copy one block (data rows, replicas) are left alone: those
+    coded blocks are the data blocks themselves.
+    """
+    out = np.array(matrix, dtype=np.float64)
+    for r, row in enumerate(matrix):
+        if _selected_block(row) is None:
+            out[r] = np.ldexp(row, -exponents.astype(np.int32))
+    return out
 
 
 def _selects(weights: np.ndarray) -> bool:

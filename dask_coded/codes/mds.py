@@ -90,14 +90,34 @@ class MDSCode(Code):
     def choose_recovery_set(self, indices: Iterable[int]) -> tuple[int, ...]:
         return self._validate_indices(indices)[: self.k]
 
-    def encode(self, blocks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def encode(
+        self, blocks: Sequence[np.ndarray], exponents: Sequence[int] | np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """The ``n`` coded blocks: the ``k`` data blocks as given, then the parities.
 
         Blocks of unequal size (an uneven split) are zero-padded at the end of
         each axis to the largest before the parities are formed; integer
         blocks give float64 parities.
+
+        With ``exponents`` (one integer per block, e.g.
+        :func:`~dask_coded.codes.base.equilibration_exponents`), parity ``i``
+        is ``sum_j generator[i, j] * 2**-exponents[j] * blocks[j]``: blocks of
+        very different scales are equilibrated, so each decodes to its own
+        relative accuracy. Pass the same exponents to :meth:`decode`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_coded.codes.base import equilibration_exponents
+        >>> code = MDSCode(k=2, n=3)
+        >>> blocks = [np.array([1e12, 2e12]), np.array([1e-3, 3e-3])]
+        >>> e = equilibration_exponents(blocks)
+        >>> coded = code.encode(blocks, exponents=e)
+        >>> small = code.decode({0: coded[0], 2: coded[2]}, exponents=e)[1]
+        >>> bool(np.allclose(small, blocks[1], rtol=1e-12, atol=0))
+        True
         """
-        return self._encode_with(self.generator, blocks, "blocks")
+        return self._encode_with(self.generator, blocks, "blocks", exponents)
 
 
 def _parity(k: int, n: int, generator: str, seed: int) -> np.ndarray:

@@ -83,7 +83,11 @@ class ReplicationCode(Code):
         return 1.0
 
     def locate_errors(
-        self, results: Mapping[int, Any], max_errors: int, suspects: Mapping[int, Hashable] | None = None
+        self,
+        results: Mapping[int, Any],
+        max_errors: int,
+        exponents: Sequence[int] | np.ndarray | None = None,
+        suspects: Mapping[int, Hashable] | None = None,
     ) -> tuple[int, ...]:
         """The wrong copies, outvoted block by block (``max_errors`` per block).
 
@@ -100,6 +104,7 @@ class ReplicationCode(Code):
         (0, 3)
         """
         indices = self._validate_indices(results)
+        self._check_exponents(exponents)  # copies are never mixed: exponents change nothing
         wrong: list[int] = []
         for block in range(self.k):
             copies = [i for i in indices if i % self.k == block]

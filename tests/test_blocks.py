@@ -1,0 +1,197 @@
+"""The worker kernels with the plugin's decisions: every straggler pattern, no cluster.
+
+For each output block and each set of finished members, the decode runs as the scheduler
+plugin would run it: with the plan of ``policy.plan_decode`` (only the needed members, the
+others ``MISSING``), or, when there is no plan yet, once every member is in (no rewrite).
+"""
+
+import itertools
+import pickle
+
+import numpy as np
+import pytest
+from distributed.protocol import deserialize, serialize
+
+from dask_coded import DecodingError
+from dask_coded.blocks import (
+    MISSING,
+    NONFINITE_TYPENAME,
+    DecodeSpec,
+    NonFiniteProduct,
+    ScaledBlock,
+    block_exponents,
+    decode_block,
+    product_block,
+    scaled_parity_block,
+    transpose_block,
+)
+from dask_coded.codes import MDSCode, ReplicationCode
+from dask_coded.policy import plan_decode
+
+CODES = [MDSCode(3, 5), MDSCode(4, 6, generator="cauchy"), ReplicationCode(3, 2)]
+
+
+def _coded_blocks(code, blocks):
+    if isinstance(code, ReplicationCode):
+        return [blocks[i % code.k] for i in range(code.n)]
+    parities = [scaled_parity_block(code.generator[i], None, *blocks) for i in range(code.k, code.n)]
+    return list(blocks) + parities
+
+
+def _products(code, blocks, x):
+    return [product_block([c], [x]) for c in _coded_blocks(code, blocks)]
+
+
+def _nonfinite(products):
+    return [i for i, p in enumerate(products) if type(p).__name__ == "NonFiniteProduct"]
+
+
+def _decode_as_scheduled(code, output, finished, products, shape, dtype):
+    """What the decode task returns when ``finished`` are the members in memory at planning time."""
+    nonfinite = [i for i in _nonfinite(products) if i in finished]
+    plan = plan_decode(code, output, finished, dtype=dtype, nonfinite=nonfinite)
+    if plan is None:  # no rewrite: the decode waits for every member
+        return decode_block(DecodeSpec(code, output, shape, np.dtype(dtype)), *products), plan
+    args = [p if i in plan.needed else MISSING for i, p in enumerate(products)]
+    spec = DecodeSpec(code, output, shape, np.dtype(dtype), recovery_set=plan.recovery_set)
+    return decode_block(spec, *args), plan
+
+
+def _finished_sets(code):
+    """Every set of members that could be in memory when a decode is planned (non-empty)."""
+    for size in range(1, code.n + 1):
+        yield from itertools.combinations(range(code.n), size)
+
+
+# -- exactness -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", CODES, ids=repr)
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int32])
+def test_integers_are_exact_with_every_straggler_pattern(code, dtype):
+    big = 2**60 + 7 if np.dtype(dtype).itemsize == 8 else 2**30 + 7
+    rng = np.random.default_rng(0)
+    blocks = [(big - rng.integers(0, 1000, size=(2, 3))).astype(dtype) for _ in range(code.k)]
+    x = np.array([1, 0, 1], dtype=dtype)  # products stay representable
+    products = _products(code, blocks, x)
+    for output, block in enumerate(blocks):
+        expected = block @ x
+        for finished in _finished_sets(code):
+            out, plan = _decode_as_scheduled(code, output, finished, products, expected.shape, dtype)
+            assert out.dtype == dtype
+            np.testing.assert_array_equal(out, expected)
+            # Integer groups are never decoded from parities: a plan only ever selects one block.
+            assert plan is None or plan.needed == plan.recovery_set and len(plan.needed) == 1
+
+
+def test_selected_block_is_returned_untouched():
+    code = MDSCode(3, 5)
+    products = [np.array([2**60 + 7, -(2**62) + 1]) for _ in range(5)]
+    out = decode_block(DecodeSpec(code, 1, (2,), np.dtype(np.int64)), *products)
+    assert out is products[1]
+    wide = decode_block(
+        DecodeSpec(code, 1, (2,), np.dtype(np.int64)), *[p.astype(np.int32) for p in products]
+    )
+    assert wide.dtype == np.int64  # only a lossless cast to the output dtype
+
+
+def test_integer_output_refuses_a_parity_decode():
+    code = MDSCode(2, 3)
+    products = [np.array([1, 2]), MISSING, np.array([3.0, 4.0])]
+    with pytest.raises(DecodingError, match="integer dtype int64.*not exact"):
+        decode_block(DecodeSpec(code, 1, (2,), np.dtype(np.int64)), *products)
+
+
+# -- non-finite data -------------------------------------------------------------
+
+NONFINITE = {
+    "nan-in-block": lambda blocks, x: (_poison(blocks, 1, np.nan), x),
+    "inf-in-block": lambda blocks, x: (_poison(blocks, 0, np.inf), x),
+    "nan-and-inf": lambda blocks, x: (_poison(_poison(blocks, 2, -np.inf), 0, np.nan), x),
+    "inf-in-x": lambda blocks, x: (blocks, np.where(np.arange(x.size) == 2, np.inf, x)),
+}
+
+
+def _poison(blocks, j, value):
+    out = [b.copy() for b in blocks]
+    out[j][1, 2] = value
+    return out
+
+
+@pytest.mark.parametrize("code", CODES, ids=repr)
+@pytest.mark.parametrize("case", sorted(NONFINITE))
+def test_nonfinite_values_stay_where_numpy_puts_them(code, case):
+    rng = np.random.default_rng(1)
+    blocks = [rng.standard_normal((3, 4)) for _ in range(code.k)]
+    blocks, x = NONFINITE[case](blocks, rng.standard_normal(4))
+    products = _products(code, blocks, x)
+    with np.errstate(invalid="ignore"):
+        expected_blocks = [b @ x for b in blocks]
+    for output, expected in enumerate(expected_blocks):
+        finite = np.isfinite(expected)
+        for finished in _finished_sets(code):
+            with np.errstate(invalid="ignore"):
+                out, _ = _decode_as_scheduled(code, output, finished, products, expected.shape, np.float64)
+            assert type(out) is np.ndarray
+            np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"{output} {finished}")
+            np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+            np.testing.assert_array_equal(out[np.isinf(expected)], expected[np.isinf(expected)])
+            np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-10)
+
+
+def test_products_with_nan_or_inf_are_marked_for_the_scheduler():
+    finite = product_block([np.ones((2, 2))], [np.ones(2)])
+    assert type(finite) is np.ndarray
+    marked = product_block([np.array([[1.0, np.nan], [1.0, 1.0]])], [np.ones(2)])
+    assert isinstance(marked, NonFiniteProduct)
+    assert NONFINITE_TYPENAME == "dask_coded.blocks.NonFiniteProduct"
+    # Through pickle and distributed's serialization it arrives intact (as an ndarray or the subclass).
+    for copy in (pickle.loads(pickle.dumps(marked)), deserialize(*serialize(marked))):
+        np.testing.assert_array_equal(np.isnan(copy), [True, False])
+    assert type(product_block([np.ones((2, 2), dtype=int)], [np.ones(2, dtype=int)])) is np.ndarray
+
+
+def test_decode_refuses_to_mix_a_nonfinite_parity():
+    """Defence in depth: a plan that would mix NaN into another output raises, never spreads."""
+    code = MDSCode(2, 3)
+    blocks = [np.array([[1.0, np.nan]]), np.array([[1.0, 2.0]])]
+    products = _products(code, blocks, np.ones(2))
+    spec = DecodeSpec(code, 1, (1,), np.dtype(np.float64), recovery_set=(0, 2))
+    with pytest.raises(DecodingError, match="non-finite"):
+        decode_block(spec, products[0], MISSING, products[2])
+
+
+# -- scale -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code", [MDSCode(3, 5), MDSCode(4, 7, generator="chebyshev"), MDSCode(2, 4)], ids=repr
+)
+@pytest.mark.parametrize("scales", [(1e12, 1e-3), (1e-3, 1e12), (1e150, 1e-150), (1.0, 1e-300)])
+def test_each_block_keeps_its_own_relative_accuracy(code, scales):
+    rng = np.random.default_rng(2)
+    sizes = [scales[j % 2] for j in range(code.k)]
+    blocks = [s * rng.standard_normal((5, 4)) for s in sizes]
+    x = rng.standard_normal(4)
+    products = _products(code, blocks, x)
+    for output, block in enumerate(blocks):
+        expected = block @ x
+        for finished in itertools.combinations(range(code.n), code.k):
+            out, _ = _decode_as_scheduled(code, output, finished, products, expected.shape, np.float64)
+            scale = np.abs(expected).max()
+            assert np.abs(out - expected).max() <= 1e-10 * scale, (output, finished)
+
+
+def test_parity_chunks_share_their_data_blocks_exponents():
+    chunks = [[np.full((2, 2), 1e12), np.full((2, 2), 3.0)], [np.full((2, 2), 1e-3), np.zeros((2, 2))]]
+    exponents = block_exponents(2, *[float(np.abs(c).max()) for row in chunks for c in row])
+    assert exponents.tolist() == [40, -9]
+    code = MDSCode(2, 3)
+    parity = [scaled_parity_block(code.generator[2], exponents, chunks[0][c], chunks[1][c]) for c in range(2)]
+    product = product_block(parity, [np.ones(2), np.ones(2)])
+    assert isinstance(product, ScaledBlock) and product.exponents.tolist() == [40, -9]
+    assert transpose_block(parity[0]).exponents is parity[0].exponents
+    copy = deserialize(*serialize(product))
+    np.testing.assert_array_equal(copy.values, product.values)
+    with pytest.raises(ValueError, match="different exponents"):
+        product_block([parity[0], ScaledBlock(parity[1].values, np.array([0, 0]))], [np.ones(2)] * 2)
