@@ -296,6 +296,12 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         raise ValueError(f"encode takes a 1-D or 2-D array, got {A.ndim}-D")
     if A.dtype.kind not in "iufc":
         raise TypeError(f"encode needs an array of numbers, got dtype {A.dtype}")
+    if type(A._meta) is not np.ndarray:
+        # Parity blocks are plain arrays: a mask (or a sparse/GPU layout) would be silently lost.
+        raise TypeError(
+            f"encode needs NumPy blocks, got {type(A._meta).__module__}.{type(A._meta).__name__} "
+            "blocks; dask_coded.dot falls back to da.dot for these"
+        )
     if axis < 0:
         axis += A.ndim
     if not 0 <= axis < A.ndim:

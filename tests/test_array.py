@@ -117,3 +117,9 @@ def test_layers_have_readable_names(matrix):
 def test_encode_bad_input(array, kwargs, error, match):
     with pytest.raises(error, match=match):
         encode(array, **kwargs)
+
+
+def test_encode_refuses_masked_arrays():
+    masked = da.ma.masked_greater(da.from_array(np.arange(20.0).reshape(4, 5), chunks=(2, 5)), 10)
+    with pytest.raises(TypeError, match="encode needs NumPy blocks, got numpy.ma.MaskedArray"):
+        dask_coded.encode(masked)

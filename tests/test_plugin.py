@@ -310,3 +310,38 @@ async def test_parities_holding_nan_are_not_used_for_a_slow_finite_block(c, s, *
     finite = np.isfinite(expected)
     np.testing.assert_allclose(result[finite], expected[finite], rtol=1e-10)
     assert s.plugins[NAME].counters["decodes_early"] >= 1
+
+
+@pytest.mark.slow
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=120)
+async def test_a_slow_machine_computes_nothing_a_coded_call_waits_for(c, s, *workers):
+    """A slow machine slows every task it runs (operands, encodes, products, decodes), not only products.
+
+    Whether the coded array is persisted or encoded on the fly from a persisted plain array, and
+    with a NumPy x (which travels inside the product tasks, not as a task of its own), no task the
+    answer needs completes on the slow machine: its members are dropped and decodes run elsewhere.
+    """
+    from distributed import get_task_stream
+
+    await dask_coded.register(c)
+    a = _matrix(rows=800, cols=50)
+    plain = await c.persist(da.from_array(a, chunks=(200, 50)))
+    coded = await c.persist(dask_coded.encode(plain))  # k=4, n=6: a coded block on every worker
+    # The slow machine holds a block of the plain array too, so the on-the-fly encode needs it.
+    slow = min(ws.address for ws in s.tasks[plain.__dask_keys__()[0][0]].who_has)
+    model = FaultModel.slow_machine(workers=(slow,), factor=1000, latency=0.01)  # 10 s a task there
+    await c.register_plugin(FaultInjector(model), name="faults")
+    plugin = s.plugins[NAME]
+    for label, build in [
+        ("persisted", lambda x: dask_coded.dot(coded, x)),
+        ("on the fly", lambda x: dask_coded.dot(plain, x)),
+    ]:
+        for seed in range(3):
+            x = np.random.default_rng(seed).standard_normal(50)
+            cancelled = plugin.counters["members_cancelled"]
+            async with get_task_stream(c) as stream:
+                result = await c.compute(build(x))
+            np.testing.assert_allclose(result, a @ x, rtol=1e-10, atol=1e-10 * np.abs(a @ x).max())
+            on_slow = [r["key"] for r in stream.data if r["worker"] == slow]
+            assert not on_slow, (label, seed, on_slow)
+            assert plugin.counters["members_cancelled"] > cancelled, "the slow machine had members to drop"
