@@ -166,8 +166,9 @@ class CodedOperand:
         ``encode_name`` prefixes the parity keys (the scheduler plugin reads
         a block's index from it, as for :func:`~dask_coded.encode`).
         """
-        from .blocks import CodedTask, parity_block
+        from .blocks import CodedTask, scaled_parity_block
         from .codes import ReplicationCode
+        from .codes.base import equilibration_exponents
 
         name = encode_name + tokenize(operand, code, axis)
         others = range(len(operand.chunks[1 - axis])) if operand.ndim == 2 else [None]
@@ -177,6 +178,13 @@ class CodedOperand:
                 return (i,)
             return (i, other) if axis == 0 else (other, i)
 
+        # Equilibration exponents of whole data blocks (every chunk along the other axis), known
+        # now because the data is here: a 1e-3 block decoded through a parity that also carries a
+        # 1e12 block keeps its own relative accuracy, and no task gathers them.
+        bounds = np.cumsum((0, *operand.chunks[axis]))
+        exponents = equilibration_exponents(
+            [np.take(operand.array, range(bounds[j], bounds[j + 1]), axis=axis) for j in range(code.k)]
+        )
         layer: dict[Any, Any] = {}
         for other in others:
             data = [operand.block(index(j, other)) for j in range(code.k)]
@@ -184,7 +192,7 @@ class CodedOperand:
                 if isinstance(code, ReplicationCode):
                     continue  # a replica is the data block itself, carried by value
                 key = (name, *index(i, other))
-                layer[key] = CodedTask(key, parity_block, code.generator[i], *data)
+                layer[key] = CodedTask(key, scaled_parity_block, code.generator[i], exponents, *data)
         parities = GraphLayer(name, layer)
 
         def block(idx: tuple[int, ...]) -> Any:

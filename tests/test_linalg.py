@@ -208,3 +208,35 @@ def test_coded_operands_must_be_on_their_side():
         dask_coded.dot(coded, dask_coded.encode(np.ones((4, 4)), axis=1))
     with pytest.raises(ValueError, match="already encoded"):
         dask_coded.dot(coded, np.ones(4), code=MDSCode(2, 3))
+
+
+def _scaled_blocks(rows=40, cols=6, scales=(1e12, 1e-3, 1.0, 1e6)):
+    rng = np.random.default_rng(3)
+    return np.concatenate([s * rng.standard_normal((rows // len(scales), cols)) for s in scales])
+
+
+@pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
+@pytest.mark.parametrize("column_chunks", [1, 2])
+def test_every_block_keeps_its_accuracy_whichever_member_straggles(as_dask, column_chunks):
+    """The graph dot builds, decoded with each member missing in turn: per-block error 1e-10.
+
+    Blocks of very different scales: a 1e-3 block decoded through a parity that also carries a
+    1e12 block must keep its own relative accuracy, whether A arrives as NumPy or Dask.
+    """
+    a = _scaled_blocks()
+    x = np.random.default_rng(4).standard_normal(6)
+    A = da.from_array(a, chunks=(10, 6 // column_chunks)) if as_dask else a
+    # NumPy operands get da.dot's automatic chunks (one block here): a code object splits them.
+    y = dask_coded.dot(A, x) if as_dask else dask_coded.dot(A, x, code=MDSCode(4, 6))
+    graph = dict(y.__dask_graph__())
+    decodes = {k: t for k, t in graph.items() if getattr(t, "func", None) is decode_block}
+    members = sorted({ref.key for t in decodes.values() for ref in t.args[1:] if isinstance(ref, TaskRef)})
+    products = dict(zip(members, dask.get(graph, members)))
+    expected = np.split(a @ x, 4)
+    for key, task in decodes.items():
+        spec, refs = task.args[0], task.args[1:]
+        for missing in range(len(refs)):
+            args = [None if i == missing else products[r.key] for i, r in enumerate(refs)]
+            block = decode_block(spec, *args)
+            want = expected[spec.output]
+            np.testing.assert_allclose(block, want, rtol=0, atol=1e-10 * np.abs(want).max())
