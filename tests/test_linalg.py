@@ -233,7 +233,7 @@ def test_every_block_keeps_its_accuracy_whichever_member_straggles(as_dask, colu
     members = sorted({ref.key for t in decodes.values() for ref in t.args[1:] if isinstance(ref, TaskRef)})
     products = dict(zip(members, dask.get(graph, members)))
     expected = np.split(a @ x, 4)
-    for key, task in decodes.items():
+    for task in decodes.values():
         spec, refs = task.args[0], task.args[1:]
         for missing in range(len(refs)):
             args = [None if i == missing else products[r.key] for i, r in enumerate(refs)]
