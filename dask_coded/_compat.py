@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["drop_dependency", "intercept_graph_updates", "missing_internals", "task_duration", "worker_count"]
+__all__ = [
+    "drop_dependency",
+    "intercept_graph_updates",
+    "make_alias",
+    "missing_internals",
+    "new_task_like",
+    "rekeyed",
+    "release_unneeded",
+    "task_duration",
+    "worker_count",
+]
 
 #: TaskState attributes the plugin reads or writes.
 _TASK_ATTRIBUTES = ("run_spec", "dependencies", "dependents", "waiting_on", "waiters", "who_has", "state")
@@ -91,3 +101,61 @@ def worker_count() -> int | None:
         return None
     info = client.scheduler_info(n_workers=0)  # totals only: one small round trip
     return int(info.get("n_workers") or len(info.get("workers", {}))) or None
+
+
+def rekeyed(spec: Any, key: Any) -> Any:
+    """A copy of task ``spec`` under another key (None for nodes that are not tasks)."""
+    from dask._task_spec import Task
+
+    if not isinstance(spec, Task):
+        return None
+    return type(spec)(key, spec.func, *spec.args, **spec.kwargs)
+
+
+def new_task_like(scheduler: Any, ts: Any, spec: Any) -> Any:
+    """A new released task running ``spec``, with ``ts``'s dependencies and priority."""
+    copy = scheduler.new_task(spec.key, spec, "released")
+    copy.priority = ts.priority
+    # Every task group belongs to a span; the workers' heartbeats report metrics by span and
+    # the scheduler refuses a task without one (it would close the workers).
+    spans = scheduler.extensions.get("spans")
+    if spans is not None and ts.group.span_id and not copy.group.span_id:
+        copy.group.span_id = ts.group.span_id
+        spans.spans[ts.group.span_id].groups.add(copy.group)
+    for dependency in ts.dependencies:
+        copy.add_dependency(dependency)
+    return copy
+
+
+def make_alias(ts: Any, source: Any) -> list[Any]:
+    """Make ``ts`` a copy of ``source``'s result; returns the keys of the dependencies it dropped."""
+    from dask._task_spec import Alias
+
+    dropped = []
+    for dependency in list(ts.dependencies):
+        drop_dependency(ts, dependency)
+        dropped.append(dependency.key)
+    ts.run_spec = Alias(ts.key, source.key)
+    ts.add_dependency(source)
+    return dropped
+
+
+def release_unneeded(scheduler: Any, keys: Any, stimulus_id: str) -> None:
+    """Release, then forget, tasks among ``keys`` that nothing needs any more."""
+    tasks = scheduler.tasks
+    release = {
+        key: "released"
+        for key in keys
+        if (ts := tasks.get(key)) is not None and ts.state == "memory" and not (ts.waiters or ts.who_wants)
+    }
+    if release:
+        scheduler.transitions(release, stimulus_id)
+    forget = {
+        key: "forgotten"
+        for key in keys
+        if (ts := tasks.get(key)) is not None
+        and ts.state == "released"
+        and not (ts.dependents or ts.waiters or ts.who_wants)
+    }
+    if forget:
+        scheduler.transitions(forget, stimulus_id)

@@ -57,11 +57,15 @@ from typing import Any
 
 from dask._task_spec import Task, TaskRef
 from distributed.diagnostics.plugin import SchedulerPlugin
+from tornado.ioloop import PeriodicCallback
 
-from . import _compat
+from . import _compat, config
+from .backup import BackupTasks
 from .blocks import CORRECTIONS_TOPIC, MISSING, NONFINITE_TYPENAME, CodedTask, DecodeSpec, decode_block
 from .errors import DaskCodedWarning
 from .policy import (
+    BACKUP_PRESETS,
+    BackupRule,
     coded_block_index,
     decode_workers,
     dropped_members,
@@ -97,6 +101,11 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     spread
         Place coded block ``i`` of every encoding on worker ``i mod W``
         (loosely: another worker takes over if that one is gone).
+    backup
+        Backup tasks for every graph, coded or not (speculative execution,
+        :mod:`dask_coded.backup`): ``"off"``, a preset (``"spark"``,
+        ``"cubed"``), a :class:`~dask_coded.policy.BackupRule`, or None for
+        ``dask.config``'s ``coded.backup``.
 
     Examples
     --------
@@ -115,8 +124,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
 
     name = NAME
 
-    def __init__(self, spread: bool = True) -> None:
+    def __init__(self, spread: bool = True, backup: str | BackupRule | None = None) -> None:
         self.spread = spread
+        self.backup_rule = _backup_rule(config.get("backup") if backup is None else backup)
+        self._backups: BackupTasks | None = None
         self.counters = {
             "decodes_early": 0,
             "members_dropped": 0,
@@ -157,6 +168,11 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return
         self.scheduler = scheduler
         _compat.intercept_graph_updates(scheduler, self._before_graph_update)
+        if self.backup_rule is not None:
+            self._backups = BackupTasks(scheduler, self.backup_rule, self._rewritten.add)
+            callback = PeriodicCallback(self._backups.check, self.backup_rule.interval * 1000)
+            scheduler.periodic_callbacks["dask-coded-backup"] = callback
+            callback.start()
 
     def _before_graph_update(self, dsk: dict[Any, Any]) -> None:
         """Give a resubmitted decode the run_spec the scheduler holds for it (see the module docstring)."""
@@ -264,6 +280,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if self.scheduler is None:
             return
+        if self._backups is not None and self._backups.transition(key, start, finish, kwargs):
+            self._schedule_flush()
         if finish == "memory":
             ts = self.scheduler.tasks.get(key)
             if ts is None:
@@ -274,13 +292,17 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             for dependent in ts.dependents:
                 if dependent.state == "waiting" and _decode_spec(dependent) is not None:
                     self._pending.add(dependent.key)
-            if self._pending and not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.scheduler.loop.add_callback(self._flush)
+            if self._pending:
+                self._schedule_flush()
         elif finish == "forgotten":
             self._computed_by.pop(key, None)
             self._pinned.pop(key, None)
             self._rewritten.discard(key)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.scheduler.loop.add_callback(self._flush)
 
     def _record_duration(self, ts: Any, worker: str, startstops: Any) -> None:
         duration = _compat.task_duration(startstops)
@@ -302,6 +324,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 ts = self.scheduler.tasks.get(key)
                 if ts is not None and ts.state == "waiting":
                     self._decode_early(ts, recommendations)
+            if self._backups is not None:
+                self._backups.settle()
         except Exception:  # never take the scheduler down; the graph still completes without us
             logger.exception("dask-coded plugin failed to decode early")
         if recommendations:
@@ -312,16 +336,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     def _forget_orphans(self) -> None:
         """Forget released members nothing refers to any more, as Dask forgets unread intermediates."""
         orphans, self._orphans = self._orphans, set()
-        tasks = self.scheduler.tasks
-        forget = {
-            key: "forgotten"
-            for key in orphans
-            if (ts := tasks.get(key)) is not None
-            and ts.state == "released"
-            and not (ts.dependents or ts.waiters or ts.who_wants)
-        }
-        if forget:
-            self.scheduler.transitions(forget, stimulus_id=f"coded-forget-dropped-{time.time()}")
+        _compat.release_unneeded(self.scheduler, orphans, f"coded-forget-dropped-{time.time()}")
 
     def _decode_early(self, ts: Any, recommendations: dict[Any, str]) -> None:
         spec = _decode_spec(ts)
@@ -400,10 +415,31 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         """
         return {
             **self.counters,
+            **(self._backups.counters if self._backups is not None else {}),
             "slow_workers": sorted(slow_workers(self.duration_ratios)),
             "corrections_by_worker": dict(self.corrections_by_worker),
             "corrections_by_block": dict(self.corrections_by_block),
         }
+
+
+def _backup_rule(setting: Any) -> BackupRule | None:
+    """The backup rule from a preset name, a rule, or ``coded.backup``'s mapping."""
+    if isinstance(setting, BackupRule):
+        return setting
+    if isinstance(setting, str):
+        if setting == "off":
+            return None
+        if setting not in BACKUP_PRESETS:
+            raise ValueError(
+                f"unknown backup rule {setting!r}; choose 'off' or one of {sorted(BACKUP_PRESETS)}"
+            )
+        return BACKUP_PRESETS[setting]
+    rule = dict(setting)
+    preset = _backup_rule(rule.pop("rule", "off"))
+    if preset is None:
+        return None
+    overrides = {name.replace("-", "_"): value for name, value in rule.items() if value is not None}
+    return dataclasses.replace(preset, **overrides)
 
 
 def register(client: Any, **options: Any) -> Any:

@@ -11,12 +11,15 @@ import numpy as np
 from .codes import Code
 
 __all__ = [
+    "BACKUP_PRESETS",
+    "BackupRule",
     "DecodePlan",
     "coded_block_count",
     "coded_block_index",
     "decode_workers",
     "dropped_members",
     "plan_decode",
+    "should_launch_backup",
     "slow_workers",
     "spread_worker",
     "time_saved",
@@ -261,3 +264,76 @@ def time_saved(expected_duration: float | None, running_for: float) -> float:
     if expected_duration is None or not np.isfinite(expected_duration):
         return 0.0
     return max(expected_duration - running_for, 0.0)
+
+
+@dataclass(frozen=True)
+class BackupRule:
+    """When a running task is late enough to be run again elsewhere (speculative execution).
+
+    A task of a group (one stage of a graph: the tasks of one key name) is
+    late once the group has at least ``min_tasks`` tasks, at least
+    ``min_completed_fraction`` of them are done, and it has run longer than
+    ``slow_factor`` times the median duration of the done ones and longer
+    than ``min_runtime`` seconds.
+
+    Attributes
+    ----------
+    min_tasks, min_completed_fraction, slow_factor, min_runtime
+        As above.
+    interval
+        Seconds between two checks of the running tasks.
+    """
+
+    min_tasks: int = 10
+    min_completed_fraction: float = 0.5
+    slow_factor: float = 3.0
+    min_runtime: float = 0.0
+    interval: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.min_tasks < 1 or not 0 <= self.min_completed_fraction <= 1 or self.slow_factor < 1:
+            raise ValueError(
+                f"{self!r}: min_tasks must be at least 1, min_completed_fraction in [0, 1] "
+                "and slow_factor at least 1"
+            )
+        if self.min_runtime < 0 or self.interval <= 0:
+            raise ValueError(f"{self!r}: min_runtime must be >= 0 and interval > 0")
+
+
+#: Named rules: Spark 4's defaults (``spark.speculation.quantile=0.9``, ``multiplier=3``,
+#: ``minTaskRuntime=100ms``, checked every 100 ms) and cubed's ``should_launch_backup`` defaults.
+BACKUP_PRESETS = {
+    "spark": BackupRule(
+        min_tasks=1, min_completed_fraction=0.9, slow_factor=3.0, min_runtime=0.1, interval=0.1
+    ),
+    "cubed": BackupRule(min_tasks=10, min_completed_fraction=0.5, slow_factor=3.0, min_runtime=0.0),
+}
+
+
+def should_launch_backup(
+    running_for: float, completed: Sequence[float], group_size: int, rule: BackupRule
+) -> bool:
+    """Whether a task that has run ``running_for`` seconds is late (see :class:`BackupRule`).
+
+    ``completed`` are the durations of the finished tasks of its group,
+    ``group_size`` the number of tasks in the group.
+
+    Examples
+    --------
+    >>> cubed = BACKUP_PRESETS["cubed"]
+    >>> should_launch_backup(0.35, [0.1] * 6, 10, cubed)
+    True
+    >>> should_launch_backup(0.35, [0.1] * 4, 10, cubed)  # fewer than half are done
+    False
+    >>> should_launch_backup(0.25, [0.1] * 6, 10, cubed)  # not 3x the median yet
+    False
+    >>> should_launch_backup(0.35, [0.1] * 6, 8, cubed)  # too few tasks to judge
+    False
+    """
+    if (
+        group_size < rule.min_tasks
+        or not completed
+        or len(completed) < rule.min_completed_fraction * group_size
+    ):
+        return False
+    return running_for > max(rule.slow_factor * float(np.median(completed)), rule.min_runtime)

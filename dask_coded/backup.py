@@ -1,0 +1,173 @@
+"""Backup tasks (speculative execution) for any Dask graph: run a late task again elsewhere, keep the first.
+
+Dask has no speculative execution (dask/distributed#391); Spark and cubed
+do. This is the baseline coded computation must beat, and a strategy in its
+own right. The decision is :func:`dask_coded.policy.should_launch_backup`;
+this module applies it on the scheduler, driven by the scheduler plugin.
+
+Mechanism. A task ``K`` that runs late gets a copy ``B`` (a new key,
+``coded-backup-...``, the same function and dependencies) restricted to
+other workers and wanted by a pseudo-client, so it counts as needed. If
+``K`` finishes first, ``B`` is released (cancelled where it runs). If ``B``
+finishes first, ``K`` becomes an alias of ``B``: its ``run_spec`` is
+replaced by ``Alias(K, B)``, its dependencies by ``B``, and it is sent
+through ``released`` to run again, now a copy of ``B``'s result on ``B``'s
+worker. As for decode rewrites, that change is never undone and the
+scheduler plugin substitutes it into resubmitted graphs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _compat
+from .policy import BackupRule, should_launch_backup
+
+__all__ = ["BackupTasks", "BACKUP_PREFIX"]
+
+#: Key prefix of backup copies (the name shows on the dashboard and in fault models).
+BACKUP_PREFIX = "coded-backup-"
+#: The pseudo-client that wants backup copies until one result wins.
+_CLIENT = "dask-coded-backup"
+#: Task groups whose durations are kept, most recent first out.
+_MAX_GROUPS = 1000
+
+
+@dataclass
+class _Group:
+    """Durations of one task group's finished tasks, and how many tasks it has."""
+
+    durations: list[float] = field(default_factory=list)
+
+
+class BackupTasks:
+    """Launch and settle backup copies of late tasks on a running scheduler.
+
+    Parameters
+    ----------
+    scheduler
+        The ``distributed.Scheduler``.
+    rule
+        When a running task counts as late.
+    rewritten
+        Called with a key whose ``run_spec`` was replaced (so resubmitted
+        graphs get the replacement).
+    """
+
+    def __init__(self, scheduler: Any, rule: BackupRule, rewritten: Callable[[Any], None]) -> None:
+        self.scheduler = scheduler
+        self.rule = rule
+        self._rewritten = rewritten
+        self.counters = {"backups_launched": 0, "backups_won": 0, "backups_cancelled": 0}
+        #: running task key -> when the scheduler sent it to a worker
+        self._started: dict[Any, float] = {}
+        #: original key -> its backup's key, and back
+        self._backup_of: dict[Any, Any] = {}
+        self._original_of: dict[Any, Any] = {}
+        self._groups: dict[Any, _Group] = {}
+        self._settle: list[Any] = []
+
+    # -- hooks (called from the plugin's transition hook: keep them cheap) ---------------
+
+    def transition(self, key: Any, start: str, finish: str, kwargs: dict[str, Any]) -> bool:
+        """Record a transition; True when a backup race needs settling in a loop callback."""
+        if finish == "processing":
+            self._started[key] = time.monotonic()
+            return False
+        self._started.pop(key, None)
+        if start == "processing" and finish == "memory":
+            ts = self.scheduler.tasks.get(key)
+            duration = _compat.task_duration(kwargs.get("startstops"))
+            if ts is not None and duration is not None and key not in self._original_of:
+                group = self._groups.setdefault(ts.group.name, _Group())
+                group.durations.append(duration)
+                if len(self._groups) > _MAX_GROUPS:
+                    self._groups.pop(next(iter(self._groups)))
+        if finish in ("memory", "erred", "forgotten") and (
+            key in self._backup_of or key in self._original_of
+        ):
+            self._settle.append(key)
+            return True
+        return False
+
+    # -- loop callbacks --------------------------------------------------------------
+
+    def check(self) -> None:
+        """Launch a backup for every running task the rule calls late (a periodic callback)."""
+        now = time.monotonic()
+        tasks = self.scheduler.tasks
+        for key, started in list(self._started.items()):
+            ts = tasks.get(key)
+            if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
+                continue
+            group = self._groups.get(ts.group.name)
+            completed = group.durations if group is not None else []
+            if should_launch_backup(now - started, completed, len(ts.group), self.rule):
+                self._launch(ts)
+
+    def settle(self) -> None:
+        """Keep the first result of each race and release the other."""
+        settle, self._settle = self._settle, []
+        for key in settle:
+            if key in self._backup_of:
+                self._original_done(key)
+            elif key in self._original_of:
+                self._backup_done(key)
+
+    # -- mechanism --------------------------------------------------------------------
+
+    def _launch(self, ts: Any) -> None:
+        if ts.worker_restrictions or ts.host_restrictions or ts.resource_restrictions or ts.actor:
+            return  # placed on purpose: a copy elsewhere would break that
+        others = {ws.address for ws in self.scheduler.running} - {ts.processing_on.address}
+        spec = _compat.rekeyed(ts.run_spec, _backup_key(ts.key))
+        if not others or spec is None:
+            return
+        backup = _compat.new_task_like(self.scheduler, ts, spec)
+        backup.worker_restrictions = others
+        backup.loose_restrictions = False
+        self._backup_of[ts.key], self._original_of[backup.key] = backup.key, ts.key
+        self.scheduler.client_desires_keys(keys=[backup.key], client=_CLIENT)
+        self.counters["backups_launched"] += 1
+        self.scheduler.transitions({backup.key: "waiting"}, stimulus_id=f"coded-backup-{time.time()}")
+
+    def _original_done(self, key: Any) -> None:
+        """The original finished (or failed, or went): its backup is not needed."""
+        backup_key = self._backup_of.pop(key)
+        self._original_of.pop(backup_key, None)
+        backup = self.scheduler.tasks.get(backup_key)
+        if backup is not None and backup.state != "memory":
+            self.counters["backups_cancelled"] += 1
+        if backup is not None:
+            self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
+
+    def _backup_done(self, backup_key: Any) -> None:
+        """The backup finished first: the original becomes a copy of its result."""
+        key = self._original_of.pop(backup_key)
+        self._backup_of.pop(key, None)
+        tasks = self.scheduler.tasks
+        ts, backup = tasks.get(key), tasks.get(backup_key)
+        if (
+            ts is None
+            or backup is None
+            or backup.state != "memory"
+            or ts.state not in ("processing", "waiting")
+        ):
+            if backup is not None:
+                self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
+            return
+        self.counters["backups_won"] += 1
+        orphans = _compat.make_alias(ts, backup)
+        self._rewritten(key)
+        self.scheduler.transitions({key: "released"}, stimulus_id=f"coded-backup-won-{time.time()}")
+        self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
+        _compat.release_unneeded(self.scheduler, orphans, f"coded-backup-orphans-{time.time()}")
+
+
+def _backup_key(key: Any) -> Any:
+    if isinstance(key, tuple) and key and isinstance(key[0], str):
+        return (BACKUP_PREFIX + key[0], *key[1:])
+    return BACKUP_PREFIX + str(key)
