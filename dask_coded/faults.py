@@ -50,6 +50,7 @@ __all__ = [
     "corrupt",
     "dask_setup",
     "inject",
+    "load_trace",
     "task_delay",
 ]
 
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 #: The injector's name on the workers.
 NAME = "dask-coded-faults"
 
-DELAYS = ("none", "shifted-exponential", "pareto")
+DELAYS = ("none", "shifted-exponential", "pareto", "trace")
 ERRORS = ("noise", "nan", "bitflip")
 TASKS = ("all", "products")
 #: Functions that multiply blocks, in dask.array, NumPy and dask-coded.
@@ -104,6 +105,14 @@ class FaultModel:
     prefixes
         Only tasks whose key name starts with one of these are affected
         (empty: no filter by name).
+    trace
+        For ``delay="trace"``: per-worker latency rows, ``(fast_mean,
+        slow_mean, gamma_shape, p_fast_to_slow, p_slow_to_fast)`` seconds and
+        probabilities, as :func:`load_trace` reads them from a file. Worker
+        ``i`` (by name, else by address hash) replays row ``i mod rows``: a
+        task waits a Gamma-distributed time whose mean depends on whether the
+        worker is in its slow state, which switches as a Markov chain from
+        task to task (Severinson et al.'s model of AWS and Azure latency).
     seed
         Seeds every random choice, per task key.
     """
@@ -121,6 +130,7 @@ class FaultModel:
     kill_after: float = 0.0
     tasks: str = "all"
     prefixes: tuple[str, ...] = field(default_factory=tuple)
+    trace: tuple[tuple[float, float, float, float, float], ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -138,6 +148,9 @@ class FaultModel:
             value = getattr(self, name)
             if isinstance(value, (list, str)):
                 object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        object.__setattr__(self, "trace", tuple(tuple(float(v) for v in row) for row in self.trace))
+        if self.delay == "trace" and (not self.trace or any(len(row) != 5 for row in self.trace)):
+            raise ValueError("delay='trace' needs trace rows (fast_mean, slow_mean, shape, p_in, p_out)")
 
     @classmethod
     def slow_machine(
@@ -166,6 +179,27 @@ class FaultModel:
         return json.dumps(dataclasses.asdict(self))
 
 
+def load_trace(path: Any) -> tuple[tuple[float, float, float, float, float], ...]:
+    """Per-worker latency rows from a JSON trace file (``{"workers": [{...}, ...]}``).
+
+    Each worker entry has ``fast_mean``, ``slow_mean``, ``shape``,
+    ``p_fast_to_slow`` and ``p_slow_to_fast``; ``benchmarks/traces/`` holds
+    one generated from Severinson et al.'s model.
+    """
+    with open(path) as f:
+        workers = json.load(f)["workers"]
+    return tuple(
+        (
+            float(w["fast_mean"]),
+            float(w["slow_mean"]),
+            float(w["shape"]),
+            float(w["p_fast_to_slow"]),
+            float(w["p_slow_to_fast"]),
+        )
+        for w in workers
+    )
+
+
 def _key_seed(seed: int, key: Any) -> np.random.Generator:
     """A generator seeded by the model seed and the task key: reproducible anywhere."""
     return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
@@ -180,7 +214,7 @@ def task_delay(model: FaultModel, key: Any) -> float:
     >>> task_delay(model, ("x", 0)) == task_delay(model, ("x", 0)) > 0.1
     True
     """
-    if model.delay == "none":
+    if model.delay in ("none", "trace"):  # a trace's delays depend on the worker: see FaultInjector
         return model.delay_shift
     rng = _key_seed(model.seed, key)
     if model.delay == "shifted-exponential":
@@ -290,6 +324,12 @@ class FaultInjector(WorkerPlugin):
         self.slow = self.force_slow or _matches(worker, self.model.slow_workers)
         self.faulty = self.force_faulty or _matches(worker, self.model.error_workers)
         self.killer = _matches(worker, self.model.kill_workers)
+        if self.model.trace:
+            name = str(worker.name)
+            row = int(name) if name.isdigit() else zlib.crc32(worker.address.encode())
+            self._trace_row = self.model.trace[row % len(self.model.trace)]
+            self._trace_rng = np.random.default_rng([self.model.seed, row])
+            self._trace_slow = False
 
     def teardown(self, worker: Any) -> None:
         self.worker = None
@@ -304,8 +344,11 @@ class FaultInjector(WorkerPlugin):
         model = self.model
         rng = _key_seed(model.seed, key)
         corrupt_it = self.faulty or (model.error_rate > 0 and rng.random() < model.error_rate)
+        delay = task_delay(model, key)
+        if model.delay == "trace":
+            delay += self._trace_delay(rng)
         call: dict[str, Any] = {
-            "delay": task_delay(model, key),
+            "delay": delay,
             "slow_factor": model.slow_factor if self.slow else 1.0,
             "start": time.time(),
             "corrupt": bool(corrupt_it),
@@ -317,6 +360,14 @@ class FaultInjector(WorkerPlugin):
         if self.killer and not self._kill_armed:
             self._kill_armed = True
             self.worker.loop.call_later(model.kill_after, self._kill)
+
+    def _trace_delay(self, rng: np.random.Generator) -> float:
+        """The next delay of this worker's trace row; its slow state switches as a Markov chain."""
+        fast_mean, slow_mean, shape, p_in, p_out = self._trace_row
+        if self._trace_rng.random() < (p_out if self._trace_slow else p_in):
+            self._trace_slow = not self._trace_slow
+        mean = slow_mean if self._trace_slow else fast_mean
+        return float(rng.gamma(shape, mean / shape))
 
     def _affects(self, key: Any, spec: Any) -> bool:
         if self.model.prefixes:

@@ -168,11 +168,21 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return
         self.scheduler = scheduler
         _compat.intercept_graph_updates(scheduler, self._before_graph_update)
+        self._stop_backups()  # a plugin registered before this one (register() replaces it)
         if self.backup_rule is not None:
             self._backups = BackupTasks(scheduler, self.backup_rule, self._rewritten.add)
             callback = PeriodicCallback(self._backups.check, self.backup_rule.interval * 1000)
             scheduler.periodic_callbacks["dask-coded-backup"] = callback
             callback.start()
+
+    async def close(self) -> None:
+        self._stop_backups()
+
+    def _stop_backups(self) -> None:
+        if self.scheduler is not None:
+            callback = self.scheduler.periodic_callbacks.pop("dask-coded-backup", None)
+            if callback is not None:
+                callback.stop()
 
     def _before_graph_update(self, dsk: dict[Any, Any]) -> None:
         """Give a resubmitted decode the run_spec the scheduler holds for it (see the module docstring)."""

@@ -123,3 +123,37 @@ def test_model_round_trips_through_json():
     params = __import__("json").loads(model.to_json())
     rebuilt = FaultModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
     assert rebuilt == model
+
+
+def test_trace_model_replays_per_worker_gamma_latencies_with_slow_episodes():
+    import pathlib
+    from types import SimpleNamespace
+
+    from dask_coded.faults import load_trace
+
+    trace = load_trace(pathlib.Path(__file__).parents[1] / "benchmarks" / "traces" / "gamma_markov.json")
+    model = FaultModel(delay="trace", trace=trace, seed=1)
+    delays = {}
+    for name in (0, 1):
+        injector = FaultInjector(model)
+        injector.setup(SimpleNamespace(name=name, address=f"tcp://127.0.0.1:{4000 + name}"))
+        rng = np.random.default_rng(0)
+        states = []
+        samples = []
+        for _ in range(20000):
+            samples.append(injector._trace_delay(rng))
+            states.append(injector._trace_slow)
+        delays[name] = np.array(samples)
+        fast_mean, slow_mean, _, p_in, p_out = trace[name]
+        slow = np.array(states)
+        # The slow state is visited about p_in / (p_in + p_out) of the time, in episodes.
+        np.testing.assert_allclose(slow.mean(), p_in / (p_in + p_out), atol=0.04)
+        assert (np.diff(slow.astype(int)) == 1).sum() >= 20
+        np.testing.assert_allclose(delays[name][~slow].mean(), fast_mean, rtol=0.1)
+        np.testing.assert_allclose(delays[name][slow].mean(), slow_mean, rtol=0.15)
+    assert abs(delays[0].mean() - delays[1].mean()) > 0.01, "workers replay different rows"
+
+
+def test_trace_model_needs_rows():
+    with pytest.raises(ValueError, match="needs trace rows"):
+        FaultModel(delay="trace")

@@ -1,0 +1,190 @@
+"""Every straggler strategy a Dask user can pick, under every fault model, on one cluster, back to back.
+
+Strategies (the same matvec ``A @ x``, A persisted before timing):
+plain ``da.dot`` (one row block per worker), backup tasks with Spark 4's rule
+on that same array and with cubed's (which judges only groups of 10 tasks or
+more) on two blocks per worker, replication (k = W/2, 2 copies),
+a fixed MDS code (k = W - 2, n = W, one coded block per worker), and what
+``dask_coded.encode`` gives with default settings.
+
+Fault models, injected at the worker into every task (operands, encodes,
+products, decodes, the final assembly), seeded: a slow machine (one worker
+10x slow at everything), a shifted exponential, Pareto, and a trace-driven
+model replaying per-worker Gamma latencies with Markov slow episodes from
+``benchmarks/traces/gamma_markov.json``.
+
+For each: latency percentiles, the ratio to plain, block products started per
+call (the extra work), and for coded strategies the oracle (the k-th fastest
+product plus the decode, over when the last decode finished). One plot: the
+latency CDF of each strategy, one panel per model.
+
+Run: python -m benchmarks.bench_strategies [--quick] [--scheduler ADDRESS]
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from distributed import Client, get_task_stream
+
+import dask_coded
+from benchmarks.bench_stragglers import _oracle
+from benchmarks.common import cluster_arguments, on_cluster, percentiles, save
+from dask_coded.faults import FaultModel, inject, load_trace
+from dask_coded.testing import one_block_per_worker, relative_error
+
+TRACE = pathlib.Path(__file__).with_name("traces") / "gamma_markov.json"
+
+
+def models(seed: int) -> dict[str, FaultModel]:
+    return {
+        "slow-machine": FaultModel.slow_machine(workers=1, factor=10, latency=0.02, seed=seed),
+        "shifted-exponential": FaultModel(
+            delay="shifted-exponential", delay_shift=0.05, delay_scale=0.1, seed=seed
+        ),
+        "pareto": FaultModel(delay="pareto", delay_shift=0.02, delay_scale=0.04, pareto_shape=1.5, seed=seed),
+        "trace": FaultModel(delay="trace", trace=load_trace(TRACE), seed=seed),
+    }
+
+
+def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, dict[str, Any]]:
+    workers = len(client.scheduler_info()["workers"])
+    plain = one_block_per_worker(client, rows, cols, seed=seed)  # plain Dask's best layout
+    # cubed judges only groups of at least 10 tasks: give it two blocks per worker.
+    plain_twice = one_block_per_worker(client, rows, cols, blocks=2 * workers, seed=seed)
+    mds_data = one_block_per_worker(client, rows, cols, blocks=workers - 2, seed=seed)
+    replicated_data = one_block_per_worker(client, rows, cols, blocks=workers // 2, seed=seed)
+    dask_coded.register(client)
+    mds = client.persist(dask_coded.encode(mds_data, code=dask_coded.MDSCode(workers - 2, workers)))
+    replicated = client.persist(
+        dask_coded.encode(replicated_data, code=dask_coded.ReplicationCode(workers // 2, 2))
+    )
+    default = client.persist(dask_coded.encode(plain))
+    return {
+        "plain": {"backup": "off", "data": plain, "call": lambda x: da.dot(plain, x)},
+        "backup-spark": {"backup": "spark", "data": plain, "call": lambda x: da.dot(plain, x)},
+        "backup-cubed": {"backup": "cubed", "data": plain_twice, "call": lambda x: da.dot(plain_twice, x)},
+        "replication": {
+            "backup": "off",
+            "data": replicated_data,
+            "call": lambda x: dask_coded.dot(replicated, x),
+            "code": replicated.code,
+        },
+        "mds-fixed": {
+            "backup": "off",
+            "data": mds_data,
+            "call": lambda x: dask_coded.dot(mds, x),
+            "code": mds.code,
+        },
+        "coded-default": {
+            "backup": "off",
+            "data": plain,
+            "call": lambda x: dask_coded.dot(default, x),
+            "code": default.code,
+        },
+    }
+
+
+def run(client: Client, rows: int, cols: int, repeats: int, seed: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    strategies = _strategies(client, rows, cols, seed)
+    matrices = {name: strategy["data"].compute() for name, strategy in strategies.items()}
+    results = []
+    for model_name, model in models(seed).items():
+        for name, strategy in strategies.items():
+            dask_coded.register(client, backup=strategy["backup"])
+            x = rng.standard_normal(cols)
+            strategy["call"](x).compute()  # warm up: imports and deserialisation on every worker
+            times, oracles, decoded, started, errors = [], [], [], [], []
+            blocks = len(strategy["data"].chunks[0])
+            with inject(client, model):
+                for _ in range(repeats):
+                    x = rng.standard_normal(cols)
+                    launched = dask_coded.plugin_stats(client).get("backups_launched", 0)
+                    with get_task_stream(client) as stream:
+                        wall, start = time.time(), time.perf_counter()
+                        result = strategy["call"](x).compute()
+                        times.append(time.perf_counter() - start)
+                    code = strategy.get("code")
+                    if code is not None:
+                        oracle, last = _oracle(stream.data, wall, code.recovery_threshold)
+                        oracles.append(oracle)
+                        decoded.append(last)
+                    products = code.n if code is not None else blocks
+                    backups = dask_coded.plugin_stats(client).get("backups_launched", 0) - launched
+                    started.append(products + backups)
+                    errors.append(relative_error(result, matrices[name] @ x))
+            row = {
+                "model": model_name,
+                "fault_model": {k: v for k, v in model.__dict__.items() if k != "trace"},
+                "strategy": name,
+                "code": repr(strategy.get("code")),
+                "rows": rows,
+                "cols": cols,
+                "repeats": repeats,
+                "latency": percentiles(times),
+                "times": times,
+                "products_started_per_call": float(np.mean(started)),
+                "max_relative_error": max(errors),
+            }
+            if oracles:
+                row["fraction_of_oracle_p50"] = float(
+                    np.nanpercentile(oracles, 50) / np.percentile(decoded, 50)
+                )
+            results.append(row)
+            latency = row["latency"]
+            print(
+                f"{model_name:20s} {name:14s} p50 {latency['p50']:.3f}s p95 {latency['p95']:.3f}s "
+                f"products/call {row['products_started_per_call']:.1f} err {max(errors):.0e}"
+                + (f" oracle {row['fraction_of_oracle_p50']:.2f}" if oracles else ""),
+                flush=True,
+            )
+    dask_coded.register(client)
+    plain_of = {r["model"]: r["latency"] for r in results if r["strategy"] == "plain"}
+    for row in results:
+        row["speedup_over_plain"] = {q: plain_of[row["model"]][q] / row["latency"][q] for q in ("p50", "p95")}
+    return results
+
+
+def plot(rows: list[dict[str, Any]], path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model_names = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(model_names), figsize=(4.2 * len(model_names), 3.4))
+    for ax, model_name in zip(np.atleast_1d(axes), model_names):
+        for row in (r for r in rows if r["model"] == model_name):
+            times = np.sort(row["times"])
+            ax.step(times, np.arange(1, len(times) + 1) / len(times), where="post", label=row["strategy"])
+        ax.set_xscale("log")
+        ax.set_title(model_name)
+        ax.set_xlabel("latency of one matvec (s)")
+        ax.set_ylabel("fraction of calls")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.suptitle(
+        f"A {rows[0]['rows']}x{rows[0]['cols']}, {rows[0]['repeats']} back-to-back calls per strategy"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = cluster_arguments(__doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    rows, cols, repeats = (2000, 200, 4) if args.quick else (16000, 1000, 25)
+    results = on_cluster(
+        args.scheduler, args.workers, lambda client: run(client, rows, cols, repeats, args.seed)
+    )
+    save("strategies", results, args.out, plot)
+    return results
+
+
+if __name__ == "__main__":
+    main()
