@@ -545,3 +545,38 @@ def test_property_gradient_code_any_n_minus_s(n, seed, data):
         warnings.simplefilter("ignore", ConditioningWarning)
         (total,) = code.decode({i: coded[i] for i in survivors})
     np.testing.assert_allclose(total, np.sum(gradients, axis=0), rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 5),
+    workers=st.integers(3, 8),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_property_a_faulty_worker_is_located_however_many_members_it_computed(k, workers, seed, data):
+    """Members i run on worker i mod W; one worker returns garbage for all of its members."""
+    from dask_coded.policy import coded_block_count
+
+    stragglers = data.draw(st.integers(0, 2))
+    code = MDSCode(k, coded_block_count(k, stragglers, max_errors=1, workers=workers))
+    suspects = {i: i % workers for i in range(code.n)}
+    rng = np.random.default_rng(seed)
+    blocks = [rng.standard_normal((3, 2)) for _ in range(k)]
+    results = dict(enumerate(code.encode(blocks)))
+    late = data.draw(st.sets(st.integers(0, workers - 1), max_size=min(stragglers, workers - 3)))
+    faulty = data.draw(st.integers(0, workers - 1).filter(lambda w: w not in late))
+    kind = data.draw(st.sampled_from(sorted(CORRUPTIONS)))
+    results = {i: np.asarray(r) for i, r in results.items() if suspects[i] not in late}
+    members = [i for i in results if suspects[i] == faulty]
+    changed = False
+    for i in members:
+        wrong_result = CORRUPTIONS[kind](results[i], rng)
+        changed |= not np.array_equal(wrong_result, results[i])
+        results[i] = wrong_result
+    wrong = code.locate_errors(results, max_errors=1, suspects=suspects)
+    # A suspect is wrong as a whole: all of the faulty worker's members, if any came back changed.
+    assert set(wrong) == (set(members) if changed else set())
+    decoded = code.decode(results, max_errors=1, suspects=suspects)
+    for d, b in zip(decoded, blocks):
+        np.testing.assert_allclose(d, b, rtol=0, atol=1e-10 * np.abs(b).max())
