@@ -165,6 +165,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
+        _add_dashboard_page(scheduler)
         missing = _compat.missing_internals(scheduler)
         if missing:
             message = (
@@ -440,6 +441,19 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             "corrections_by_worker": dict(self.corrections_by_worker),
             "corrections_by_block": dict(self.corrections_by_block),
         }
+
+
+def _add_dashboard_page(scheduler: Any) -> None:
+    """Serve the Coded page (:mod:`dask_coded.dashboard`) when the scheduler has a dashboard.
+
+    Imported here, not at the top: the page needs Bokeh, which workers never import.
+    """
+    try:
+        from .dashboard import add_page
+
+        add_page(scheduler)
+    except Exception:  # a page must never keep the plugin, or the scheduler, from starting
+        logger.exception("dask-coded: could not add the Coded page to the dashboard")
 
 
 def register(client: Any, **options: Any) -> Any:
