@@ -167,7 +167,6 @@ class CodedOperand:
         a block's index from it, as for :func:`~dask_coded.encode`).
         """
         from .blocks import CodedTask, parity_block
-        from .codes import ReplicationCode
 
         name = encode_name + tokenize(operand, code, axis)
         others = range(len(operand.chunks[1 - axis])) if operand.ndim == 2 else [None]
@@ -181,7 +180,7 @@ class CodedOperand:
         for other in others:
             data = [operand.block(index(j, other)) for j in range(code.k)]
             for i in range(code.k, code.n):
-                if isinstance(code, ReplicationCode):
+                if code.copied_block(i) is not None:
                     continue  # a replica is the data block itself, carried by value
                 key = (name, *index(i, other))
                 layer[key] = CodedTask(key, parity_block, code.generator[i], *data)
@@ -189,9 +188,10 @@ class CodedOperand:
 
         def block(idx: tuple[int, ...]) -> Any:
             i = idx[axis]
-            if i < code.k or isinstance(code, ReplicationCode):
+            copied = code.copied_block(i)  # a data block (systematic codes) or a replica of one
+            if copied is not None:
                 data_index = list(idx)
-                data_index[axis] = i % code.k
+                data_index[axis] = copied
                 return operand.block(data_index)
             return TaskRef((name, *idx))
 
