@@ -13,12 +13,10 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import config
 from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
-from .codes import Code, MDSCode, ReplicationCode, make_code
-from .policy import ENCODE_COLUMNS, ENCODE_ROWS, coded_block_count
+from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
+from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
-__all__ = ["CodedArray", "data_array", "encode", "resolve_one_sided_code", "even_chunks"]
-
-ONE_SIDED = (MDSCode, ReplicationCode)
+__all__ = ["CodedArray", "chunking", "data_array", "encode", "resolve_one_sided_code", "even_chunks"]
 
 
 def even_chunks(length: int, blocks: int) -> tuple[int, ...]:
@@ -29,35 +27,54 @@ def even_chunks(length: int, blocks: int) -> tuple[int, ...]:
     return tuple(base + 1 if j < extra else base for j in range(blocks))
 
 
-def resolve_one_sided_code(
-    code: Code | str | None, k: int, max_errors: int = 0, workers: int | None = None
-) -> Code:
-    """A code with ``k`` data blocks from a code object, a registered name, or ``dask.config``.
+def chunking(
+    row_blocks: int,
+    col_blocks: int,
+    inner_blocks: int,
+    blocks: int,
+    max_errors: int = 0,
+    workers: int | None = None,
+) -> Chunking:
+    """A :class:`~dask_coded.codes.Chunking` with ``dask.config``'s ``coded.*`` options filled in.
 
-    With ``max_errors`` and the cluster's ``workers``, the MDS code gets
-    enough parities to correct that many faulty workers, each computing
-    several members (:func:`dask_coded.policy.coded_block_count`).
+    Examples
+    --------
+    >>> chunking(4, 1, 2, blocks=4).parity
+    2
+    """
+    options = {name: config.get(name) for name in config.option_names()}
+    return Chunking(
+        row_blocks, col_blocks, inner_blocks, blocks, int(options["parity"]), max_errors, workers, options
+    )
+
+
+def resolve_one_sided_code(code: Code | str | None, chunks: Chunking) -> Code:
+    """A one-sided code from a code object, a registered name, or ``dask.config``'s ``coded.code``.
+
+    A name is built by its registered factory for ``chunks``
+    (:func:`dask_coded.codes.build_code`): with ``max_errors`` and the
+    cluster's ``workers``, the MDS code gets enough parities to correct that
+    many faulty workers, each computing several members
+    (:func:`dask_coded.codes.sizing.coded_block_count`).
     """
     if isinstance(code, Code):
-        if not isinstance(code, ONE_SIDED):
+        if code_kind(code) != ONE_SIDED:
             raise ValueError(f"{code!r} does not split one operand into blocks; use dask_coded.dot")
-        return code
-    name = code if code is not None else config.get("code")
-    if name == "mds":
-        return make_code(
-            "mds",
-            k=k,
-            n=coded_block_count(k, int(config.get("parity")), max_errors, workers),
-            generator=config.get("generator"),
-            seed=int(config.get("seed")),
+        resolved = code
+    else:
+        name = code if code is not None else config.get("code")
+        if code_kind(name) != ONE_SIDED:
+            raise ValueError(
+                f"code {name!r} cannot encode one array; encode takes a registered one-sided code "
+                f"({', '.join(registered_codes(ONE_SIDED))}); two-sided codes are chosen in dask_coded.dot"
+            )
+        resolved = build_code(name, chunks)
+    if not resolved.systematic:
+        raise ValueError(
+            f"{resolved!r} is not systematic: a one-sided code's first k coded blocks must be its data "
+            "blocks, unchanged (generator rows 0..k-1 the identity, targets the identity)"
         )
-    if name == "replication":
-        replicas = max(int(config.get("replicas")), 2 * max_errors + 1)
-        return make_code("replication", k=k, r=replicas)
-    raise ValueError(
-        f"code {name!r} cannot encode one array; encode takes 'mds' or 'replication' "
-        "(two-sided codes are chosen in dask_coded.dot)"
-    )
+    return resolved
 
 
 class CodedArray(DaskMethodsMixin):
@@ -268,11 +285,13 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     A
         A NumPy or Dask array, 1-D or 2-D, of numbers.
     code
-        A one-sided code (:class:`~dask_coded.MDSCode` or
-        :class:`~dask_coded.ReplicationCode`), a name (``"mds"``,
-        ``"replication"``) or ``None`` for ``dask.config``'s ``coded.code``.
-        A name builds the code for A's chunks along ``axis``; a code object
-        whose ``k`` differs from them rechunks A into ``k`` equal blocks.
+        A one-sided code (:class:`~dask_coded.MDSCode`,
+        :class:`~dask_coded.ReplicationCode`, or a user's systematic code),
+        a registered one-sided name (``"mds"``, ``"replication"``, or one
+        registered with :func:`dask_coded.codes.register_code`) or ``None``
+        for ``dask.config``'s ``coded.code``. A name builds the code for A's
+        chunks along ``axis``; a code object whose ``k`` differs from them
+        rechunks A into ``k`` equal blocks.
     axis
         The axis to split: 0 for a left operand (rows), 1 for a right one (columns).
 
@@ -308,10 +327,12 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         raise ValueError(f"axis {axis} is out of bounds for a {A.ndim}-D array")
     if any(np.isnan(c) for chunks in A.chunks for c in chunks):
         raise ValueError("encode needs known chunk sizes; call A.compute_chunk_sizes() first")
-    k = code.k if isinstance(code, Code) else len(A.chunks[axis])
     if isinstance(code, Code) and code.k != len(A.chunks[axis]):
         A = A.rechunk({axis: even_chunks(A.shape[axis], code.k)})
-    code = resolve_one_sided_code(code, k)
+    # The other operand is not known yet: its blocks count as 1.
+    split, other_blocks = len(A.chunks[axis]), len(A.chunks[1 - axis]) if A.ndim == 2 else 1
+    rows, cols = (split, 1) if axis == 0 else (1, split)
+    code = resolve_one_sided_code(code, chunking(rows, cols, other_blocks, blocks=split))
 
     # The axis is in the name so the scheduler plugin can read a block's index from its key.
     name = (ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS) + tokenize(A, code, axis)
@@ -324,7 +345,8 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         return (base, i, other) if axis == 0 else (base, other, i)
 
     exponents: Any = None
-    if isinstance(code, MDSCode) and len(other_axis_blocks) > 1:
+    mixes = any(code.copied_block(i) is None for i in range(code.k, code.n))  # not only replicas
+    if mixes and len(other_axis_blocks) > 1:
         # Equilibration exponents per data block, from every chunk of it along the other axis:
         # one tiny max-abs task per chunk, one task gathering them.
         max_name, exp_key = "coded-maxabs-" + tokenize(name), "coded-exponents-" + tokenize(name)
@@ -342,9 +364,10 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
             layer[key(name, j, other)] = Alias(key(name, j, other), key(A.name, j, other))
         for i in range(code.k, code.n):
             weights = code.generator[i]
-            if isinstance(code, ReplicationCode):
+            copied = code.copied_block(i)
+            if copied is not None:
                 # A replica is a task of its own so it can live on another worker.
-                task: Task = CodedTask(key(name, i, other), np.copy, data[i % code.k])
+                task: Task = CodedTask(key(name, i, other), np.copy, data[copied])
             else:
                 # Equilibrated: a 1e-3 block decoded through a parity that also carries a 1e12
                 # block keeps its own relative accuracy (exponents=None: from these blocks).

@@ -153,9 +153,15 @@ def _values(block: Any) -> np.ndarray:
     return block.values if isinstance(block, ScaledBlock) else np.asarray(block)
 
 
-def parity_block(weights: np.ndarray, *data_blocks: np.ndarray) -> np.ndarray:
-    """``sum_j weights[j] * data_blocks[j]``, zero-padding uneven blocks."""
-    return combine(np.asarray(weights)[None, :], [np.asarray(b) for b in data_blocks])[0]
+def parity_block(weights: np.ndarray, *data_blocks: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """``sum_j weights[j] * data_blocks[j]``, zero-padding uneven blocks.
+
+    ``dtype``: at least this precision, the product's (a float32 operand multiplied by a float64
+    one is encoded in float64, or the product would keep only float32's accuracy).
+    """
+    blocks = [np.asarray(b) for b in data_blocks]
+    working = None if dtype is None else np.result_type(dtype, *blocks)
+    return combine(np.asarray(weights)[None, :], blocks, working)[0]
 
 
 def block_max_abs(block: Any) -> float:

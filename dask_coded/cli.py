@@ -27,6 +27,7 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     from distributed import Client, LocalCluster
 
     import dask_coded
+    from dask_coded.dashboard import page_link
     from dask_coded.faults import inject
     from dask_coded.testing import one_block_per_worker
 
@@ -41,6 +42,8 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     ):
         print(f"dashboard: {client.dashboard_link}")
         dask_coded.register(client)
+        page = page_link(client)
+        print(f"coded page: {page or 'none (the dashboard needs bokeh: pip install bokeh)'}")
         plain = one_block_per_worker(client, args.rows, args.cols, seed=args.seed)
         code = dask_coded.make_code(args.code, **_code_params(args.code, workers, parity))
         coded = client.persist(dask_coded.encode(plain, code=code))

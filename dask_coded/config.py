@@ -9,7 +9,7 @@ from typing import Any
 import dask.config
 import yaml
 
-__all__ = ["DEFAULTS_PATH", "get", "load_config"]
+__all__ = ["DEFAULTS_PATH", "get", "load_config", "option_names"]
 
 DEFAULTS_PATH = pathlib.Path(__file__).with_name("coded.yaml")
 
@@ -40,3 +40,14 @@ def get(name: str) -> Any:
     4
     """
     return dask.config.get(f"coded.{name}", default=_defaults()["coded"][name])
+
+
+def option_names() -> list[str]:
+    """The ``coded.*`` options: the packaged ones and any the user set.
+
+    Examples
+    --------
+    >>> "parity" in option_names()
+    True
+    """
+    return sorted(set(_defaults()["coded"]) | set(dask.config.get("coded", default={}) or {}))

@@ -22,9 +22,9 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _compat, config
-from .array import CodedArray, data_array, encode, even_chunks, resolve_one_sided_code
+from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
-from .codes import Code, MatDotCode, PolynomialCode, make_code
+from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
 from .codes.base import check_max_errors
 from .errors import DaskCodedWarning
 from .fallback import fall_back, fallback_reason
@@ -32,8 +32,6 @@ from .operands import CodedOperand, GraphLayer, Operand
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED
 
 __all__ = ["dot", "matmul", "matvec"]
-
-_TWO_SIDED_NAMES = ("polynomial", "matdot")
 
 
 def _as_input(x: Any, name: str) -> Any:
@@ -105,8 +103,10 @@ def dot(a: Any, b: Any, *, code: Code | str | None = None, max_errors: int | Non
         that read them (no task holds a whole NumPy operand).
     code
         A code object, a registered name (``"mds"``, ``"replication"``,
-        ``"polynomial"``, ``"matdot"``) or ``None`` for ``dask.config``'s
-        ``coded.code``. One-sided codes split ``a`` by rows (or, when ``a`` is
+        ``"polynomial"``, ``"matdot"``, or a user's code registered with
+        :func:`dask_coded.codes.register_code`) or ``None`` for
+        ``dask.config``'s ``coded.code``. A name is built by its registered
+        factory from the operands' chunking. One-sided codes split ``a`` by rows (or, when ``a`` is
         1-D, ``b`` by columns) along the operand's existing chunks; a
         CodedArray operand brings its own code. Polynomial codes split ``a``
         by rows and ``b`` by columns; MatDot codes split both along the inner
@@ -229,8 +229,8 @@ def _coded_operands(
     a: Operand, b: Operand, code: Code | str | None, max_errors: int, dtype: np.dtype
 ) -> da.Array:
     name = code if isinstance(code, (str, Code)) else config.get("code")
-    two_sided = name in _TWO_SIDED_NAMES or isinstance(name, (PolynomialCode, MatDotCode))
-    if two_sided and dtype.kind in "biu":
+    kind = code_kind(name)  # the registry's word, or the code object's: never its name or class
+    if kind == TWO_SIDED and dtype.kind in "biu":
         # Two-sided codes have no systematic blocks: every output would be solved in floating
         # point, which is not exact for integers. A systematic code returns each block exactly.
         warnings.warn(
@@ -239,42 +239,56 @@ def _coded_operands(
             DaskCodedWarning,
             stacklevel=4,
         )
-        code = name = "mds"
-    if a.ndim == 1 and (
-        b.ndim == 1 or name in _TWO_SIDED_NAMES or isinstance(name, (PolynomialCode, MatDotCode))
-    ):
+        name, kind = "mds", ONE_SIDED
+    if a.ndim == 1 and (b.ndim == 1 or kind == TWO_SIDED):
         # A vector on the left of a two-sided code, or vector . vector: multiply as a 1 x K row
         # and drop the row axis again.
-        return _coded_operands(a.expand(0), b, code, max_errors, dtype)[0]
-    if name in _TWO_SIDED_NAMES or isinstance(name, (PolynomialCode, MatDotCode)):
-        resolved = _two_sided_code(name, a, b, max_errors)
-        if isinstance(resolved, PolynomialCode):
-            return _polynomial(a, b, resolved, max_errors, dtype)
-        if isinstance(resolved, MatDotCode):
-            return _matdot(a, b, resolved, max_errors, dtype)
+        return _coded_operands(a.expand(0), b, name, max_errors, dtype)[0]
+    if kind == TWO_SIDED:
+        resolved = name if isinstance(name, Code) else build_code(name, _chunking(a, b, 1, max_errors))
+        return _two_sided(a, b, resolved, max_errors, dtype)
     if a.ndim == 2:
-        return _one_sided(_encode_for(a, code, 0, max_errors), b, dtype, max_errors)
-    return _one_sided(_encode_for(b, code, 1, max_errors), a, dtype, max_errors)
+        return _one_sided(_encode_for(a, name, 0, _chunking(a, b, 0, max_errors)), b, dtype, max_errors)
+    return _one_sided(_encode_for(b, name, 1, _chunking(a, b, 1, max_errors)), a, dtype, max_errors)
 
 
-def _encode_for(operand: Operand, code: Code | str | None, axis: int, max_errors: int) -> CodedOperand:
+def _chunking(a: Operand, b: Operand, split: int, max_errors: int) -> Chunking:
+    """The operands' blocks as plain numbers for a code factory.
+
+    ``split`` 0: a one-sided code splits the rows of ``a``; 1: the columns of ``b``.
+    """
+    rows = len(a.chunks[0]) if a.ndim == 2 else 1
+    cols = len(b.chunks[-1]) if b.ndim == 2 else 1
+    return chunking(
+        rows, cols, len(a.chunks[-1]), rows if split == 0 else cols, max_errors, _workers(max_errors)
+    )
+
+
+def _encode_for(operand: Operand, code: Code | str | None, axis: int, chunks: Chunking) -> CodedOperand:
     """``operand`` encoded along ``axis``: as a CodedArray (Dask) or with its blocks by value (NumPy)."""
+    resolved = resolve_one_sided_code(code, chunks)
     if isinstance(operand.array, da.Array):
-        if not isinstance(code, Code):
-            code = resolve_one_sided_code(code, len(operand.chunks[axis]), max_errors, _workers(max_errors))
-        return CodedOperand.of_coded_array(encode(operand.array, code, axis))
-    if isinstance(code, Code):
-        resolved = resolve_one_sided_code(code, code.k)
-        if code.k != len(operand.chunks[axis]):
-            operand = operand.rechunk({axis: even_chunks(operand.shape[axis], code.k)})
-    else:
-        resolved = resolve_one_sided_code(code, len(operand.chunks[axis]), max_errors, _workers(max_errors))
+        return CodedOperand.of_coded_array(encode(operand.array, resolved, axis))
+    if resolved.k != len(operand.chunks[axis]):
+        operand = operand.rechunk({axis: even_chunks(operand.shape[axis], resolved.k)})
     return CodedOperand.encode(operand, resolved, axis, ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS)
 
 
 def _workers(max_errors: int) -> int | None:
     """The cluster's size, which sizes codes that correct faulty workers (asked only for those)."""
     return _compat.worker_count() if max_errors else None
+
+
+def _two_sided(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype) -> da.Array:
+    """The graph of a two-sided code, chosen by how it splits the operands (:attr:`Code.splits`)."""
+    if type(code).splits == ("rows", "cols"):
+        return _rows_by_columns(a, b, code, max_errors, dtype)
+    if type(code).splits == ("inner", "inner"):
+        return _inner(a, b, code, max_errors, dtype)
+    raise ValueError(
+        f"{code!r} is two-sided but splits the operands as {type(code).splits!r}; dask_coded.dot knows "
+        "('rows', 'cols') and ('inner', 'inner')"
+    )
 
 
 def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors: int) -> da.Array:
@@ -323,32 +337,39 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     return _finish(out_name, decodes, product_layer, chunks, dtype)
 
 
-def _encode_layer(name: str, weights: np.ndarray, blocks: list[list[Any]]) -> dict[Any, Any]:
-    """``(name, i, g)``: row ``i`` of ``weights`` applied to the blocks ``blocks[g]`` (refs or NumPy)."""
+def _encode_layer(name: str, weights: np.ndarray, blocks: list[list[Any]], dtype: np.dtype) -> dict[Any, Any]:
+    """``(name, i, g)``: row ``i`` of ``weights`` applied to the blocks ``blocks[g]`` (refs or NumPy).
+
+    Encoded in at least the product's ``dtype``, so a float32 operand of a float64 product
+    keeps float64 accuracy.
+    """
     return {
-        (name, i, g): CodedTask((name, i, g), parity_block, weights[i], *group)
+        (name, i, g): CodedTask((name, i, g), parity_block, weights[i], *group, dtype=dtype)
         for g, group in enumerate(blocks)
         for i in range(weights.shape[0])
     }
 
 
-def _polynomial(a: Operand, b: Operand, code: PolynomialCode, max_errors: int, dtype: np.dtype) -> da.Array:
+def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype) -> da.Array:
+    """A two-sided code over row blocks of ``a`` and column blocks of ``b`` (polynomial codes)."""
+    a_weights, b_weights = code.operand_weights
+    m, p = a_weights.shape[1], b_weights.shape[1]
     if a.ndim != 2:
-        raise ValueError("a polynomial code needs a 2-D left operand (A split by rows)")
+        raise ValueError(f"{code!r} needs a 2-D left operand (A split by rows)")
     if b.ndim == 1:
-        if code.p != 1:
-            raise ValueError(f"a vector cannot be split into p={code.p} column blocks; use p=1")
-        return _polynomial(a, b.expand(1), code, max_errors, dtype)[:, 0]
+        if p != 1:
+            raise ValueError(f"a vector cannot be split into p={p} column blocks; use p=1")
+        return _rows_by_columns(a, b.expand(1), code, max_errors, dtype)[:, 0]
     _check_correctable(code, max_errors)
-    a = _split(a, 0, code.m)
-    b = _split(b, 1, code.p)
+    a = _split(a, 0, m)
+    b = _split(b, 1, p)
     a = a.rechunk({1: b.chunks[0]})
     token = tokenize(a, b, code, max_errors)
     enc_a, enc_b = (prefix + token for prefix in ENCODE_TWO_SIDED)
     inner = range(len(a.chunks[1]))
-    layer = _encode_layer(enc_a, code.a_weights, [[a.block((j, kk)) for j in range(code.m)] for kk in inner])
+    layer = _encode_layer(enc_a, a_weights, [[a.block((j, kk)) for j in range(m)] for kk in inner], dtype)
     layer.update(
-        _encode_layer(enc_b, code.b_weights, [[b.block((kk, col)) for col in range(code.p)] for kk in inner])
+        _encode_layer(enc_b, b_weights, [[b.block((kk, col)) for col in range(p)] for kk in inner], dtype)
     )
     encoded = GraphLayer("coded-encode-" + token, layer, *a.collections, *b.collections)
     product_name, out_name = "coded-product-" + token, "coded-decode-" + token
@@ -362,10 +383,8 @@ def _polynomial(a: Operand, b: Operand, code: PolynomialCode, max_errors: int, d
         for i in range(code.n)
     }
     specs = {
-        (row, col): DecodeSpec(
-            code, row * code.p + col, (a.chunks[0][row], b.chunks[1][col]), dtype, max_errors
-        )
-        for row, col in itertools.product(range(code.m), range(code.p))
+        (row, col): DecodeSpec(code, row * p + col, (a.chunks[0][row], b.chunks[1][col]), dtype, max_errors)
+        for row, col in itertools.product(range(m), range(p))
     }
     decodes = _decode_layer(out_name, [(product_name, i) for i in range(code.n)], specs)
     return _finish(
@@ -373,18 +392,21 @@ def _polynomial(a: Operand, b: Operand, code: PolynomialCode, max_errors: int, d
     )
 
 
-def _matdot(a: Operand, b: Operand, code: MatDotCode, max_errors: int, dtype: np.dtype) -> da.Array:
+def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype) -> da.Array:
+    """A two-sided code over blocks of the inner dimension of both operands (MatDot codes)."""
+    a_weights, b_weights = code.operand_weights
+    m = a_weights.shape[1]
     if a.ndim != 2:
-        raise ValueError("a MatDot code needs a 2-D left operand (split along the inner dimension)")
+        raise ValueError(f"{code!r} needs a 2-D left operand (split along the inner dimension)")
     _check_correctable(code, max_errors)
-    a = _split(a, 1, code.m)
+    a = _split(a, 1, m)
     b = b.rechunk({0: a.chunks[1]})
     token = tokenize(a, b, code, max_errors)
     enc_a, enc_b = (prefix + token for prefix in ENCODE_TWO_SIDED)
     rows, cols = range(len(a.chunks[0])), range(len(b.chunks[1])) if b.ndim == 2 else [None]
-    layer = _encode_layer(enc_a, code.split_weights, [[a.block((r, j)) for j in range(code.m)] for r in rows])
-    b_blocks = [[b.block((j, c) if c is not None else (j,)) for j in range(code.m)] for c in cols]
-    layer.update(_encode_layer(enc_b, code.split_weights, b_blocks))
+    layer = _encode_layer(enc_a, a_weights, [[a.block((r, j)) for j in range(m)] for r in rows], dtype)
+    b_blocks = [[b.block((j, c) if c is not None else (j,)) for j in range(m)] for c in cols]
+    layer.update(_encode_layer(enc_b, b_weights, b_blocks, dtype))
     encoded = GraphLayer("coded-encode-" + token, layer, *a.collections, *b.collections)
     product_name, out_name = "coded-product-" + token, "coded-decode-" + token
     products: dict[Any, Any] = {}
@@ -408,14 +430,3 @@ def _split(operand: Operand, axis: int, blocks: int) -> Operand:
     if len(operand.chunks[axis]) == blocks:
         return operand
     return operand.rechunk({axis: even_chunks(operand.shape[axis], blocks)})
-
-
-def _two_sided_code(code: Code | str, a: Operand, b: Operand, max_errors: int) -> Code:
-    if isinstance(code, Code):
-        return code
-    parity = int(config.get("parity")) + 2 * max_errors
-    if code == "polynomial":
-        m, p = len(a.chunks[0]), len(b.chunks[1]) if b.ndim == 2 else 1
-        return make_code("polynomial", m=m, p=p, n=m * p + parity)
-    m = len(a.chunks[-1])
-    return make_code("matdot", m=m, n=2 * m - 1 + parity)

@@ -167,7 +167,6 @@ class CodedOperand:
         a block's index from it, as for :func:`~dask_coded.encode`).
         """
         from .blocks import CodedTask, scaled_parity_block
-        from .codes import ReplicationCode
         from .codes.base import equilibration_exponents
 
         name = encode_name + tokenize(operand, code, axis)
@@ -189,7 +188,7 @@ class CodedOperand:
         for other in others:
             data = [operand.block(index(j, other)) for j in range(code.k)]
             for i in range(code.k, code.n):
-                if isinstance(code, ReplicationCode):
+                if code.copied_block(i) is not None:
                     continue  # a replica is the data block itself, carried by value
                 key = (name, *index(i, other))
                 layer[key] = CodedTask(key, scaled_parity_block, code.generator[i], exponents, *data)
@@ -197,9 +196,10 @@ class CodedOperand:
 
         def block(idx: tuple[int, ...]) -> Any:
             i = idx[axis]
-            if i < code.k or isinstance(code, ReplicationCode):
+            copied = code.copied_block(i)  # a data block (systematic codes) or a replica of one
+            if copied is not None:
                 data_index = list(idx)
-                data_index[axis] = i % code.k
+                data_index[axis] = copied
                 return operand.block(data_index)
             return TaskRef((name, *idx))
 

@@ -83,6 +83,10 @@ logger = logging.getLogger(__name__)
 NAME = "dask-coded"
 #: Weight of the newest task in a worker's running average of duration ratios.
 _SMOOTHING = 0.3
+#: Where ``dropped_by_worker`` counts a late member that no worker had started.
+UNASSIGNED = "unassigned"
+#: Task states after which a decode is no longer in flight.
+_SETTLED = frozenset({"memory", "erred", "released", "forgotten"})
 
 
 def _decode_spec(ts: Any) -> DecodeSpec | None:
@@ -91,6 +95,14 @@ def _decode_spec(ts: Any) -> DecodeSpec | None:
         head = spec.args[0]
         return head if isinstance(head, DecodeSpec) else None
     return None
+
+
+def _member_worker(ts: Any) -> str:
+    """The worker a late member was running on or is held by, or :data:`UNASSIGNED`."""
+    if ts.processing_on is not None:
+        return ts.processing_on.address
+    holders = sorted(ws.address for ws in ts.who_has or ())
+    return holders[0] if holders else UNASSIGNED
 
 
 class CodedSchedulerPlugin(SchedulerPlugin):
@@ -118,8 +130,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     ...     with Client(cluster) as client:
     ...         dask_coded.register(client)
     ...         sorted(dask_coded.plugin_stats(client))  # doctest: +NORMALIZE_WHITESPACE
-    ['corrections', 'corrections_by_block', 'corrections_by_worker', 'decodes_early', 'members_cancelled',
-     'members_dropped', 'placements', 'slow_workers', 'time_saved_estimate']
+    ['cancelled_by_worker', 'corrections', 'corrections_by_block', 'corrections_by_worker', 'decodes_early',
+     'dropped_by_worker', 'duration_ratios', 'groups_in_flight', 'members_cancelled', 'members_dropped',
+     'placements', 'slow_workers', 'time_saved_estimate']
     """
 
     name = NAME
@@ -142,6 +155,13 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.corrections_by_block: dict[int, int] = {}
         #: worker address -> running average of (task duration / cluster average for its kind)
         self.duration_ratios: dict[str, float] = {}
+        #: worker address -> late members dropped that it was running or holding (UNASSIGNED: not started)
+        self.dropped_by_worker: dict[str, int] = {}
+        #: worker address -> late members cancelled while it was running them
+        self.cancelled_by_worker: dict[str, int] = {}
+        #: decode tasks between "waiting" and a final state (the groups in flight), kept as transitions
+        #: happen so that reading their number never scans the scheduler's tasks
+        self._in_flight: set[Any] = set()
         #: product key -> the worker that computed it, while it is alive
         self._computed_by: dict[Any, str] = {}
         self._pending: set[Any] = set()
@@ -156,6 +176,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
+        _add_dashboard_page(scheduler)
         missing = _compat.missing_internals(scheduler)
         if missing:
             message = (
@@ -292,6 +313,12 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return
         if self._backups is not None and self._backups.transition(key, start, finish, kwargs):
             self._schedule_flush()
+        if finish in _SETTLED:
+            self._in_flight.discard(key)
+        elif finish == "waiting" and key not in self._in_flight:
+            waiting = self.scheduler.tasks.get(key)
+            if waiting is not None and _decode_spec(waiting) is not None:
+                self._in_flight.add(key)
         if finish == "memory":
             ts = self.scheduler.tasks.get(key)
             if ts is None:
@@ -386,8 +413,11 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             if member.waiters or member.who_wants or member.key in recommendations:
                 continue  # another task still needs it
             self.counters["members_dropped"] += 1
+            worker = _member_worker(member)
+            self.dropped_by_worker[worker] = self.dropped_by_worker.get(worker, 0) + 1
             if member.state == "processing":
                 self.counters["members_cancelled"] += 1
+                self.cancelled_by_worker[worker] = self.cancelled_by_worker.get(worker, 0) + 1
                 expected = member.prefix.duration_average if member.prefix.duration_average > 0 else None
                 running_for = member.processing_on.executing.get(member, 0.0)
                 self.counters["time_saved_estimate"] += time_saved(expected, running_for)
@@ -420,13 +450,20 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     def stats(self) -> dict[str, Any]:
         """The counters, and the workers whose wrong products were corrected.
 
-        Decodes done early, members dropped and cancelled, time saved (a
-        lower bound), and wrong products corrected.
+        Decodes done early, members dropped and cancelled (in total and by
+        worker), time saved (a lower bound), wrong products corrected, the
+        groups (decode tasks) now in flight, and each worker's task durations
+        relative to the cluster's (``duration_ratios``; above 3x the median
+        is slow).
         """
         return {
             **self.counters,
             **(self._backups.counters if self._backups is not None else {}),
+            "groups_in_flight": len(self._in_flight),
             "slow_workers": sorted(slow_workers(self.duration_ratios)),
+            "duration_ratios": dict(self.duration_ratios),
+            "dropped_by_worker": dict(self.dropped_by_worker),
+            "cancelled_by_worker": dict(self.cancelled_by_worker),
             "corrections_by_worker": dict(self.corrections_by_worker),
             "corrections_by_block": dict(self.corrections_by_block),
         }
@@ -450,6 +487,19 @@ def _backup_rule(setting: Any) -> BackupRule | None:
         return None
     overrides = {name.replace("-", "_"): value for name, value in rule.items() if value is not None}
     return dataclasses.replace(preset, **overrides)
+
+
+def _add_dashboard_page(scheduler: Any) -> None:
+    """Serve the Coded page (:mod:`dask_coded.dashboard`) when the scheduler has a dashboard.
+
+    Imported here, not at the top: the page needs Bokeh, which workers never import.
+    """
+    try:
+        from .dashboard import add_page
+
+        add_page(scheduler)
+    except Exception:  # a page must never keep the plugin, or the scheduler, from starting
+        logger.exception("dask-coded: could not add the Coded page to the dashboard")
 
 
 def register(client: Any, **options: Any) -> Any:

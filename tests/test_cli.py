@@ -16,6 +16,7 @@ def test_demo_runs_and_reports(tmp_path, capsys, model):
     out = capsys.readouterr().out
     assert ("Pareto" in out) == (model == "pareto")
     assert "dashboard: http://127.0.0.1" in out
+    assert "coded page: " in out  # its link where the scheduler has Bokeh, else how to get it
     assert re.search(r"plain da\.dot\s+[\d.]+", out) and re.search(r"dask_coded\.dot\s+[\d.]+", out)
     error = float(re.search(r"max relative error vs NumPy: ([\d.e+-]+)", out).group(1))
     assert error < 1e-10

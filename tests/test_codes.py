@@ -10,15 +10,20 @@ from hypothesis import strategies as st
 
 from dask_coded import ConditioningWarning, DecodingError
 from dask_coded.codes import (
+    Chunking,
     GradientCode,
     MatDotCode,
     MDSCode,
     PolynomialCode,
     ReplicationCode,
+    build_code,
+    code_kind,
     make_code,
     register_code,
     registered_codes,
 )
+from dask_coded.codes.base import ONE_SIDED as KIND_ONE
+from dask_coded.codes.base import TWO_SIDED as KIND_TWO
 from dask_coded.codes.base import equilibration_exponents
 
 RTOL = {np.float64: 1e-10, np.complex128: 1e-10, np.float32: 1e-4}
@@ -490,6 +495,48 @@ def test_registry():
     assert make_code("replication", k=2, r=3) == ReplicationCode(2, 3)
     with pytest.raises(ValueError, match="already registered"):
         register_code("mds", MDSCode)
+
+
+def test_registry_knows_each_codes_kind_and_builds_it_from_chunking():
+    assert code_kind("mds") == code_kind(MDSCode(2, 3)) == KIND_ONE
+    assert code_kind("matdot") == code_kind(PolynomialCode(1, 1, 2)) == KIND_TWO
+    assert code_kind("gradient") is None and code_kind("no-such-code") is None
+    assert {"mds", "replication"} <= set(registered_codes(KIND_ONE))
+    assert {"polynomial", "matdot"} == set(registered_codes(KIND_TWO)) & {"polynomial", "matdot", "mds"}
+    chunks = Chunking(row_blocks=3, col_blocks=2, inner_blocks=4, blocks=3, parity=1, max_errors=1)
+    assert build_code("mds", chunks) == MDSCode(3, 6)
+    assert build_code("replication", chunks) == ReplicationCode(3, 3)
+    assert build_code("polynomial", chunks) == PolynomialCode(3, 2, 9)
+    assert build_code("matdot", chunks) == MatDotCode(4, 10)
+    with pytest.raises(ValueError, match="not a product code"):
+        build_code("gradient", chunks)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kind": "sideways", "from_chunking": lambda c: MDSCode(c.blocks, c.blocks)}, "kind must be one of"),
+        ({"kind": KIND_ONE}, "needs from_chunking"),
+    ],
+)
+def test_register_code_checks_kind_and_factory(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        register_code("test-bad-registration", MDSCode, **kwargs)
+    assert "test-bad-registration" not in registered_codes()
+
+
+def test_build_code_checks_what_the_factory_returns():
+    for name, factory in [
+        ("test-wrong-k", lambda c: MDSCode(c.blocks + 1, c.blocks + 2)),
+        ("test-not-a-code", lambda c: "mds"),
+    ]:
+        if name not in registered_codes():
+            register_code(name, MDSCode, kind=KIND_ONE, from_chunking=factory)
+    chunks = Chunking(row_blocks=2, col_blocks=1, inner_blocks=1, blocks=2)
+    with pytest.raises(ValueError, match="built k=3 data blocks for an operand in 2"):
+        build_code("test-wrong-k", chunks)
+    with pytest.raises(TypeError, match="returned str, not a Code"):
+        build_code("test-not-a-code", chunks)
 
 
 # -- property: encode, erase any n - threshold blocks, decode ------------------

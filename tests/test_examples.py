@@ -16,6 +16,7 @@ EXAMPLES = pathlib.Path(__file__).parents[1] / "examples"
         ("xarray_dot.py", "coded-decode"),
         pytest.param("drop_in_pipeline.py", "same results", marks=pytest.mark.slow),
         pytest.param("iterative_solver.py", "error vs lstsq", marks=pytest.mark.slow),
+        pytest.param("custom_code.py", "wrong products corrected", marks=pytest.mark.slow),
     ],
 )
 def test_example_runs(script, expected, tmp_path):

@@ -240,3 +240,104 @@ def test_every_block_keeps_its_accuracy_whichever_member_straggles(as_dask, colu
             block = decode_block(spec, *args)
             want = expected[spec.output]
             np.testing.assert_allclose(block, want, rtol=0, atol=1e-10 * np.abs(want).max())
+
+
+# -- codes a user registers are chosen by name, through the registry ------------------------------
+
+
+class _ParityMatrixCode(MDSCode):
+    """A user's systematic one-sided code with a chosen parity matrix (as in examples/custom_code.py)."""
+
+    def __init__(self, parity):
+        self.parity = np.asarray(parity, dtype=float)
+        self.k, self.n = self.parity.shape[1], sum(self.parity.shape)
+        self.generator = np.vstack([np.eye(self.k), self.parity])
+        self.targets = np.eye(self.k)
+        self.generator_name, self.seed = "user", 0
+
+    def _params(self):
+        return (tuple(map(tuple, self.parity.tolist())),)
+
+    def _param_names(self):
+        return ("parity",)
+
+
+class _ShiftedPolynomialCode(PolynomialCode):
+    """A user's two-sided code: a polynomial code under another name, built with one extra block."""
+
+
+def _register_user_codes():
+    if "test-parity" not in dask_coded.codes.registered_codes():
+        dask_coded.codes.register_code(
+            "test-parity",
+            _ParityMatrixCode,
+            kind=dask_coded.codes.ONE_SIDED,
+            from_chunking=lambda c: _ParityMatrixCode(
+                np.arange(1, c.blocks + 1)[None, :] ** np.arange(c.parity + 2 * c.max_errors)[:, None]
+            ),
+        )
+        dask_coded.codes.register_code(
+            "test-poly",
+            _ShiftedPolynomialCode,
+            kind=dask_coded.codes.TWO_SIDED,
+            from_chunking=lambda c: _ShiftedPolynomialCode(
+                c.row_blocks, c.col_blocks, c.row_blocks * c.col_blocks + 1
+            ),
+        )
+
+
+def _decode_codes(result):
+    return {
+        type(task.args[0].code)
+        for task in result.dask.values()
+        if getattr(task, "func", None) is decode_block
+    }
+
+
+@pytest.mark.parametrize("numpy_operand", [False, True])
+def test_a_registered_one_sided_code_is_used_by_name(numpy_operand):
+    _register_user_codes()
+    a = np.random.default_rng(0).standard_normal((40, 12))
+    A = a if numpy_operand else da.from_array(a, chunks=(10, 12))
+    x = np.arange(12.0)
+    y = dask_coded.dot(A, x, code="test-parity", max_errors=1)
+    assert _decode_codes(y) == {_ParityMatrixCode}
+    code = next(t.args[0].code for t in y.dask.values() if getattr(t, "func", None) is decode_block)
+    assert code.k == len(dask_coded.linalg.Operand(A).chunks[0])  # the operand's own row blocks
+    assert code.n - code.k == 4  # coded.parity 2 + 2 * max_errors
+    assert_eq(y, a @ x)
+    with dask.config.set({"coded.code": "test-parity"}):
+        assert _decode_codes(dask_coded.dot(A, x)) == {_ParityMatrixCode}
+    coded = dask_coded.encode(A, code="test-parity")
+    assert isinstance(coded.code, _ParityMatrixCode)
+    assert_eq(coded @ x, a @ x)
+
+
+def test_a_registered_two_sided_code_is_used_by_name():
+    _register_user_codes()
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((30, 8)), rng.standard_normal((8, 20))
+    y = dask_coded.dot(da.from_array(a, chunks=(10, 8)), da.from_array(b, chunks=(8, 10)), code="test-poly")
+    assert _decode_codes(y) == {_ShiftedPolynomialCode}
+    assert_eq(y, a @ b)
+    with pytest.raises(ValueError, match="cannot encode one array"):
+        dask_coded.encode(a, code="test-poly")
+
+
+def test_a_one_sided_code_must_be_systematic():
+    code = _ParityMatrixCode([[1.0, 1.0]])
+    code.generator = code.generator[::-1].copy()  # the data blocks are no longer first
+    with pytest.raises(ValueError, match="not systematic"):
+        dask_coded.dot(np.ones((4, 3)), np.ones(3), code=code)
+
+
+@pytest.mark.parametrize("code", ["polynomial", "matdot"])
+def test_a_float32_operand_of_a_float64_product_keeps_float64_accuracy(code):
+    # Found by hypothesis: the float32 operand was encoded in float32 before the float64 product.
+    a = np.random.default_rng(0).standard_normal((20, 12))
+    b = np.random.default_rng(1).standard_normal((12, 6)).astype(np.float32)
+    y = dask_coded.dot(da.from_array(a, chunks=(10, 6)), b, code=code)
+    expected = a @ b.astype(np.float64)
+    np.testing.assert_allclose(
+        y.compute(scheduler="sync"), expected, rtol=0, atol=1e-12 * np.abs(expected).max()
+    )

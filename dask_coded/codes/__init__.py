@@ -2,37 +2,123 @@
 
 Pure NumPy; nothing here imports Dask. Codes are also available by short
 name through a small registry (:func:`make_code`, :func:`register_code`).
+A product code registers its kind (:data:`ONE_SIDED` or :data:`TWO_SIDED`)
+and a factory that builds it from the operands' chunking (:class:`Chunking`,
+plain numbers), which is how ``dask_coded.dot`` and ``dask_coded.encode``
+choose a code by name, the user's own codes included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Code
+from .base import ONE_SIDED, TWO_SIDED, Code
 from .gradient import GradientCode
 from .matdot import MatDotCode
 from .mds import MDSCode
 from .polynomial import PolynomialCode
 from .replication import ReplicationCode
+from .sizing import coded_block_count
 
 __all__ = [
+    "ONE_SIDED",
+    "TWO_SIDED",
+    "Chunking",
     "Code",
     "GradientCode",
     "MDSCode",
     "MatDotCode",
     "PolynomialCode",
     "ReplicationCode",
+    "build_code",
+    "code_kind",
     "make_code",
     "register_code",
     "registered_codes",
 ]
 
-_REGISTRY: dict[str, Callable[..., Code]] = {}
+
+@dataclass(frozen=True)
+class Chunking:
+    """What a product code is built for: the operands' blocks and the options, as plain numbers.
+
+    ``dask_coded.dot(a, b)`` and ``dask_coded.encode`` fill it in from the
+    Dask chunks and ``dask.config``; a factory registered with
+    :func:`register_code` reads what it needs.
+
+    Attributes
+    ----------
+    row_blocks
+        Blocks of ``a`` along its rows (1 when ``a`` is a vector, or unknown
+        because only the right operand is being encoded).
+    col_blocks
+        Blocks of ``b`` along its columns (1 when ``b`` is a vector, or
+        unknown because only the left operand is being encoded).
+    inner_blocks
+        Blocks along the contracted dimension.
+    blocks
+        Blocks of the operand a one-sided code splits: ``row_blocks`` when
+        it encodes ``a``, ``col_blocks`` when it encodes ``b``. That many
+        data blocks (``k``) keep the operand's own chunks.
+    parity
+        ``coded.parity``: blocks of redundancy against stragglers.
+    max_errors
+        Wrong block products each group must locate and correct (2 more
+        blocks of redundancy each).
+    workers
+        The cluster's number of workers, when known (asked only when
+        ``max_errors`` > 0: a faulty worker computes all its members wrong).
+    options
+        Every ``coded.*`` option (``generator``, ``seed``, ``replicas``,
+        and any key of the user's own).
+    """
+
+    row_blocks: int
+    col_blocks: int
+    inner_blocks: int
+    blocks: int
+    parity: int = 2
+    max_errors: int = 0
+    workers: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def register_code(name: str, factory: Callable[..., Code]) -> None:
-    """Make ``make_code(name, ...)`` build codes with ``factory(...)``.
+@dataclass(frozen=True)
+class _Entry:
+    factory: Callable[..., Code]
+    kind: str | None
+    from_chunking: Callable[[Chunking], Code] | None
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_KINDS = (ONE_SIDED, TWO_SIDED)
+
+
+def register_code(
+    name: str,
+    factory: Callable[..., Code],
+    *,
+    kind: str | None = None,
+    from_chunking: Callable[[Chunking], Code] | None = None,
+) -> None:
+    """Make ``make_code(name, ...)`` build codes with ``factory(...)``, and ``dot(..., code=name)`` use them.
+
+    Parameters
+    ----------
+    name
+        The code's name; a name can be registered once.
+    factory
+        Builds the code from keyword parameters (:func:`make_code`).
+    kind
+        :data:`ONE_SIDED` (the code splits one operand into ``k`` blocks
+        and must be systematic: its first ``k`` coded blocks are the data
+        blocks) or :data:`TWO_SIDED` (it encodes both operands, see
+        :attr:`Code.splits`); None for codes that are not product codes.
+    from_chunking
+        Builds the code for a product from a :class:`Chunking`; required
+        with ``kind``. A one-sided code must have ``k == chunking.blocks``.
 
     Examples
     --------
@@ -40,10 +126,18 @@ def register_code(name: str, factory: Callable[..., Code]) -> None:
     Traceback (most recent call last):
     ...
     ValueError: a code named 'mds' is already registered
+    >>> register_code("half", MDSCode, kind="one-sided")
+    Traceback (most recent call last):
+    ...
+    ValueError: a one-sided code needs from_chunking, a factory taking a Chunking
     """
     if name in _REGISTRY:
         raise ValueError(f"a code named {name!r} is already registered")
-    _REGISTRY[name] = factory
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS} or None, got {kind!r}")
+    if kind is not None and from_chunking is None:
+        raise ValueError(f"a {kind} code needs from_chunking, a factory taking a Chunking")
+    _REGISTRY[name] = _Entry(factory, kind, from_chunking)
 
 
 def make_code(name: str, **params: Any) -> Code:
@@ -54,23 +148,90 @@ def make_code(name: str, **params: Any) -> Code:
     >>> make_code("mds", k=4, n=6)
     MDSCode(k=4, n=6, generator='gaussian', seed=0)
     """
+    return _entry(name).factory(**params)
+
+
+def build_code(name: str, chunking: Chunking) -> Code:
+    """Build the product code registered as ``name`` for operands chunked as ``chunking``.
+
+    Examples
+    --------
+    >>> build_code("mds", Chunking(row_blocks=4, col_blocks=1, inner_blocks=1, blocks=4, parity=2))
+    MDSCode(k=4, n=6, generator='gaussian', seed=0)
+    >>> build_code("matdot", Chunking(row_blocks=1, col_blocks=1, inner_blocks=3, blocks=1, parity=1))
+    MatDotCode(m=3, n=6)
+    """
+    entry = _entry(name)
+    if entry.from_chunking is None:
+        raise ValueError(f"code {name!r} is not a product code (it was registered without a kind)")
+    code = entry.from_chunking(chunking)
+    if not isinstance(code, Code):
+        raise TypeError(f"the factory of code {name!r} returned {type(code).__name__}, not a Code")
+    if entry.kind == ONE_SIDED and code.k != chunking.blocks:
+        raise ValueError(f"code {name!r} built k={code.k} data blocks for an operand in {chunking.blocks}")
+    return code
+
+
+def code_kind(code: Code | str) -> str | None:
+    """:data:`ONE_SIDED`, :data:`TWO_SIDED` or None, for a code object or a registered name.
+
+    A code object says its own kind (:attr:`Code.kind`); a name has the
+    kind it was registered with. None: not a product code, or no code of
+    that name.
+
+    Examples
+    --------
+    >>> code_kind("polynomial"), code_kind(MDSCode(2, 3)), code_kind("gradient"), code_kind("nope")
+    ('two-sided', 'one-sided', None, None)
+    """
+    if isinstance(code, Code):
+        return type(code).kind
+    entry = _REGISTRY.get(code)
+    return entry.kind if entry is not None else None
+
+
+def registered_codes(kind: str | None = None) -> list[str]:
+    """The names :func:`make_code` accepts; with ``kind``, only the product codes of that kind.
+
+    Examples
+    --------
+    >>> [name for name in registered_codes(ONE_SIDED) if name in ("mds", "replication")]
+    ['mds', 'replication']
+    """
+    return sorted(name for name, entry in _REGISTRY.items() if kind is None or entry.kind == kind)
+
+
+def _entry(name: str) -> _Entry:
     try:
-        factory = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown code {name!r}; registered codes: {sorted(_REGISTRY)}") from None
-    return factory(**params)
 
 
-def registered_codes() -> list[str]:
-    """The names :func:`make_code` accepts."""
-    return sorted(_REGISTRY)
+def _mds_for(chunking: Chunking) -> Code:
+    k, options = chunking.blocks, chunking.options
+    n = coded_block_count(k, chunking.parity, chunking.max_errors, chunking.workers)
+    return MDSCode(k, n, generator=options.get("generator", "gaussian"), seed=int(options.get("seed", 0)))
 
 
-for _name, _factory in [
-    ("replication", ReplicationCode),
-    ("mds", MDSCode),
-    ("polynomial", PolynomialCode),
-    ("matdot", MatDotCode),
-    ("gradient", GradientCode),
-]:
-    register_code(_name, _factory)
+def _replication_for(chunking: Chunking) -> Code:
+    # Outvoting t wrong copies of a block needs 2t + 1 of them.
+    replicas = max(int(chunking.options.get("replicas", 2)), 2 * chunking.max_errors + 1)
+    return ReplicationCode(chunking.blocks, r=replicas)
+
+
+def _polynomial_for(chunking: Chunking) -> Code:
+    m, p = chunking.row_blocks, chunking.col_blocks
+    return PolynomialCode(m, p, n=m * p + chunking.parity + 2 * chunking.max_errors)
+
+
+def _matdot_for(chunking: Chunking) -> Code:
+    m = chunking.inner_blocks
+    return MatDotCode(m, n=2 * m - 1 + chunking.parity + 2 * chunking.max_errors)
+
+
+register_code("replication", ReplicationCode, kind=ONE_SIDED, from_chunking=_replication_for)
+register_code("mds", MDSCode, kind=ONE_SIDED, from_chunking=_mds_for)
+register_code("polynomial", PolynomialCode, kind=TWO_SIDED, from_chunking=_polynomial_for)
+register_code("matdot", MatDotCode, kind=TWO_SIDED, from_chunking=_matdot_for)
+register_code("gradient", GradientCode)

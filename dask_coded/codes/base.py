@@ -23,14 +23,28 @@ import itertools
 import math
 import warnings
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
 from ..errors import ConditioningWarning, DecodingError
 
-__all__ = ["Code", "equilibration_exponents", "exponents_from_max_abs", "max_abs", "scale_by_power_of_two"]
+__all__ = [
+    "ONE_SIDED",
+    "TWO_SIDED",
+    "Code",
+    "equilibration_exponents",
+    "exponents_from_max_abs",
+    "max_abs",
+    "scale_by_power_of_two",
+]
+
+#: A product code that splits one operand into ``k`` blocks (a systematic code: its first ``k``
+#: coded blocks are the data blocks), like MDS codes and replication.
+ONE_SIDED = "one-sided"
+#: A product code that encodes both operands (see :attr:`Code.splits`), like polynomial and MatDot codes.
+TWO_SIDED = "two-sided"
 
 #: How many random projections of each block the error search compares.
 _SKETCHES = 3
@@ -213,6 +227,50 @@ class Code:
     targets: np.ndarray
     #: whether ``max_errors`` may be used with this code
     supports_error_correction: bool = True
+    #: How ``dask_coded.dot`` uses the code: :data:`ONE_SIDED`, :data:`TWO_SIDED`, or None (not a
+    #: product code, e.g. gradient codes).
+    kind: ClassVar[str | None] = None
+    #: Two-sided codes: how ``a`` and ``b`` are split, ``("rows", "cols")`` (coded product ``i`` is
+    #: ``(sum_j a_w[i, j] A_j) @ (sum_l b_w[i, l] B_l)`` over row blocks of A and column blocks of B;
+    #: target ``j * p + l`` is ``A_j @ B_l``) or ``("inner", "inner")`` (both along the inner
+    #: dimension; the one target is ``A @ B``). ``a_w, b_w`` are :attr:`operand_weights`.
+    splits: ClassVar[tuple[str, str] | None] = None
+
+    @property
+    def operand_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """Two-sided codes: weights ``(a_w, b_w)`` encoding each operand's blocks (see :attr:`splits`)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a two-sided code")
+
+    @property
+    def systematic(self) -> bool:
+        """Whether coded blocks ``0..k-1`` are the ``k`` unknowns themselves, which are the targets.
+
+        One-sided codes must be: a :class:`~dask_coded.CodedArray` keeps its
+        data blocks as they are and appends the parities.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MDSCode, PolynomialCode
+        >>> MDSCode(3, 5).systematic, PolynomialCode(2, 1, 3).systematic
+        (True, False)
+        """
+        eye = np.eye(self.k)
+        return (
+            self.generator.shape[1] == self.k
+            and np.array_equal(self.generator[: self.k], eye)
+            and np.array_equal(self.targets, eye)
+        )
+
+    def copied_block(self, i: int) -> int | None:
+        """The unknown that coded block ``i`` is an unchanged copy of, or None when it mixes several.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MDSCode, ReplicationCode
+        >>> ReplicationCode(2, r=2).copied_block(3), MDSCode(2, 3).copied_block(2)
+        (1, None)
+        """
+        return _selected_block(self.generator[i])
 
     # -- what subclasses provide ---------------------------------------------
 

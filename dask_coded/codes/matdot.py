@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ._chebyshev import chebyshev_basis, chebyshev_points
-from .base import Code
+from .base import TWO_SIDED, Code
 from .replication import _positive
 
 __all__ = ["MatDotCode"]
@@ -38,6 +38,9 @@ class MatDotCode(Code):
     True
     """
 
+    kind = TWO_SIDED
+    splits = ("inner", "inner")
+
     def __init__(self, m: int, n: int) -> None:
         self.m = _positive(m, "m")
         self.n = _positive(n, "n")
@@ -53,6 +56,10 @@ class MatDotCode(Code):
     @property
     def recovery_threshold(self) -> int:
         return 2 * self.m - 1
+
+    @property
+    def operand_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.split_weights, self.split_weights
 
     def _params(self) -> tuple[int, int]:
         return (self.m, self.n)

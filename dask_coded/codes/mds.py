@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ._chebyshev import chebyshev_basis, chebyshev_points
-from .base import Code
+from .base import ONE_SIDED, Code
 from .replication import _positive
 
 __all__ = ["MDSCode", "GENERATORS"]
@@ -60,6 +60,8 @@ class MDSCode(Code):
     >>> np.allclose(np.concatenate(code.decode(products)), A.sum(axis=1))
     True
     """
+
+    kind = ONE_SIDED
 
     def __init__(self, k: int, n: int, generator: str = "gaussian", seed: int = 0) -> None:
         self.k = _positive(k, "k")

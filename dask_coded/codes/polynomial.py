@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ._chebyshev import chebyshev_basis, chebyshev_points
-from .base import Code
+from .base import TWO_SIDED, Code
 from .replication import _positive
 
 __all__ = ["PolynomialCode"]
@@ -42,6 +42,9 @@ class PolynomialCode(Code):
     True
     """
 
+    kind = TWO_SIDED
+    splits = ("rows", "cols")
+
     def __init__(self, m: int, p: int, n: int) -> None:
         self.m = _positive(m, "m")
         self.p = _positive(p, "p")
@@ -58,6 +61,10 @@ class PolynomialCode(Code):
     @property
     def recovery_threshold(self) -> int:
         return self.k
+
+    @property
+    def operand_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.a_weights, self.b_weights
 
     def _params(self) -> tuple[int, int, int]:
         return (self.m, self.p, self.n)

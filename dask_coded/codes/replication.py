@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Code
+from .base import ONE_SIDED, Code
 
 __all__ = ["ReplicationCode"]
 
@@ -41,6 +41,8 @@ class ReplicationCode(Code):
     >>> code.is_recovery_set([0, 2])
     False
     """
+
+    kind = ONE_SIDED
 
     def __init__(self, k: int, r: int = 2) -> None:
         self.k = _positive(k, "k")
