@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .base import Trainer, wait_until
+from .data import Dataset
 
 __all__ = ["KSyncSGD", "SyncSGD", "expected_k_sync_time"]
 
@@ -33,22 +34,26 @@ class SyncSGD(Trainer):
     method = "sync"
 
     def _wait_for(self) -> int | None:
-        """How many of the P gradients an update uses (None: all)."""
+        """How many of the P gradients the next update uses (None: all)."""
         return None
 
-    def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        data = self._replicate(client, X, y, len(workers))
-        needed = self._wait_for() or len(workers)
-        w = np.zeros(X.shape[1])
+    def _updated(self, results: list[tuple[np.ndarray, int, float]], workers: int) -> None:
+        """Called after each update with the gradients it applied (adaptive K looks at their losses)."""
+
+    def _train(self, client: Any, workers: list[str], data: Dataset) -> np.ndarray:
+        blocks = data.worker_blocks(client, workers)
+        w = np.zeros(data.features)
         while True:
             futures = [
-                self._submit_minibatch(client, worker, index, w, data) for index, worker in enumerate(workers)
+                self._submit_minibatch(client, worker, index, w, blocks[index])
+                for index, worker in enumerate(workers)
             ]
-            done = _fastest(futures, needed)
+            done = _fastest(futures, self._wait_for() or len(workers))
             results = client.gather(done)
-            w = self._step(w, np.sum([g for g, _ in results], axis=0), sum(rows for _, rows in results))
+            w = self._step(w, np.sum([g for g, _, _ in results], axis=0), sum(rows for _, rows, _ in results))
             if self._record.update(w, len(results)):
                 return w
+            self._updated(results, len(workers))
 
 
 class KSyncSGD(SyncSGD):
