@@ -1,4 +1,4 @@
-"""Distributed SGD under stragglers: sync, K-sync, async, K-async, K-batch-async, coded.
+"""Distributed SGD under stragglers: sync, K-sync, adaptive K, async, K-async, K-batch-async, coded.
 
 Every trainer has the same interface: ``Trainer(problem, learning_rate=...,
 ...).fit(X, y)`` returns the trainer with ``coef_`` (the parameters) and
@@ -21,9 +21,11 @@ from .coded import CodedMatvecSGD, GradientCodedSGD
 from .data import ReplicatedData, ShardedData
 from .history import History
 from .problems import LeastSquares, LogisticRegression, Problem
-from .synchronous import KSyncSGD, SyncSGD, expected_k_sync_time
+from .schedule import next_k
+from .synchronous import AdaptiveKSyncSGD, KSyncSGD, SyncSGD, expected_k_sync_time
 
 __all__ = [
+    "AdaptiveKSyncSGD",
     "AsyncSGD",
     "CodedMatvecSGD",
     "GradientCodedSGD",
@@ -39,4 +41,5 @@ __all__ = [
     "SyncSGD",
     "Trainer",
     "expected_k_sync_time",
+    "next_k",
 ]
