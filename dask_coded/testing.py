@@ -6,8 +6,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ["assert_eq", "one_block_per_worker", "relative_error"]
+__all__ = ["KeyRecorder", "assert_eq", "keys_received", "one_block_per_worker", "relative_error"]
 
 
 def relative_error(actual: Any, expected: Any) -> float:
@@ -80,3 +81,29 @@ def one_block_per_worker(
         for i, size in enumerate(sizes)
     ]
     return da.concatenate(pieces)
+
+
+class KeyRecorder(WorkerPlugin):
+    """Records every key that reaches a worker's memory once registered: computed there or fetched.
+
+    Register it with ``client.register_plugin(KeyRecorder())`` and read the
+    record with :func:`keys_received`: which data moved where during a run.
+    """
+
+    name = "dask-coded-key-recorder"
+
+    def setup(self, worker: Any) -> None:
+        self.keys: set[Any] = set()
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish == "memory":
+            self.keys.add(key)
+
+
+def keys_received(client: Any) -> dict[str, set[Any]]:
+    """Worker address -> the keys that reached its memory since :class:`KeyRecorder` was registered."""
+    return {worker: set(keys) for worker, keys in client.run(_recorded_keys).items()}
+
+
+def _recorded_keys(dask_worker: Any) -> list[Any]:
+    return list(dask_worker.plugins[KeyRecorder.name].keys)

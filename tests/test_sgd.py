@@ -1,12 +1,14 @@
 """The SGD trainers on a real cluster (scheduler and workers in separate processes)."""
 
+import dask.array as da
 import numpy as np
 import pytest
-from distributed import get_client
+from distributed import get_client, wait
 
 import dask_coded
 from dask_coded.faults import inject
 from dask_coded.sgd import (
+    AdaptiveKSyncSGD,
     AsyncSGD,
     CodedMatvecSGD,
     GradientCodedSGD,
@@ -15,9 +17,11 @@ from dask_coded.sgd import (
     KSyncSGD,
     LeastSquares,
     LogisticRegression,
+    ShardedData,
     SyncSGD,
     expected_k_sync_time,
 )
+from dask_coded.testing import KeyRecorder, keys_received, one_block_per_worker
 
 P = 4
 GRADIENT_TASKS = ("sgd-gradient-", "coded-product-")
@@ -175,3 +179,138 @@ def test_history_is_a_table_of_arrays(client):
     assert {len(v) for k, v in table.items() if not k.startswith("gradient_")} == {6}
     assert table["gradients"][-1] == 5 * P
     assert history.time_to(-1.0) == float("inf")
+
+
+# -- data sharded on the workers (Dask arrays) ------------------------------------------------------------
+
+
+def _sharded_least_squares(client, n=400, d=5, noise=1e-3, seed=0):
+    """X and y as Dask arrays, one row chunk per worker, generated there; and NumPy copies to check with."""
+    X = client.persist(one_block_per_worker(client, n, d, seed=seed))
+    w = np.random.default_rng(seed).standard_normal(d)
+    noise_chunks = da.random.default_rng(seed + 1).standard_normal(n, chunks=(X.chunks[0],))
+    y = client.persist(X @ w + noise * noise_chunks)
+    wait([X, y])
+    return X, y, X.compute(), y.compute()
+
+
+SHARDED_TRAINERS = [
+    lambda **o: SyncSGD(**o),
+    lambda **o: KSyncSGD(3, **o),
+    lambda **o: AdaptiveKSyncSGD(1, **o),
+    lambda **o: AsyncSGD(**{**o, "learning_rate": 0.2}),
+    lambda **o: KAsyncSGD(2, **o),
+    lambda **o: KBatchAsyncSGD(3, **o),
+    lambda **o: GradientCodedSGD(1, **o),
+]
+
+
+@pytest.mark.slow
+def test_sharded_fit_reaches_the_numpy_optimum(client):
+    Xd, yd, X, y = _sharded_least_squares(client)
+    optimum = np.linalg.lstsq(X, y, rcond=None)[0]
+    for make in SHARDED_TRAINERS:
+        model = make(learning_rate=0.5, batch_size=None, max_iterations=400, target_error=1e-4).fit(Xd, yd)
+        np.testing.assert_allclose(
+            model.coef_, optimum, rtol=0, atol=1e-3 * np.linalg.norm(optimum), err_msg=model.method
+        )
+        # The distributed reference and losses are NumPy's.
+        np.testing.assert_allclose(model.history_.loss[0], LeastSquares().loss(np.zeros(5), X, y), rtol=1e-12)
+        error = np.linalg.norm(model.coef_ - optimum) / np.linalg.norm(optimum)
+        np.testing.assert_allclose(model.history_.error[-1], error, rtol=1e-6)
+        assert sorted(set(model.shard_workers_)) == sorted(model.workers_)
+    # Newton steps on distributed gradient and Hessian sums find the reference optimum, L-BFGS's for
+    # logistic regression, and the losses are NumPy's to round-off.
+    labels = (X @ np.array([1.5, -1.0, 0.5, 2.0, 0.0]) > 0).astype(float)
+    problem = LogisticRegression(l2=0.1)
+    data = ShardedData(Xd, labels)
+    data.place(client, sorted(client.scheduler_info()["workers"]), problem)
+    reference = problem.optimum(X, labels)
+    np.testing.assert_allclose(data.optimum(client, problem), reference, rtol=0, atol=1e-8)
+    points = np.stack([reference, np.zeros(5), np.ones(5)])
+    expected = [problem.loss(w, X, labels) for w in points]
+    np.testing.assert_allclose(data.losses(client, problem, points), expected, rtol=1e-12)
+    ridge = LeastSquares(l2=0.01)
+    np.testing.assert_allclose(data.optimum(client, ridge), ridge.optimum(X, labels), rtol=0, atol=1e-12)
+    # What only the workers can check is refused from there.
+    with pytest.raises(TypeError, match="use GradientCodedSGD"):
+        CodedMatvecSGD().fit(Xd, yd)
+    with pytest.raises(ValueError, match="finite"):
+        SyncSGD().fit(Xd, yd * np.nan)
+    with pytest.raises(ValueError, match=r"labels y in \{0, 1\}"):
+        SyncSGD(LogisticRegression()).fit(Xd, yd)
+
+
+def test_sharded_input_with_unknown_or_mismatched_rows_is_refused():
+    X = da.ones((40, 3), chunks=(10, 3))
+    with pytest.raises(ValueError, match="unknown chunk sizes"):
+        SyncSGD().fit(X[X[:, 0] > 0], np.ones(40))
+    with pytest.raises(ValueError, match="40 rows but y has 39"):
+        SyncSGD().fit(X, da.ones(39, chunks=10))
+    with pytest.raises(ValueError, match="X must be 2-D"):
+        SyncSGD().fit(da.ones(40, chunks=10), np.ones(40))
+
+
+def _x_shards_received(received, Xd, trainer):
+    """Per worker, the indices of the row blocks of X that reached it in the fit (originals or copies)."""
+    shards = {}
+    for worker, keys in received.items():
+        indices = set()
+        for key in keys:
+            if isinstance(key, tuple) and key[0] == Xd.name:
+                indices.add(key[1])
+            elif isinstance(key, str) and key.startswith("sgd-shard-coded-") and "-x-" in key:
+                partition = int(key.split("-")[4])  # one shard per worker: partition p is shard p
+                indices.add(trainer.shard_workers_.index(trainer.workers_[partition]))
+            elif isinstance(key, str) and key.startswith("sgd-shard-x-"):
+                indices.add(int(key.rsplit("-", 1)[1]))
+        shards[worker] = indices
+    return shards
+
+
+@pytest.mark.slow
+def test_sharded_data_reaches_neither_the_client_nor_one_worker(client):
+    Xd, yd, X, _ = _sharded_least_squares(client)
+    client.register_plugin(KeyRecorder())
+    options = dict(learning_rate=0.5, batch_size=None, max_iterations=10)
+    for stragglers, trainer in [(0, KSyncSGD(3, **options)), (1, GradientCodedSGD(1, **options))]:
+        trainer.fit(Xd, yd)
+        received = _x_shards_received(keys_received(client), Xd, trainer)
+        # K-sync reads each shard where it was generated, nothing moves; gradient coding copies to each
+        # worker the s partitions its code adds to its own, and no more.
+        for worker, shards in received.items():
+            moved = shards - {trainer.shard_workers_.index(worker)}
+            assert len(moved) == stragglers, (trainer.method, received)
+        # ... and the trainer keeps no rows of X.
+        arrays = [v for v in vars(trainer).values() if isinstance(v, np.ndarray)]
+        assert all(a.size < X.shape[0] for a in arrays)
+        assert not any(isinstance(v, ShardedData) for v in vars(trainer).values())
+
+
+@pytest.mark.slow
+def test_gradient_coding_removes_the_bias_k_sync_has_on_sharded_data(client):
+    """One worker 10x slow: K-sync never applies its shard's gradient and plateaus at the optimum of the
+    other shards' rows; gradient coding decodes the full gradient without it; adaptive K ends at P."""
+    Xd, yd, X, y = _sharded_least_squares(client, noise=1.0, seed=3)
+    workers = sorted(client.scheduler_info()["workers"])
+    slow = workers[0]  # one_block_per_worker put shard 0 there
+    optimum = np.linalg.lstsq(X, y, rcond=None)[0]
+    rows_elsewhere = np.arange(len(y)) >= Xd.chunks[0][0]
+    others = np.linalg.lstsq(X[rows_elsewhere], y[rows_elsewhere], rcond=None)[0]
+    floor = np.linalg.norm(others - optimum) / np.linalg.norm(optimum)
+    assert floor > 1e-3  # the bias is not round-off
+    options = dict(learning_rate=0.5, batch_size=None, max_iterations=40)
+    with inject(client, slow_workers=(slow,), slow_factor=10, delay_shift=0.02, prefixes=GRADIENT_TASKS):
+        k_sync = KSyncSGD(P - 1, **options).fit(Xd, yd)
+        coded = GradientCodedSGD(1, **options).fit(Xd, yd)
+        adaptive = AdaptiveKSyncSGD(1, **{**options, "max_iterations": 400, "target_error": 1e-8}).fit(Xd, yd)
+    assert slow in k_sync.shard_workers_[:1]
+    # K-sync: the last ten updates sit at the bias floor, within 20%.
+    np.testing.assert_allclose(k_sync.history_.error[-10:], floor, rtol=0.2)
+    # Gradient coding: the same faults, the same seed, and no floor.
+    assert coded.history_.error[-1] < 1e-8 < floor / 1e4
+    assert np.median(np.diff(coded.history_.gradients)) == P - 1
+    # Adaptive K raised K until it waited for the slow worker, and then went below the floor too.
+    ks = [k for _, k in adaptive.k_schedule_]
+    assert ks[0] == 1 and ks[-1] == P and ks == sorted(ks)
+    assert adaptive.history_.error[-1] <= 1e-8

@@ -1,4 +1,4 @@
-"""Distributed SGD under stragglers: sync, K-sync, async, K-async, K-batch-async and coded variants.
+"""Distributed SGD under stragglers: sync, K-sync, adaptive K, async, K-async, K-batch-async, coded.
 
 Every trainer has the same interface: ``Trainer(problem, learning_rate=...,
 ...).fit(X, y)`` returns the trainer with ``coef_`` (the parameters) and
@@ -18,11 +18,14 @@ from __future__ import annotations
 from .asynchronous import AsyncSGD, KAsyncSGD, KBatchAsyncSGD
 from .base import Trainer
 from .coded import CodedMatvecSGD, GradientCodedSGD
+from .data import ReplicatedData, ShardedData
 from .history import History
 from .problems import LeastSquares, LogisticRegression, Problem
-from .synchronous import KSyncSGD, SyncSGD, expected_k_sync_time
+from .schedule import next_k
+from .synchronous import AdaptiveKSyncSGD, KSyncSGD, SyncSGD, expected_k_sync_time
 
 __all__ = [
+    "AdaptiveKSyncSGD",
     "AsyncSGD",
     "CodedMatvecSGD",
     "GradientCodedSGD",
@@ -33,7 +36,10 @@ __all__ = [
     "LeastSquares",
     "LogisticRegression",
     "Problem",
+    "ReplicatedData",
+    "ShardedData",
     "SyncSGD",
     "Trainer",
     "expected_k_sync_time",
+    "next_k",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 from distributed import as_completed
 
 from .base import Trainer
+from .data import Dataset
 from .synchronous import _check_k, _positive_k
 
 __all__ = ["AsyncSGD", "KAsyncSGD", "KBatchAsyncSGD"]
@@ -37,13 +38,13 @@ class _ParameterServer(Trainer):
     #: whether a sender restarts before the update it contributed to (K-batch-async)
     restart_before_update = False
 
-    def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        data = self._replicate(client, X, y, len(workers))
-        w, version = np.zeros(X.shape[1]), 0
+    def _train(self, client: Any, workers: list[str], data: Dataset) -> np.ndarray:
+        blocks = data.worker_blocks(client, workers)
+        w, version = np.zeros(data.features), 0
         started: dict[Any, tuple[int, int]] = {}  # future -> (worker index, version it computes at)
 
         def start(index: int) -> Any:
-            future = self._submit_minibatch(client, workers[index], index, w, data)
+            future = self._submit_minibatch(client, workers[index], index, w, blocks[index])
             started[future] = (index, version)
             return future
 
@@ -52,7 +53,7 @@ class _ParameterServer(Trainer):
         try:
             for future in arrivals:
                 index, computed_at = started.pop(future)
-                gradient, rows = future.result()
+                gradient, rows, _ = future.result()
                 buffer.append((index, gradient, rows, version - computed_at))
                 self._record.gradient(index, version - computed_at)
                 if self.restart_before_update:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from distributed import Future, get_client, wait
 
+from .data import Dataset, as_dataset
 from .history import History
 from .problems import Problem, make_problem
 
@@ -33,30 +34,39 @@ def minibatch_gradient(
     y_blocks: list[np.ndarray],
     batch_size: int | None,
     seed: tuple[int, int],
-) -> tuple[np.ndarray, int]:
-    """(gradient sum, rows) over ``batch_size`` rows drawn uniformly from all blocks (all rows if None)."""
+) -> tuple[np.ndarray, int, float]:
+    """(gradient sum, rows, loss sum) over ``batch_size`` rows drawn uniformly from the blocks (None: all).
+
+    The loss sum at ``w`` comes from the same predictions as the gradient:
+    the estimate adaptive K-sync watches, at no extra product.
+    """
+    if not y_blocks:  # a worker without data (fewer shards than workers) sends nothing to add
+        return np.zeros(len(w)), 0, 0.0
     if batch_size is None:
-        total = sum(problem.gradient_sum(w, x, y) for x, y in zip(x_blocks, y_blocks))
-        return np.asarray(total), sum(len(y) for y in y_blocks)
+        sums = [problem.gradient_and_loss_sum(w, x, y) for x, y in zip(x_blocks, y_blocks)]
+        return np.sum([g for g, _ in sums], axis=0), sum(len(y) for y in y_blocks), sum(s for _, s in sums)
     offsets = np.cumsum([0] + [len(y) for y in y_blocks])
     rows = np.sort(np.random.default_rng(seed).integers(offsets[-1], size=batch_size))
     block_of = np.searchsorted(offsets, rows, side="right") - 1
     x = np.concatenate([x_blocks[b][rows[block_of == b] - offsets[b]] for b in np.unique(block_of)])
     y = np.concatenate([y_blocks[b][rows[block_of == b] - offsets[b]] for b in np.unique(block_of)])
-    return problem.gradient_sum(w, x, y), batch_size
+    gradient, loss = problem.gradient_and_loss_sum(w, x, y)
+    return gradient, batch_size, loss
 
 
 def partition_gradient(
     problem: Problem,
     w: np.ndarray,
-    x_blocks: Mapping[int, np.ndarray],
-    y_blocks: Mapping[int, np.ndarray],
+    x_blocks: Mapping[int, Sequence[np.ndarray]],
+    y_blocks: Mapping[int, Sequence[np.ndarray]],
     coefficients: Mapping[int, float],
 ) -> np.ndarray:
-    """``sum_j coefficients[j] * G_j``: a gradient-coded worker's message (``G_j`` the partition sums)."""
-    return np.asarray(
-        sum(c * problem.gradient_sum(w, x_blocks[j], y_blocks[j]) for j, c in coefficients.items())
-    )
+    """``sum_j coefficients[j] * G_j``: a gradient-coded worker's message (``G_j`` partition j's)."""
+    total = np.zeros(len(w))
+    for j, c in coefficients.items():
+        for x, y in zip(x_blocks[j], y_blocks[j]):
+            total += c * problem.gradient_sum(w, x, y)
+    return total
 
 
 class Trainer:
@@ -70,9 +80,10 @@ class Trainer:
     learning_rate
         Step size (constant).
     batch_size
-        Rows per worker gradient, drawn uniformly from the whole data set
-        (each worker holds a replica, as in Dutta et al.); ``None`` uses all
-        rows (full-batch gradients).
+        Rows per worker gradient, drawn uniformly from the rows the worker
+        holds: all of them for NumPy data (each worker holds a replica, as in
+        Dutta et al.), its own shards for Dask data. ``None`` uses all of
+        them (full-batch gradients).
     max_iterations
         Parameter updates before stopping.
     max_time
@@ -122,12 +133,19 @@ class Trainer:
     # -- the public interface --------------------------------------------------
 
     def fit(self, X: Any, y: Any, *, optimum: np.ndarray | None = None) -> Trainer:
-        """Train on ``X`` (rows are samples) and ``y``; NumPy or Dask arrays.
+        """Train on ``X`` (rows are samples) and ``y``: NumPy arrays, or Dask arrays sharded on the workers.
+
+        NumPy data is sent from the client to the workers (a replica on each
+        for the mini-batch variants). A Dask array's row chunks stay on the
+        workers (persisted first if they are not): each worker's gradients
+        come from the chunks it holds, and the optimum and the history's
+        losses are distributed reductions, so no row of X reaches the client.
 
         ``optimum`` is the reference for the history's error column; by
-        default the problem's own solver computes it on the client.
+        default the problem's own solver computes it (on the client for
+        NumPy data, by distributed Newton steps for Dask data).
         """
-        X, y = self._check_data(X, y)
+        data = as_dataset(X, y)
         if self.client is None and _current_client() is None:
             from distributed import Client, LocalCluster
 
@@ -136,55 +154,48 @@ class Trainer:
                 n_workers=4, threads_per_worker=1, processes=False, dashboard_address=":0"
             ) as cluster:
                 with Client(cluster) as client:
-                    return self._fit(client, X, y, optimum)
-        return self._fit(self.client or _current_client(), X, y, optimum)
+                    return self._fit(client, data, optimum)
+        return self._fit(self.client or _current_client(), data, optimum)
 
-    def _fit(self, client: Any, X: np.ndarray, y: np.ndarray, optimum: np.ndarray | None) -> Trainer:
+    def _fit(self, client: Any, data: Dataset, optimum: np.ndarray | None) -> Trainer:
         workers = sorted(client.scheduler_info()["workers"])
         if not workers:
             raise ValueError("the client's cluster has no workers")
         self._prepare_for(len(workers))
-        reference = self.problem.optimum(X, y) if optimum is None else np.asarray(optimum, dtype=float)
-        if reference.shape != (X.shape[1],):
-            raise ValueError(f"optimum has shape {reference.shape}, expected ({X.shape[1]},)")
-        self._run_id = uuid.uuid4().hex[:8]
-        self._submitted = 0
-        self._record = _Recorder(self, reference, np.zeros(X.shape[1]))
-        w = self._train(client, workers, X, y)
-        self.coef_ = w
-        self.history_ = self._record.history(self.method, self.problem, X, y)
+        self._check_dataset(data)
+        try:
+            taking_part = data.place(client, workers, self.problem)
+            if len(taking_part) < len(workers):  # fewer shards than workers: only their holders compute
+                self._prepare_for(len(taking_part))
+            if optimum is None:
+                reference = data.optimum(client, self.problem)
+            else:
+                reference = np.asarray(optimum, dtype=float)
+            if reference.shape != (data.features,):
+                raise ValueError(f"optimum has shape {reference.shape}, expected ({data.features},)")
+            self._run_id = uuid.uuid4().hex[:8]
+            self._submitted = 0
+            self._record = _Recorder(self, reference, np.zeros(data.features))
+            w = self._train(client, taking_part, data)
+            self.coef_ = w
+            self.workers_ = taking_part
+            self.shard_workers_ = list(getattr(data, "worker_of", []))
+            parameters = np.array(self._record.parameters)
+            self.history_ = self._record.history(self.method, data.losses(client, self.problem, parameters))
+        finally:
+            data.release()
         return self
 
-    def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _train(self, client: Any, workers: list[str], data: Dataset) -> np.ndarray:
         raise NotImplementedError
 
     def _prepare_for(self, workers: int) -> None:
         """Check the options against the number of workers (ValueError) and build what depends on it."""
 
+    def _check_dataset(self, data: Dataset) -> None:
+        """Refuse data this trainer cannot use (before anything is placed on the workers)."""
+
     # -- helpers for the subclasses ---------------------------------------------
-
-    def _check_data(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (samples x features), got {X.ndim}-D")
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D, got {y.ndim}-D")
-        if len(X) != len(y):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-        if not (np.isfinite(X).all() and np.isfinite(y).all()):
-            raise ValueError("X and y must be finite (found NaN or inf)")
-        self.problem.check_targets(y)
-        return X, y
-
-    def _replicate(
-        self, client: Any, X: np.ndarray, y: np.ndarray, parts: int
-    ) -> tuple[list[Any], list[Any]]:
-        """``parts`` row partitions of X and y, each on every worker."""
-        x_parts, y_parts = np.array_split(X, parts), np.array_split(y, parts)
-        return (
-            client.scatter(x_parts, broadcast=True, hash=False),
-            client.scatter(y_parts, broadcast=True, hash=False),
-        )
 
     def _submit(self, client: Any, worker: str, index: int, function: Any, *args: Any) -> Future:
         """One gradient task pinned to ``worker`` (worker number ``index``)."""
@@ -195,10 +206,10 @@ class Trainer:
         )
 
     def _submit_minibatch(
-        self, client: Any, worker: str, index: int, w: np.ndarray, data: tuple[list[Any], list[Any]]
+        self, client: Any, worker: str, index: int, w: np.ndarray, blocks: tuple[list[Any], list[Any]]
     ) -> Future:
         """A :func:`minibatch_gradient` task at ``w`` on ``worker``; its rows are drawn per submission."""
-        x_blocks, y_blocks = data
+        x_blocks, y_blocks = blocks
         seed = (self.seed, self._submitted)
         return self._submit(
             client,
@@ -270,14 +281,14 @@ class _Recorder:
         error = float(np.linalg.norm(w - self.reference)) / self.scale
         return trainer.target_error is not None and error <= trainer.target_error
 
-    def history(self, method: str, problem: Problem, X: np.ndarray, y: np.ndarray) -> History:
+    def history(self, method: str, losses: np.ndarray) -> History:
         times, gradients, staleness = (np.array(c) for c in zip(*self.rows))
         return History(
             method,
             time=times,
             iteration=np.arange(len(times)),
             gradients=gradients.astype(int),
-            loss=np.array([problem.loss(w, X, y) for w in self.parameters]),
+            loss=np.asarray(losses, dtype=float),
             error=np.array([np.linalg.norm(w - self.reference) / self.scale for w in self.parameters]),
             parameters=np.array(self.parameters),
             staleness=staleness,

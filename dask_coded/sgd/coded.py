@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import dask.array as da
@@ -23,8 +24,10 @@ from .. import linalg
 from ..array import encode
 from ..codes import Code, GradientCode, MDSCode
 from ..config import get as config_get
+from ..errors import ConditioningWarning
 from ..plugin import NAME, register
 from .base import Trainer, partition_gradient, wait_until
+from .data import Dataset, ReplicatedData
 
 __all__ = ["CodedMatvecSGD", "GradientCodedSGD"]
 
@@ -66,16 +69,11 @@ class GradientCodedSGD(Trainer):
     def _prepare_for(self, workers: int) -> None:
         self.code_ = GradientCode(workers, self.stragglers, self.scheme, seed=self.seed)
 
-    def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _train(self, client: Any, workers: list[str], data: Dataset) -> np.ndarray:
         code = self.code_
         assignments = [code.assignment(i) for i in range(len(workers))]
-        x_parts, y_parts = np.array_split(X, len(workers)), np.array_split(y, len(workers))
-        x_blocks, y_blocks = [], []
-        for j, (x_part, y_part) in enumerate(zip(x_parts, y_parts)):
-            holders = [workers[i] for i, a in enumerate(assignments) if j in a]
-            x_blocks.append(client.scatter(x_part, workers=holders, broadcast=True, hash=False))
-            y_blocks.append(client.scatter(y_part, workers=holders, broadcast=True, hash=False))
-        w = np.zeros(X.shape[1])
+        blocks = data.coded_blocks(client, workers, assignments)
+        w = np.zeros(data.features)
         while True:
             futures = {
                 self._submit(
@@ -85,16 +83,20 @@ class GradientCodedSGD(Trainer):
                     partition_gradient,
                     self.problem,
                     w,
-                    {j: x_blocks[j] for j in assignments[i]},
-                    {j: y_blocks[j] for j in assignments[i]},
+                    blocks[i][0],
+                    blocks[i][1],
                     assignments[i],
                 ): i
                 for i, worker in enumerate(workers)
             }
             done = wait_until(list(futures), functools.partial(_decodable, code, futures))
             messages = {futures[f]: f.result() for f in done}
-            (total,) = code.decode(messages)
-            w = self._step(w, total, len(y))
+            with warnings.catch_warnings():
+                # Near the optimum the full gradient is far smaller than the partitions' gradients, so
+                # its round-off relative to itself is large; a plain sum of the partitions has the same.
+                warnings.simplefilter("ignore", ConditioningWarning)
+                (total,) = code.decode(messages)
+            w = self._step(w, total, data.rows)
             if self._record.update(w, len(messages)):
                 return w
 
@@ -134,7 +136,16 @@ class CodedMatvecSGD(Trainer):
         k = max(workers - int(config_get("parity")), 1)
         self.code_: Code = self.code if self.code is not None else MDSCode(k, max(workers, k + 1))
 
-    def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _check_dataset(self, data: Dataset) -> None:
+        if not isinstance(data, ReplicatedData):
+            raise TypeError(
+                "CodedMatvecSGD encodes X into parity blocks, each a combination of all of X's row blocks "
+                "(gathered on one worker); for data sharded on the workers use GradientCodedSGD"
+            )
+
+    def _train(self, client: Any, workers: list[str], data: Dataset) -> np.ndarray:
+        assert isinstance(data, ReplicatedData)  # _check_dataset
+        X, y = data.X, data.y
         if self.code_.k > X.shape[1]:
             raise ValueError(f"{self.code_!r} splits X's {X.shape[1]} columns into {self.code_.k} blocks")
         if not client.run_on_scheduler(_has_plugin):

@@ -52,6 +52,36 @@ class Problem:
         """``sum_i d loss_i / d w`` over the rows of ``X`` (the ridge term excluded)."""
         return X.T @ self.residual(X @ w, y)
 
+    def gradient_and_loss_sum(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """(:meth:`gradient_sum`, the sum of the row losses) from one product ``X @ w``."""
+        predictions = X @ w
+        return X.T @ self.residual(predictions, y), float(self._row_losses(predictions, y).sum())
+
+    def loss_sums(self, parameters: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Sum of the row losses for each row of ``parameters`` (ridge term excluded), in pieces.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X, y = np.eye(2), np.zeros(2)
+        >>> LeastSquares().loss_sums(np.array([[1.0, 1.0], [2.0, 0.0]]), X, y)
+        array([1., 2.])
+        """
+        parameters = np.atleast_2d(parameters)
+        # Pieces of parameters keep the rows x pieces matrix of predictions near 32 MB.
+        piece = max(1, 4_000_000 // max(len(y), 1))
+        return np.concatenate(
+            [
+                self._row_losses(X @ parameters[i : i + piece].T, y[:, None]).sum(axis=0)
+                for i in range(0, len(parameters), piece)
+            ]
+            or [np.zeros(0)]
+        )
+
+    def hessian_sum(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``sum_i d^2 loss_i / d w^2`` over the rows of ``X`` (the ridge term excluded)."""
+        raise NotImplementedError
+
     def loss(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
         """The objective at ``w`` on all of ``X``, ``y``."""
         return float(self._row_losses(X @ w, y).mean() + 0.5 * self.l2 * (w @ w))
@@ -83,6 +113,9 @@ class LeastSquares(Problem):
 
     def _row_losses(self, predictions: np.ndarray, y: np.ndarray) -> np.ndarray:
         return 0.5 * (predictions - y) ** 2
+
+    def hessian_sum(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return X.T @ X
 
     def optimum(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         if self.l2:
@@ -117,6 +150,10 @@ class LogisticRegression(Problem):
     def _row_losses(self, predictions: np.ndarray, y: np.ndarray) -> np.ndarray:
         # log(1 + e^z) - y z, without overflow
         return np.logaddexp(0.0, predictions) - y * predictions
+
+    def hessian_sum(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        p = special.expit(X @ w)
+        return X.T @ ((p * (1.0 - p))[:, None] * X)
 
     def optimum(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         n = len(y)

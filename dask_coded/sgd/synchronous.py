@@ -1,4 +1,4 @@
-"""Synchronous SGD: every update waits for all P workers (sync) or for the fastest K (K-sync)."""
+"""Synchronous SGD: every update waits for all P workers (sync), the fastest K (K-sync), or an adaptive K."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 
 from .base import Trainer, wait_until
+from .data import Dataset
+from .schedule import next_k
 
-__all__ = ["KSyncSGD", "SyncSGD", "expected_k_sync_time"]
+__all__ = ["AdaptiveKSyncSGD", "KSyncSGD", "SyncSGD", "expected_k_sync_time"]
 
 
 class SyncSGD(Trainer):
@@ -33,22 +35,26 @@ class SyncSGD(Trainer):
     method = "sync"
 
     def _wait_for(self) -> int | None:
-        """How many of the P gradients an update uses (None: all)."""
+        """How many of the P gradients the next update uses (None: all)."""
         return None
 
-    def _train(self, client: Any, workers: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        data = self._replicate(client, X, y, len(workers))
-        needed = self._wait_for() or len(workers)
-        w = np.zeros(X.shape[1])
+    def _updated(self, results: list[tuple[np.ndarray, int, float]], workers: int) -> None:
+        """Called after each update with the gradients it applied (adaptive K looks at their losses)."""
+
+    def _train(self, client: Any, workers: list[str], data: Dataset) -> np.ndarray:
+        blocks = data.worker_blocks(client, workers)
+        w = np.zeros(data.features)
         while True:
             futures = [
-                self._submit_minibatch(client, worker, index, w, data) for index, worker in enumerate(workers)
+                self._submit_minibatch(client, worker, index, w, blocks[index])
+                for index, worker in enumerate(workers)
             ]
-            done = _fastest(futures, needed)
+            done = _fastest(futures, self._wait_for() or len(workers))
             results = client.gather(done)
-            w = self._step(w, np.sum([g for g, _ in results], axis=0), sum(rows for _, rows in results))
+            w = self._step(w, np.sum([g for g, _, _ in results], axis=0), sum(rows for _, rows, _ in results))
             if self._record.update(w, len(results)):
                 return w
+            self._updated(results, len(workers))
 
 
 class KSyncSGD(SyncSGD):
@@ -86,6 +92,80 @@ class KSyncSGD(SyncSGD):
 
     def _prepare_for(self, workers: int) -> None:
         _check_k(self.k, workers)
+
+
+class AdaptiveKSyncSGD(KSyncSGD):
+    """K-sync SGD that starts with a small K and raises it each time the loss stalls (AdaSync).
+
+    Each update's loss estimate is the mean row loss over the rows its K
+    gradients used, at the parameters they were computed at (no extra
+    work); :func:`~dask_coded.sgd.schedule.next_k` decides, from the
+    estimates since K last changed, when to wait for more workers. A small
+    K is fast but noisy (mini-batches) or biased towards the fast workers'
+    shards (sharded data); raising K to P ends as sync SGD, with neither.
+
+    Parameters
+    ----------
+    k
+        The K of the first updates (``1 <= k <= P``).
+    window, significance, growth
+        The schedule's options, see :func:`~dask_coded.sgd.schedule.next_k`.
+    **options
+        See :class:`~dask_coded.sgd.base.Trainer`.
+
+    Attributes
+    ----------
+    k_schedule_
+        ``(update, K)`` pairs: the K in force from that update on.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from distributed import Client, LocalCluster
+    >>> from dask_coded.sgd import AdaptiveKSyncSGD
+    >>> X = np.random.default_rng(0).standard_normal((200, 4))
+    >>> with LocalCluster(n_workers=2, processes=False, dashboard_address=":0") as cluster:
+    ...     with Client(cluster) as client:
+    ...         trainer = AdaptiveKSyncSGD(1, learning_rate=0.3, batch_size=None, max_iterations=80)
+    ...         model = trainer.fit(X, X @ np.ones(4))
+    >>> model.k_schedule_[0]
+    (0, 1)
+    """
+
+    method = "adaptive-k-sync"
+
+    def __init__(
+        self, k: int = 1, *, window: int = 5, significance: float = 2.0, growth: float = 2.0, **options: Any
+    ) -> None:
+        super().__init__(k, **options)
+        next_k(1, 1, [], window=window, significance=significance, growth=growth)  # checks the options
+        self.window = int(window)
+        self.significance = float(significance)
+        self.growth = float(growth)
+
+    def _train(self, client: Any, workers: list[str], data: Dataset) -> np.ndarray:
+        self._current_k = self.k
+        self._losses: list[float] = []
+        self.k_schedule_ = [(0, self.k)]
+        return super()._train(client, workers, data)
+
+    def _wait_for(self) -> int | None:
+        return self._current_k
+
+    def _updated(self, results: list[tuple[np.ndarray, int, float]], workers: int) -> None:
+        rows = sum(r for _, r, _ in results)
+        self._losses.append(sum(loss for _, _, loss in results) / max(rows, 1))
+        k = next_k(
+            self._current_k,
+            workers,
+            self._losses,
+            window=self.window,
+            significance=self.significance,
+            growth=self.growth,
+        )
+        if k != self._current_k:
+            self._current_k, self._losses = k, []
+            self.k_schedule_.append((len(self._record.parameters) - 1, k))
 
 
 def expected_k_sync_time(workers: int, k: int, mean_delay: float) -> float:
