@@ -16,11 +16,11 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask._task_spec import List, TaskRef
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import config
+from ._compat import List, TaskRef
 from .array import CodedArray, data_array, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
 from .codes import Code, MatDotCode, PolynomialCode, make_code

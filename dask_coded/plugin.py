@@ -50,14 +50,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from dask._task_spec import Task, TaskRef
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from . import _compat
+from ._compat import Task, reference_key
 from .blocks import CORRECTIONS_TOPIC, MISSING, CodedTask, DecodeSpec, decode_block
 from .errors import DaskCodedWarning
 from .policy import (
@@ -150,8 +149,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 f"{', '.join(missing)}; coded graphs stay correct but wait for every block "
                 "(no early decoding)"
             )
-            warnings.warn(message, DaskCodedWarning, stacklevel=2)
+            # One warning where users see it (a warning raised here would stay in the scheduler).
             logger.warning(message)
+            _compat.warn_clients(scheduler, message, DaskCodedWarning)
             return
         self.scheduler = scheduler
         _compat.intercept_graph_updates(scheduler, self._before_graph_update)
@@ -184,7 +184,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                     self._place(ts, set(workers) - avoid, loose=True)
                 if spec.max_errors:
                     for index, ref in enumerate(ts.run_spec.args[1:]):
-                        member = scheduler.tasks.get(ref.key) if isinstance(ref, TaskRef) else None
+                        key = reference_key(ref)
+                        member = scheduler.tasks.get(key) if key is not None else None
                         worker = spread_worker(index, workers)
                         if member is not None and worker is not None and self._place(member, {worker}, False):
                             self._pinned[member.key] = worker
@@ -288,7 +289,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return
         refs = ts.run_spec.args[1:]
         tasks = self.scheduler.tasks
-        members: list[Any] = [tasks.get(r.key) if isinstance(r, TaskRef) else MISSING for r in refs]
+        keys = [reference_key(r) for r in refs]
+        members: list[Any] = [tasks.get(k) if k is not None else MISSING for k in keys]
         finished = [i for i, m in enumerate(members) if m is not None and m.state == "memory"]
         plan = plan_decode(spec.code, spec.output, finished, spec.max_errors)
         if plan is None:
@@ -336,7 +338,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         for block in msg.get("blocks", ()):
             self.counters["corrections"] += 1
             ref = refs[block] if block < len(refs) else None
-            worker = self._computed_by.get(ref.key, "unknown") if isinstance(ref, TaskRef) else "unknown"
+            key = reference_key(ref)
+            worker = self._computed_by.get(key, "unknown") if key is not None else "unknown"
             self.corrections_by_worker[worker] = self.corrections_by_worker.get(worker, 0) + 1
             self.corrections_by_block[block] = self.corrections_by_block.get(block, 0) + 1
 

@@ -2,10 +2,10 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from dask._task_spec import TaskRef
 
 import dask_coded
 from dask_coded import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
+from dask_coded._compat import reference_key
 from dask_coded.blocks import DecodeSpec, decode_block
 from dask_coded.testing import assert_eq
 
@@ -162,7 +162,7 @@ def test_groups_survive_graph_optimisation(code):
         assert task.func is decode_block
         spec = task.args[0]
         assert isinstance(spec, DecodeSpec)
-        members = [arg.key for arg in task.args[1:] if isinstance(arg, TaskRef)]
+        members = [reference_key(arg) for arg in task.args[1:] if reference_key(arg) is not None]
         assert len(members) == spec.code.n == len(set(members))
         assert all(str(m[0]).startswith("coded-product-") and m in graph for m in members)
     assert dask.compute(expression, scheduler="sync")[0] == pytest.approx(

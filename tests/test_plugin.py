@@ -1,5 +1,6 @@
 import asyncio
 import time
+from unittest import mock
 
 import dask
 import dask.array as da
@@ -9,7 +10,7 @@ from distributed import wait
 from distributed.utils_test import async_poll_for, gen_cluster
 
 import dask_coded
-from dask_coded import CodedSchedulerPlugin, MDSCode
+from dask_coded import CodedSchedulerPlugin, DaskCodedWarning, MDSCode, _compat
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.plugin import NAME
 from dask_coded.testing import relative_error
@@ -277,3 +278,37 @@ async def test_two_clients_resubmitting_the_same_keys_never_hang(c, s, *workers)
                 del f1, f2
         assert "Detected different `run_spec`" not in log.getvalue()
     assert not [ts for ts in s.tasks.values() if ts.state in ("erred", "no-worker")]
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE)
+async def test_the_running_versions_have_what_early_decoding_needs(c, s, a, b):
+    # CI runs this on the oldest and the newest supported dask/distributed.
+    assert _compat.missing_internals(s) == []
+
+
+def test_a_graph_form_the_plugin_cannot_read_is_detected(monkeypatch):
+    # Before dask-coded read Alias references, dask 2025.1's graphs gave the plugin no members
+    # to count: it registered and silently never decoded early. The start-up check now sees that.
+    monkeypatch.setattr(_compat, "reference_key", lambda node: None)
+    missing = _compat.missing_internals(object())
+    assert "dask._task_spec references readable as TaskRef or Alias" in missing
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+async def test_without_the_internals_it_warns_clients_once_and_stays_out_of_the_way(c, s, *workers):
+    a = _matrix()
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    with mock.patch.object(_compat, "missing_internals", return_value=["TaskState.run_spec"]):
+        with pytest.warns(DaskCodedWarning) as record:
+            await dask_coded.register(c)
+            # The warning travels from the scheduler to the client as an event.
+            await async_poll_for(lambda: len(record) > 0, timeout=10)
+            result = await c.compute(dask_coded.dot(coded, np.ones(60)))
+    ours = [w for w in record if issubclass(w.category, DaskCodedWarning)]
+    assert len(ours) == 1
+    assert "TaskState.run_spec" in str(ours[0].message) and "no early decoding" in str(ours[0].message)
+    assert relative_error(result, a.sum(axis=1)) < 1e-10
+    # Out of the way: no hook did anything.
+    plugin = s.plugins[NAME]
+    assert plugin.scheduler is None
+    assert not any(plugin.stats()[name] for name in ("decodes_early", "members_dropped", "placements"))
