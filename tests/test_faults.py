@@ -10,6 +10,10 @@ from dask_coded._compat import Task
 from dask_coded.faults import FaultInjector, FaultModel, computes_product, corrupt, inject, task_delay
 from dask_coded.testing import relative_error
 
+#: gen_cluster's time limit: a guard against hangs, not a speed limit (on a loaded 2-core machine
+#: a plugin test took 31 s and hit the default 30 s).
+TIMEOUT = 120
+
 
 @pytest.mark.parametrize(
     "params,match",
@@ -74,7 +78,7 @@ def test_products_are_recognised_through_fusion():
     assert not computes_product(Task("x", np.add, 1, 2))
 
 
-@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3)
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, timeout=TIMEOUT)
 async def test_slow_worker_is_slow_for_plain_dask(c, s, a, b, w):
     model = FaultModel(delay_shift=0.05, slow_workers=(a.address,), slow_factor=20)
     await c.register_plugin(FaultInjector(model), name="faults")
@@ -90,7 +94,7 @@ async def test_slow_worker_is_slow_for_plain_dask(c, s, a, b, w):
     assert [worker.plugins["faults"].slow for worker in (a, b, w)] == [True, False, False]
 
 
-@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4)
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, timeout=TIMEOUT)
 async def test_soft_errors_spoil_plain_dask(c, s, *workers):
     data = np.random.default_rng(0).standard_normal((400, 30))
     matrix = await c.persist(da.from_array(data, chunks=(100, 30)))
@@ -100,7 +104,7 @@ async def test_soft_errors_spoil_plain_dask(c, s, *workers):
     assert relative_error(result, data.sum(axis=1)) > 1.0
 
 
-@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3)
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, timeout=TIMEOUT)
 async def test_error_rate_hits_some_tasks(c, s, *workers):
     model = FaultModel(error_rate=0.5, seed=3)
     await c.register_plugin(FaultInjector(model), name="faults")

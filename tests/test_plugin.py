@@ -18,6 +18,9 @@ from dask_coded.testing import relative_error
 pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
 
 SIX_WORKERS = [("127.0.0.1", 1)] * 6
+#: gen_cluster's time limit: a guard against hangs, not a speed limit (on a loaded 2-core machine
+#: test_hundreds_of_groups_at_once took 31 s and hit the default 30 s).
+TIMEOUT = 120
 VALIDATE = {"distributed.scheduler.validate": True}
 #: Products on the slow worker take about 0.05 s * 80 = 4 s; everything else about 0.05 s.
 SLOW_FACTOR, SHIFT = 80.0, 0.05
@@ -58,7 +61,7 @@ def _products_run_on(worker, collection):
     return [k for k in keys if "executing" in _states_on(worker, k)]
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=60)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
     a = _matrix()
     plugin = await _setup(c, s, workers[0], factor=STUCK_FACTOR)
@@ -74,11 +77,11 @@ async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
     # It was cancelled while it ran, and its result never kept.
     assert "cancelled" in _states_on(workers[0], slow) and "memory" not in _states_on(workers[0], slow)
     # No product or decode task lingers on the scheduler or the workers.
-    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=5)
-    await async_poll_for(lambda: not any(_coded_keys(w.state.tasks) for w in workers), timeout=5)
+    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=30)
+    await async_poll_for(lambda: not any(_coded_keys(w.state.tasks) for w in workers), timeout=30)
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_late_members_are_released_and_cancelled(c, s, *workers):
     a = _matrix()
     await _setup(c, s, workers[0])
@@ -99,10 +102,10 @@ async def test_late_members_are_released_and_cancelled(c, s, *workers):
     (slow,) = _products_run_on(workers[0], y)
     assert "cancelled" in _states_on(workers[0], slow)
     assert stats["members_dropped"] >= stats["members_cancelled"] >= 1
-    await async_poll_for(lambda: slow not in workers[0].state.tasks, timeout=10)
+    await async_poll_for(lambda: slow not in workers[0].state.tasks, timeout=30)
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=90)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_repeated_computes_stay_fast(c, s, *workers):
     """Cancelled products stop early, so the next compute does not queue behind a zombie."""
     a = _matrix()
@@ -118,10 +121,10 @@ async def test_repeated_computes_stay_fast(c, s, *workers):
         # The stuck worker ran this compute's product (so it was free, not busy with the last
         # one) and frees its thread again, about 1000 s before its modelled delay would end.
         assert _products_run_on(workers[0], y)
-        await async_poll_for(lambda: workers[0].state.executing_count == 0, timeout=20)
+        await async_poll_for(lambda: workers[0].state.executing_count == 0, timeout=30)
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_plain_dask_waits_for_the_straggler(c, s, *workers):
     a = _matrix()
     plain = await c.persist(da.from_array(a, chunks=(100, 60)))
@@ -134,7 +137,7 @@ async def test_plain_dask_waits_for_the_straggler(c, s, *workers):
     assert relative_error(result, a.sum(axis=1)) < 1e-12
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_hundreds_of_groups_at_once(c, s, *workers):
     a, b = _matrix(200, 40), _matrix(40, 300, seed=1)
     plugin = await _setup(c, s, workers[0])
@@ -146,7 +149,7 @@ async def test_hundreds_of_groups_at_once(c, s, *workers):
     assert plugin.counters["decodes_early"] >= 150
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_two_sided_codes_and_dask_compute_paths(c, s, *workers):
     await dask_coded.register(c)
     a, b = _matrix(60, 40), _matrix(40, 30, seed=1)
@@ -156,10 +159,10 @@ async def test_two_sided_codes_and_dask_compute_paths(c, s, *workers):
         persisted = c.persist(y)
         assert relative_error(await c.compute(persisted), a @ b) < 1e-10
         del persisted
-    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=5)
+    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=30)
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_client_cancels_the_computation(c, s, *workers):
     a = _matrix()
     await _setup(c, s, workers[0])
@@ -170,16 +173,16 @@ async def test_client_cancels_the_computation(c, s, *workers):
         lambda: any(
             str(k[0]).startswith("coded-product") and ts.state == "processing" for k, ts in s.tasks.items()
         ),
-        timeout=10,
+        timeout=30,
         period=0.001,
     )
     await c.cancel(future)
-    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=10)
+    await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=30)
     result = await c.compute(dask_coded.dot(coded, np.ones(60)))
     assert relative_error(result, a.sum(axis=1)) < 1e-10
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_worker_dies_while_its_group_is_open(c, s, *workers):
     a = _matrix()
     await dask_coded.register(c)
@@ -199,7 +202,10 @@ async def test_worker_dies_while_its_group_is_open(c, s, *workers):
 
 
 @gen_cluster(
-    client=True, nthreads=SIX_WORKERS, config={**VALIDATE, "distributed.scheduler.work-stealing": True}
+    client=True,
+    nthreads=SIX_WORKERS,
+    config={**VALIDATE, "distributed.scheduler.work-stealing": True},
+    timeout=TIMEOUT,
 )
 async def test_work_stealing_with_uneven_load(c, s, *workers):
     await dask_coded.register(c)
@@ -213,7 +219,7 @@ async def test_work_stealing_with_uneven_load(c, s, *workers):
         assert relative_error(result, a.sum(axis=1) * i) < 1e-10 if i else np.allclose(result, 0)
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_without_the_plugin_the_graph_waits_and_is_correct(c, s, *workers):
     a = _matrix()
     coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
@@ -237,7 +243,7 @@ def test_plugin_stats_needs_the_plugin(client):
         np.testing.assert_allclose(dask_coded.dot(np.ones((6, 3)), np.ones(3)).compute(), np.full(6, 3.0))
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_the_same_product_requested_again_while_cancelled(c, s, *workers):
     """Identical computes back to back: a product cancelled in one is wanted again by the next.
 
@@ -314,7 +320,7 @@ async def test_two_clients_resubmitting_the_same_keys_never_hang(c, s, *workers)
     assert not [ts for ts in s.tasks.values() if ts.state in ("erred", "no-worker")]
 
 
-@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE)
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=TIMEOUT)
 async def test_the_running_versions_have_what_early_decoding_needs(c, s, a, b):
     # CI runs this on the oldest and the newest supported dask/distributed.
     assert _compat.missing_internals(s) == []
@@ -328,7 +334,7 @@ def test_a_graph_form_the_plugin_cannot_read_is_detected(monkeypatch):
     assert "dask._task_spec references readable as TaskRef or Alias" in missing
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_without_the_internals_it_warns_clients_once_and_stays_out_of_the_way(c, s, *workers):
     a = _matrix()
     coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
@@ -336,7 +342,7 @@ async def test_without_the_internals_it_warns_clients_once_and_stays_out_of_the_
         with pytest.warns(DaskCodedWarning) as record:
             await dask_coded.register(c)
             # The warning travels from the scheduler to the client as an event.
-            await async_poll_for(lambda: len(record) > 0, timeout=10)
+            await async_poll_for(lambda: len(record) > 0, timeout=30)
             result = await c.compute(dask_coded.dot(coded, np.ones(60)))
     ours = [w for w in record if issubclass(w.category, DaskCodedWarning)]
     assert len(ours) == 1

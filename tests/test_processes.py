@@ -163,7 +163,7 @@ def test_coded_finishes_while_the_slow_worker_is_busy(tmp_path):
                 str(k) for k in dask_scheduler.tasks if "coded-product" in str(k) or "coded-decode" in str(k)
             ]
 
-        _wait_for(lambda: not client.run_on_scheduler(coded_tasks), 10, "released coded tasks")
+        _wait_for(lambda: not client.run_on_scheduler(coded_tasks), 30, "released coded tasks")
         held = client.run(lambda dask_worker: [str(k) for k in dask_worker.data if "coded-product" in str(k)])
         assert not any(held.values()), held
 
