@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from . import codes
+from ._imports import when_imported as _when_imported
 from .array import CodedArray, encode
 from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode, make_code
 from .config import load_config as _load_config
 from .errors import ConditioningWarning, DaskCodedWarning, DecodingError, FallbackWarning
 from .linalg import dot, matmul, matvec
 from .plugin import CodedSchedulerPlugin, plugin_stats, register
-from .xarray import CodedAccessor as _CodedAccessor  # noqa: F401  (registers DataArray.coded)
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "codes",
     "dot",
     "encode",
+    "faults",
     "make_code",
     "matmul",
     "matvec",
@@ -40,11 +41,22 @@ __all__ = [
 _load_config()
 
 
+def _register_xarray_accessor() -> None:
+    from . import xarray  # noqa: F401  (registers DataArray.coded)
+
+
+# Workers import this package to unpickle coded tasks; importing xarray (and pandas) there would
+# cost every worker a second for an accessor only clients use. It is registered once xarray is.
+_when_imported("xarray", _register_xarray_accessor)
+
+#: Submodules imported on first access, for the same reason: sgd pulls in scipy.optimize, faults
+#: click and the worker plugin machinery.
+_LAZY_SUBMODULES = ("faults", "sgd")
+
+
 def __getattr__(name: str) -> object:
-    # dask_coded.sgd pulls in scipy.optimize; importing it lazily keeps every worker's first
-    # unpickling of a coded task (which imports this package) fast.
-    if name == "sgd":
+    if name in _LAZY_SUBMODULES:
         import importlib
 
-        return importlib.import_module(".sgd", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'dask_coded' has no attribute {name!r}")

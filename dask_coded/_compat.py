@@ -1,44 +1,129 @@
-"""Every touch of ``distributed``'s scheduler internals, checked once at start-up.
+"""Every touch of Dask's and ``distributed``'s private internals, in one place.
 
-The early decode rewrites a waiting task's ``run_spec`` and its dependency
-links, and must see a new graph before the scheduler compares it with the
-tasks it holds. None of that is public API, so it lives here, and
-:func:`missing_internals` says what is absent on the running version.
+- Graph nodes: ``dask._task_spec`` (``Task``, ``TaskRef``, ``Alias``, ``List``,
+  ``DataNode``, ``GraphNode``) is how graphs are written since dask 2025.1,
+  but it is a private module whose details change between releases: dask
+  2025.1 stores a task's references to other keys as ``Alias`` nodes, 2026.8
+  as ``TaskRef`` objects. :func:`reference_key` reads either.
+- The scheduler: the early decode rewrites a waiting task's ``run_spec`` and
+  its dependency links, and must see a new graph before the scheduler
+  compares it with the tasks it holds. :func:`missing_internals` says what is
+  absent on the running version.
+- The worker: which task this thread runs, and the worker's state of a task
+  (cancelled or not; its ``run_spec``, which fault injection wraps).
+
+Tested against dask and distributed 2025.1.0 and the newest release.
 """
 
 from __future__ import annotations
 
+import inspect
+import pickle
 from collections.abc import Callable
 from typing import Any
 
+from dask._task_spec import Alias, DataNode, GraphNode, List, Task, TaskRef
+
 __all__ = [
+    "Alias",
+    "DataNode",
+    "GraphNode",
+    "List",
+    "Task",
+    "TaskRef",
     "drop_dependency",
     "intercept_graph_updates",
     "make_alias",
     "missing_internals",
     "new_task_like",
+    "reference_key",
     "rekeyed",
     "release_unneeded",
+    "running_task",
     "task_duration",
+    "warn_clients",
     "worker_count",
+    "worker_task_state",
 ]
 
+
+def reference_key(node: Any) -> Any | None:
+    """The key a task argument refers to, or None when it is a value.
+
+    A graph built with ``TaskRef(key)`` holds ``TaskRef`` objects on dask 2026.8
+    but ``Alias(key)`` nodes on dask 2025.1 (``Task`` converts them), and
+    ``client.submit(f, future)`` passes an ``Alias``.
+
+    Examples
+    --------
+    >>> reference_key(TaskRef(("x", 0))), reference_key(Alias("y", ("x", 1))), reference_key(3.0)
+    (('x', 0), ('x', 1), None)
+    """
+    if isinstance(node, TaskRef):
+        return node.key
+    if isinstance(node, Alias):
+        return node.target
+    return None
+
+
 #: TaskState attributes the plugin reads or writes.
-_TASK_ATTRIBUTES = ("run_spec", "dependencies", "dependents", "waiting_on", "waiters", "who_has", "state")
+_TASK_ATTRIBUTES = (
+    "run_spec",
+    "dependencies",
+    "dependents",
+    "waiting_on",
+    "waiters",
+    "who_has",
+    "who_wants",
+    "state",
+    "processing_on",
+    "prefix",
+    "worker_restrictions",
+    "loose_restrictions",
+)
 
 
 def missing_internals(scheduler: Any) -> list[str]:
-    """The internals the plugin needs that ``scheduler`` lacks (empty when early decoding works)."""
+    """The internals the plugin needs that ``scheduler`` lacks (empty when early decoding works).
+
+    Besides the scheduler's attributes, this checks that a task built the way
+    dask-coded builds decode tasks still names its members in a form
+    :func:`reference_key` reads: when it does not, the plugin would find no
+    finished member and never decode early, silently.
+
+    Examples
+    --------
+    >>> missing_internals(object())  # doctest: +ELLIPSIS
+    ['tasks', 'transitions', 'running', 'loop', 'Scheduler._generate_taskstates(dsk=...)']
+    """
     missing = [name for name in ("tasks", "transitions", "running", "loop") if not hasattr(scheduler, name)]
-    if not callable(getattr(scheduler, "_generate_taskstates", None)):
-        missing.append("Scheduler._generate_taskstates")
+    if "dsk" not in _parameters(getattr(scheduler, "_generate_taskstates", None)):
+        missing.append("Scheduler._generate_taskstates(dsk=...)")
     task_state = _task_state_class()
     if task_state is None:
         missing.append("distributed.scheduler.TaskState")
     else:
         slots = set(getattr(task_state, "__slots__", ())) | set(dir(task_state))
         missing += [f"TaskState.{name}" for name in _TASK_ATTRIBUTES if name not in slots]
+    if not _reads_task_references():
+        missing.append("dask._task_spec references readable as TaskRef or Alias")
     return missing
+
+
+def _parameters(function: Any) -> set[str]:
+    if not callable(function):
+        return set()
+    try:
+        return set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _reads_task_references() -> bool:
+    """Whether the members of a decode-like task can be read back from its arguments."""
+    task = Task("decode", max, TaskRef("member-0"), None, TaskRef("member-2"))
+    keys = [reference_key(arg) for arg in task.args]
+    return keys == ["member-0", None, "member-2"] and set(task.dependencies) == {"member-0", "member-2"}
 
 
 def _task_state_class() -> type | None:
@@ -65,7 +150,15 @@ def intercept_graph_updates(scheduler: Any, before: Callable[[dict[Any, Any]], N
 
     def _generate_taskstates(*args: Any, **kwargs: Any) -> Any:
         dsk = kwargs["dsk"] if "dsk" in kwargs else args[1]
+        # distributed 2025.1 passes the graph's dependencies as a separate mapping (newer versions
+        # read them from the nodes); they must match a replaced entry, or it is a key collision.
+        dependencies = kwargs.get("dependencies")
+        given = dict(dsk) if dependencies is not None else {}
         scheduler._dask_coded_before_graph(dsk)
+        if dependencies is not None:
+            for key, node in dsk.items():
+                if node is not given.get(key) and isinstance(node, GraphNode):
+                    dependencies[key] = set(node.dependencies)
         return original(*args, **kwargs)
 
     scheduler._generate_taskstates = _generate_taskstates
@@ -105,8 +198,6 @@ def worker_count() -> int | None:
 
 def rekeyed(spec: Any, key: Any) -> Any:
     """A copy of task ``spec`` under another key (None for nodes that are not tasks)."""
-    from dask._task_spec import Task
-
     if not isinstance(spec, Task):
         return None
     return type(spec)(key, spec.func, *spec.args, **spec.kwargs)
@@ -129,8 +220,6 @@ def new_task_like(scheduler: Any, ts: Any, spec: Any) -> Any:
 
 def make_alias(ts: Any, source: Any) -> list[Any]:
     """Make ``ts`` a copy of ``source``'s result; returns the keys of the dependencies it dropped."""
-    from dask._task_spec import Alias
-
     dropped = []
     for dependency in list(ts.dependencies):
         drop_dependency(ts, dependency)
@@ -159,3 +248,30 @@ def release_unneeded(scheduler: Any, keys: Any, stimulus_id: str) -> None:
     }
     if forget:
         scheduler.transitions(forget, stimulus_id)
+
+
+def warn_clients(scheduler: Any, message: str, category: type[Warning]) -> None:
+    """Raise ``message`` as a ``category`` warning in every connected client.
+
+    A warning raised inside the scheduler reaches only the scheduler's log. A
+    ``"warn"`` event reaches every client subscribed to it, which ``Client``
+    is by default: its handler (``distributed.client._handle_warn``) unpickles
+    ``message`` and ``category`` and calls ``warnings.warn``. Clients that
+    connect later do not see it; the scheduler's log keeps it.
+    """
+    scheduler.log_event("warn", {"message": pickle.dumps(message), "category": pickle.dumps(category)})
+
+
+def running_task() -> tuple[Any, Any] | None:
+    """(worker, key) of the task running in this thread, or None outside a ``dask.distributed`` worker."""
+    try:
+        from distributed.worker import get_worker, thread_state
+
+        return get_worker(), thread_state.key
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def worker_task_state(worker: Any, key: Any) -> Any | None:
+    """The worker's state of task ``key`` (its ``state`` and ``run_spec``), or None once forgotten."""
+    return worker.state.tasks.get(key)

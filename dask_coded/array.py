@@ -7,11 +7,11 @@ from typing import Any, cast
 
 import dask.array as da
 import numpy as np
-from dask._task_spec import Alias, Task, TaskRef
 from dask.base import DaskMethodsMixin, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import config
+from ._compat import Alias, Task, TaskRef
 from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
@@ -266,7 +266,8 @@ def data_array(coded: CodedArray) -> da.Array:
 def _assemble_data(results: list[Any], axis: int, k: int) -> np.ndarray:
     """The original array from computed blocks: the first ``k`` along the coded axis."""
     grid = np.empty(
-        (len(results), len(results[0])) if isinstance(results[0], list) else (len(results),), dtype=object
+        (len(results), len(results[0])) if isinstance(results[0], (list, tuple)) else (len(results),),
+        dtype=object,
     )
     for index in np.ndindex(grid.shape):
         value: Any = results

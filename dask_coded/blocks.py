@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from dask._task_spec import Task
 from dask.sizeof import sizeof
 from dask.utils import typename
 
+from ._compat import Task, running_task, worker_task_state
 from .codes import Code
 from .codes.base import combine, equilibration_exponents, exponents_from_max_abs, max_abs, scaled_rows
 from .errors import DecodingError
@@ -205,19 +205,9 @@ def transpose_block(block: Any) -> Any:
 CORRECTIONS_TOPIC = "dask-coded-corrections"
 
 
-def _running_task() -> tuple[Any, Any] | None:
-    """(worker, key) of the task running in this thread, or None outside a ``dask.distributed`` worker."""
-    try:
-        from distributed.worker import get_worker, thread_state
-
-        return get_worker(), thread_state.key
-    except (ImportError, AttributeError, ValueError):
-        return None
-
-
 def _report_corrections(blocks: Sequence[int]) -> None:
     """Tell the scheduler which blocks of this task's group were wrong (no-op off a cluster)."""
-    running = _running_task()
+    running = running_task()
     if running is not None:
         worker, key = running
         worker.log_event(CORRECTIONS_TOPIC, {"key": key, "blocks": [int(b) for b in blocks]})
@@ -231,11 +221,11 @@ def task_cancelled() -> bool:
     kernels call this between pieces of work and stop early. Outside a
     ``dask.distributed`` worker it is always False.
     """
-    running = _running_task()
+    running = running_task()
     if running is None:
         return False
     worker, key = running
-    state = worker.state.tasks.get(key)
+    state = worker_task_state(worker, key)
     return state is None or state.state in ("cancelled", "released", "forgotten")
 
 

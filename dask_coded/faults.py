@@ -38,9 +38,9 @@ from typing import Any
 
 import click
 import numpy as np
-from dask._task_spec import GraphNode, Task
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ._compat import GraphNode, Task, worker_task_state
 from .blocks import ScaledBlock, task_cancelled
 
 __all__ = [
@@ -262,7 +262,7 @@ def computes_product(node: Any) -> bool:
     Examples
     --------
     >>> import numpy as np
-    >>> from dask._task_spec import GraphNode, Task
+    >>> from dask_coded._compat import Task
     >>> computes_product(Task("k", np.dot, 1, 2)), computes_product(Task("k", np.add, 1, 2))
     (True, False)
     """
@@ -337,7 +337,7 @@ class FaultInjector(WorkerPlugin):
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         if finish != "executing" or self.worker is None:
             return
-        ts = self.worker.state.tasks.get(key)
+        ts = worker_task_state(self.worker, key)
         # Any graph node, not only Tasks: a slow machine is slow to hand out data it holds too.
         if ts is None or not isinstance(ts.run_spec, GraphNode) or not self._affects(key, ts.run_spec):
             return
@@ -423,12 +423,13 @@ def inject(client: Any, model: FaultModel | None = None, **params: Any) -> Itera
 @click.option("--model", default="{}", help="The FaultModel as JSON (FaultModel.to_json()).")
 @click.option("--slow", is_flag=True, help="This worker is slow (slow_factor applies).")
 @click.option("--faulty", is_flag=True, help="This worker corrupts every array result.")
-def dask_setup(worker: Any, model: str, slow: bool, faulty: bool) -> None:
+async def dask_setup(worker: Any, model: str, slow: bool, faulty: bool) -> None:
     """``dask worker ADDRESS --preload dask_coded.faults --model JSON [--slow] [--faulty]``."""
     params = json.loads(model)
     for name in ("slow_workers", "error_workers", "kill_workers", "prefixes"):
         if isinstance(params.get(name), list):
             params[name] = tuple(params[name])
     injector = FaultInjector(FaultModel(**params), slow=slow, faulty=faulty)
-    injector.setup(worker)
-    worker.plugins[NAME] = injector
+    # The worker's own registration (what Client.register_plugin asks it to do): it calls setup and
+    # tears the injector down with the worker. catch_errors=False: a bad model fails the preload loudly.
+    await worker.plugin_add(injector, name=NAME, catch_errors=False)

@@ -17,11 +17,11 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask._task_spec import List, TaskRef
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _compat, config
+from ._compat import List, TaskRef
 from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind

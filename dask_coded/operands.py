@@ -15,11 +15,11 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask._task_spec import TaskRef
 from dask.array.core import normalize_chunks
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from ._compat import TaskRef
 from .codes import Code
 
 __all__ = ["CodedOperand", "GraphLayer", "Operand"]

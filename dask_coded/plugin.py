@@ -49,17 +49,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pickle
 import time
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from dask._task_spec import Task, TaskRef
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
 from . import _compat, config
+from ._compat import Task, reference_key
 from .backup import BackupTasks
 from .blocks import CORRECTIONS_TOPIC, MISSING, NONFINITE_TYPENAME, CodedTask, DecodeSpec, decode_block
 from .errors import DaskCodedWarning
@@ -184,8 +182,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 f"{', '.join(missing)}; coded graphs stay correct but wait for every block "
                 "(no early decoding)"
             )
-            warnings.warn(message, DaskCodedWarning, stacklevel=2)
+            # One warning where users see it (a warning raised here would stay in the scheduler).
             logger.warning(message)
+            _compat.warn_clients(scheduler, message, DaskCodedWarning)
             return
         self.scheduler = scheduler
         _compat.intercept_graph_updates(scheduler, self._before_graph_update)
@@ -250,7 +249,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         """
         suspects: list[str | None] = []
         for index, ref in enumerate(ts.run_spec.args[1:]):
-            member = self.scheduler.tasks.get(ref.key) if isinstance(ref, TaskRef) else None
+            key = reference_key(ref)
+            member = self.scheduler.tasks.get(key) if key is not None else None
             worker = spread_worker(index, workers)
             if member is None or worker is None:
                 suspects.append(None)
@@ -278,9 +278,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return
         self._warned.add(message)
         logger.warning(message)
-        self.scheduler.log_event(
-            "warn", {"message": pickle.dumps(message), "category": pickle.dumps(DaskCodedWarning)}
-        )
+        _compat.warn_clients(self.scheduler, message, DaskCodedWarning)
 
     def _place(self, ts: Any, workers: set[str], loose: bool) -> bool:
         if not workers or ts.state not in ("released", "waiting"):
@@ -381,7 +379,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return
         refs = ts.run_spec.args[1:]
         tasks = self.scheduler.tasks
-        members: list[Any] = [tasks.get(r.key) if isinstance(r, TaskRef) else MISSING for r in refs]
+        keys = [reference_key(r) for r in refs]
+        members: list[Any] = [tasks.get(k) if k is not None else MISSING for k in keys]
         finished = [i for i, m in enumerate(members) if m is not None and m.state == "memory"]
         suspects = None
         if spec.max_errors:
@@ -443,7 +442,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         for block in msg.get("blocks", ()):
             self.counters["corrections"] += 1
             ref = refs[block] if block < len(refs) else None
-            worker = self._computed_by.get(ref.key, "unknown") if isinstance(ref, TaskRef) else "unknown"
+            key = reference_key(ref)
+            worker = self._computed_by.get(key, "unknown") if key is not None else "unknown"
             self.corrections_by_worker[worker] = self.corrections_by_worker.get(worker, 0) + 1
             self.corrections_by_block[block] = self.corrections_by_block.get(block, 0) + 1
 

@@ -55,9 +55,11 @@ def test_parity_blocks_are_in_the_graph(matrix):
         np.testing.assert_array_equal(values[i].exponents, exponents)
         expected = sum(w * 2.0**-e * b for w, e, b in zip(coded.code.generator[i], exponents, padded))
         np.testing.assert_allclose(values[i].values, expected, rtol=1e-12)
-    assert all(
-        str(k[0]).startswith("coded-encode-") for k in graph if isinstance(k, tuple) and k[0] == coded.name
-    )
+    # The encode layer holds exactly the n coded blocks, under the coded-encode- name.
+    assert coded.name.startswith("coded-encode-")
+    assert {k for k in graph if isinstance(k, tuple) and k[0] == coded.name} == {
+        (coded.name, i, 0) for i in range(5)
+    }
 
 
 def test_persist_keeps_parities_and_is_reused(matrix):

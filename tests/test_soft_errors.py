@@ -15,6 +15,9 @@ from dask_coded.testing import relative_error
 pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
 
 SIX_WORKERS = [("127.0.0.1", 1)] * 6
+#: gen_cluster's time limit: a guard against hangs, not a speed limit (on a loaded 2-core machine
+#: a plugin test took 31 s and hit the default 30 s).
+TIMEOUT = 120
 #: k = 4 data blocks, no straggler parity, 2 * max_errors = 2 extra blocks: one coded block per worker.
 CONFIG = {"distributed.scheduler.validate": True, "coded.parity": 0}
 
@@ -27,7 +30,7 @@ async def _setup(c, faulty, kind):
 
 
 @pytest.mark.parametrize("kind", ["noise", "nan", "bitflip"])
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
 async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
     data = np.random.default_rng(0).standard_normal((400, 50))
     x = np.random.default_rng(1).standard_normal(50)
@@ -54,7 +57,7 @@ async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
     assert stats["corrections_by_block"] == {faulty_block: stats["corrections"]}
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
 async def test_too_many_faulty_workers_raise_instead_of_returning(c, s, *workers):
     data = np.random.default_rng(0).standard_normal((400, 50))
     with dask.config.set(CONFIG):
@@ -66,7 +69,7 @@ async def test_too_many_faulty_workers_raise_instead_of_returning(c, s, *workers
             await c.compute(dask_coded.dot(coded, np.ones(50), max_errors=1))
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
 async def test_named_codes_get_redundancy_for_max_errors(c, s, *workers):
     data = np.random.default_rng(2).standard_normal((200, 30))
     with dask.config.set(CONFIG):
@@ -94,7 +97,7 @@ def test_max_errors_on_a_local_scheduler():
     assert {(s.code.k, s.code.n, s.max_errors) for s in specs} == {(4, 10, 2)}
 
 
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
 async def test_a_pinned_member_runs_elsewhere_when_its_worker_dies(c, s, *workers):
     """Members of a max_errors group are pinned to distinct workers; a dead worker's member is freed."""
     data = np.random.default_rng(4).standard_normal((400, 50))
