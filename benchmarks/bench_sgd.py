@@ -18,6 +18,7 @@ import numpy as np
 from distributed import Client
 
 from benchmarks.common import cluster_arguments, on_cluster, save
+from dask_coded import keys
 from dask_coded.faults import inject
 from dask_coded.sgd import (
     AsyncSGD,
@@ -33,7 +34,7 @@ STRAGGLERS = {
     "delay_shift": 0.05,
     "slow_workers": 1,
     "slow_factor": 10.0,
-    "prefixes": ("sgd-", "coded-product-"),
+    "prefixes": (keys.SGD, keys.PRODUCT),
 }
 
 

@@ -29,10 +29,11 @@ import numpy as np
 from distributed import Client
 
 from benchmarks.common import cluster_arguments, on_cluster, save
+from dask_coded import keys
 from dask_coded.faults import inject
 from dask_coded.sgd import AdaptiveKSyncSGD, GradientCodedSGD, KSyncSGD, SyncSGD
 
-PREFIXES = ("sgd-gradient-",)
+PREFIXES = (keys.SGD_GRADIENT,)
 TARGETS = (1e-2, 1e-3, 1e-4, 1e-6)
 
 

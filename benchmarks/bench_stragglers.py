@@ -23,6 +23,7 @@ from distributed import Client, get_task_stream
 
 import dask_coded
 from benchmarks.common import cluster_arguments, on_cluster, percentiles, save
+from dask_coded import keys
 from dask_coded.faults import inject
 from dask_coded.testing import one_block_per_worker
 
@@ -47,9 +48,9 @@ def _oracle(stream: list[dict[str, Any]], start: float, k: int) -> tuple[float, 
         compute = [s for s in record["startstops"] if s["action"] == "compute"]
         if not compute:
             continue
-        if "coded-product" in name:
+        if name.startswith(keys.PRODUCT):
             finishes.append(compute[-1]["stop"] - start)
-        elif "coded-decode" in name:
+        elif name.startswith(keys.DECODE):
             decodes.append(compute[-1]["stop"] - compute[-1]["start"])
             decoded = max(decoded, compute[-1]["stop"] - start)
     if len(finishes) < k:

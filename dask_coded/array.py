@@ -10,7 +10,7 @@ import numpy as np
 from dask.base import DaskMethodsMixin, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from . import config
+from . import config, keys
 from ._compat import Alias, Task, TaskRef
 from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
@@ -139,7 +139,7 @@ class CodedArray(DaskMethodsMixin):
         """The transpose, coded along the other axis (2-D only)."""
         if self.ndim != 2:
             raise ValueError("CodedArray.T needs a 2-D array")
-        name = "coded-transpose-" + tokenize(self.name)
+        name = keys.TRANSPOSE + tokenize(self.name)
         layer: dict[Any, Any] = {
             (name, j, i): CodedTask((name, j, i), transpose_block, TaskRef((self.name, i, j)))
             for i in range(len(self.coded_chunks[0]))
@@ -350,7 +350,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     if mixes and len(other_axis_blocks) > 1:
         # Equilibration exponents per data block, from every chunk of it along the other axis:
         # one tiny max-abs task per chunk, one task gathering them.
-        max_name, exp_key = "coded-maxabs-" + tokenize(name), "coded-exponents-" + tokenize(name)
+        max_name, exp_key = keys.MAX_ABS + tokenize(name), keys.EXPONENTS + tokenize(name)
         magnitudes = []
         for j in range(code.k):
             for other in other_axis_blocks:

@@ -23,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _compat
+from . import _compat, keys
 from .policy import BackupRule, should_launch_backup
 
 __all__ = ["BackupTasks", "BACKUP_PREFIX"]
 
 #: Key prefix of backup copies (the name shows on the dashboard and in fault models).
-BACKUP_PREFIX = "coded-backup-"
+BACKUP_PREFIX = keys.BACKUP
 #: The pseudo-client that wants backup copies until one result wins.
 _CLIENT = "dask-coded-backup"
 #: Task groups whose durations are kept, most recent first out.

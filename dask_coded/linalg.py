@@ -20,7 +20,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from . import _compat, config
+from . import _compat, config, keys
 from ._compat import List, TaskRef
 from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
@@ -298,7 +298,7 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     inner_chunks = coded.chunks[1] if left else coded.chunks[0]
     other = other.rechunk({0 if left else other.ndim - 1: inner_chunks})
     token = tokenize(coded, other, max_errors)
-    product_name, out_name = "coded-product-" + token, "coded-decode-" + token
+    product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
     # Groups are the output blocks along the uncoded axis: columns of `other` (left) or its rows (right).
     matrix = other.ndim == 2
     group_chunks: tuple[int | None, ...] = other.chunks[1 if left else 0] if matrix else (None,)
@@ -306,7 +306,7 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     products: dict[Any, Any] = {}
     decodes: dict[Any, Any] = {}
     for g, group_size in enumerate(group_chunks):
-        keys = []
+        members = []
         for i in range(code.n):
             if left:
                 lhs = [coded.block((i, kk)) for kk in inner]
@@ -317,7 +317,7 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
                 rhs = [coded.block((kk, i)) for kk in inner]
                 key = (product_name, g, i) if matrix else (product_name, i)
             products[key] = CodedTask(key, product_block, List(*lhs), List(*rhs))
-            keys.append(key)
+            members.append(key)
         specs = {}
         for j, size in enumerate(coded.chunks[coded.axis]):
             index: tuple[int, ...]
@@ -327,7 +327,7 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
             else:
                 index, shape = ((j, g), (size, group_size)) if left else ((g, j), (group_size, size))
             specs[index] = DecodeSpec(code, j, shape, dtype, max_errors)
-        decodes.update(_decode_layer(out_name, keys, specs))
+        decodes.update(_decode_layer(out_name, members, specs))
     product_layer = GraphLayer(product_name, products, *coded.collections, *other.collections)
     coded_chunks = coded.chunks[coded.axis]
     if left:
@@ -371,8 +371,8 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
     layer.update(
         _encode_layer(enc_b, b_weights, [[b.block((kk, col)) for col in range(p)] for kk in inner], dtype)
     )
-    encoded = GraphLayer("coded-encode-" + token, layer, *a.collections, *b.collections)
-    product_name, out_name = "coded-product-" + token, "coded-decode-" + token
+    encoded = GraphLayer(keys.ENCODE + token, layer, *a.collections, *b.collections)
+    product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
     products = {
         (product_name, i): CodedTask(
             (product_name, i),
@@ -407,20 +407,22 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
     layer = _encode_layer(enc_a, a_weights, [[a.block((r, j)) for j in range(m)] for r in rows], dtype)
     b_blocks = [[b.block((j, c) if c is not None else (j,)) for j in range(m)] for c in cols]
     layer.update(_encode_layer(enc_b, b_weights, b_blocks, dtype))
-    encoded = GraphLayer("coded-encode-" + token, layer, *a.collections, *b.collections)
-    product_name, out_name = "coded-product-" + token, "coded-decode-" + token
+    encoded = GraphLayer(keys.ENCODE + token, layer, *a.collections, *b.collections)
+    product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
     products: dict[Any, Any] = {}
     decodes: dict[Any, Any] = {}
     for r, (g, c) in itertools.product(rows, enumerate(cols)):
-        keys = [(product_name, r, g, i) for i in range(code.n)]
-        for i, key in enumerate(keys):
+        members = [(product_name, r, g, i) for i in range(code.n)]
+        for i, key in enumerate(members):
             products[key] = CodedTask(
                 key, product_block, List(TaskRef((enc_a, i, r))), List(TaskRef((enc_b, i, g)))
             )
         index, shape = (
             ((r, g), (a.chunks[0][r], b.chunks[1][g])) if c is not None else ((r,), (a.chunks[0][r],))
         )
-        decodes.update(_decode_layer(out_name, keys, {index: DecodeSpec(code, 0, shape, dtype, max_errors)}))
+        decodes.update(
+            _decode_layer(out_name, members, {index: DecodeSpec(code, 0, shape, dtype, max_errors)})
+        )
     chunks = (a.chunks[0], b.chunks[1]) if b.ndim == 2 else (a.chunks[0],)
     return _finish(out_name, decodes, GraphLayer(product_name, products, encoded), chunks, dtype)
 

@@ -29,8 +29,7 @@ __all__ = [
 #: Layer-name prefixes of the encode layers whose blocks the plugin spreads: a
 #: CodedArray's row or column encoding, and the two sides of a polynomial or
 #: MatDot product (whose keys start with the coded index).
-ENCODE_ROWS, ENCODE_COLUMNS = "coded-encode-rows-", "coded-encode-cols-"
-ENCODE_TWO_SIDED = ("coded-encode-a-", "coded-encode-b-")
+from .keys import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED
 
 
 @dataclass(frozen=True)

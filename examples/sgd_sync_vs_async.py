@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from distributed import Client, LocalCluster
 
+from dask_coded import keys
 from dask_coded.faults import inject
 from dask_coded.sgd import AsyncSGD, GradientCodedSGD, KBatchAsyncSGD, KSyncSGD, SyncSGD
 
@@ -29,7 +30,7 @@ def main():
         Client(cluster) as client,
     ):
         # Gradient tasks take 50 ms more; one worker takes 10 times as long.
-        with inject(client, delay_shift=0.05, slow_workers=1, slow_factor=10, prefixes=("sgd-",)):
+        with inject(client, delay_shift=0.05, slow_workers=1, slow_factor=10, prefixes=(keys.SGD,)):
             runs = [
                 SyncSGD(**options),
                 KSyncSGD(4, **options),

@@ -9,6 +9,7 @@ import dask_coded
 from dask_coded import CodedArray, MDSCode, ReplicationCode, encode
 from dask_coded.blocks import ScaledBlock
 from dask_coded.codes.base import equilibration_exponents
+from dask_coded.keys import DECODE, ENCODE, PRODUCT
 from dask_coded.testing import assert_eq
 
 
@@ -56,7 +57,7 @@ def test_parity_blocks_are_in_the_graph(matrix):
         expected = sum(w * 2.0**-e * b for w, e, b in zip(coded.code.generator[i], exponents, padded))
         np.testing.assert_allclose(values[i].values, expected, rtol=1e-12)
     # The encode layer holds exactly the n coded blocks, under the coded-encode- name.
-    assert coded.name.startswith("coded-encode-")
+    assert coded.name.startswith(ENCODE)
     assert {k for k in graph if isinstance(k, tuple) and k[0] == coded.name} == {
         (coded.name, i, 0) for i in range(5)
     }
@@ -77,7 +78,7 @@ def test_collection_protocol(matrix):
     assert len(keys) == coded.code.n and len(keys[0]) == 2
     assert coded.__dask_layers__() == (coded.name,)
     assert dask.base.tokenize(coded) == dask.base.tokenize(encode(da.from_array(matrix, chunks=(4, 3))))
-    assert coded.name.startswith("coded-encode-")
+    assert coded.name.startswith(ENCODE)
     assert "CodedArray" in repr(coded) and "recovery threshold" in coded._repr_html_()
     (computed,) = dask.compute(coded)
     np.testing.assert_array_equal(computed, matrix)
@@ -99,9 +100,9 @@ def test_layers_have_readable_names(matrix):
     coded = encode(da.from_array(matrix, chunks=(4, 6)))
     y = dask_coded.dot(coded, np.ones(6))
     layers = set(y.__dask_graph__().layers)
-    assert any(n.startswith("coded-encode-") for n in layers)
-    assert any(n.startswith("coded-product-") for n in layers)
-    assert any(n.startswith("coded-decode-") for n in layers)
+    assert any(n.startswith(ENCODE) for n in layers)
+    assert any(n.startswith(PRODUCT) for n in layers)
+    assert any(n.startswith(DECODE) for n in layers)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import dask_coded
 from dask_coded import FallbackWarning
 from dask_coded._compat import reference_key
 from dask_coded.fallback import fallback_reason
+from dask_coded.keys import ENCODE, PRODUCT
 from dask_coded.operands import Operand
 
 #: Relative error allowed per output block; 0 means exactly equal.
@@ -362,7 +363,7 @@ def test_numpy_operands_travel_inside_the_tasks(code):
         graph = dict(dask_coded.dot(a, b, code=code).__dask_graph__())
         keys_of_a = {k for k in graph if isinstance(a, da.Array) and k[0] == a.name}
         for key, task in graph.items():
-            if str(key[0]).startswith(("coded-product-", "coded-encode-")):
+            if str(key[0]).startswith((PRODUCT, ENCODE)):
                 # Every task that reads a NumPy operand holds its blocks; none waits on an operand task.
                 assert _dependencies(task) <= {k for k in graph if str(k[0]).startswith("coded-")} | keys_of_a
         # No task holds a whole NumPy operand (da.asarray would have made an array- task).
@@ -379,7 +380,7 @@ def test_numpy_operands_keep_deterministic_keys_and_pickle():
     for dumps, loads in [(pickle.dumps, pickle.loads), (cloudpickle.dumps, cloudpickle.loads)]:
         restored = loads(dumps(graph))
         assert set(restored) == set(graph)
-    products = [t for k, t in graph.items() if str(k[0]).startswith("coded-product-")]
+    products = [t for k, t in graph.items() if str(k[0]).startswith(PRODUCT)]
     assert all(reference_key(arg) is None for t in products for arg in t.args[1].args)  # x's blocks
     np.testing.assert_allclose(first.compute(scheduler="sync"), A.compute() @ x, rtol=1e-12)
 

@@ -8,6 +8,7 @@ from distributed.utils_test import gen_cluster
 import dask_coded
 from dask_coded._compat import Task
 from dask_coded.faults import FaultInjector, FaultModel, computes_product, corrupt, inject, task_delay
+from dask_coded.keys import PRODUCT
 from dask_coded.testing import relative_error
 
 #: gen_cluster's time limit: a guard against hangs, not a speed limit (on a loaded 2-core machine
@@ -74,7 +75,7 @@ def test_products_are_recognised_through_fusion():
     assert any(computes_product(t) for t in plain.values())
     coded = dict(dask_coded.dot(a, np.ones(4)).__dask_graph__())
     products = [k for k, t in coded.items() if computes_product(t)]
-    assert products and all(str(k[0]).startswith("coded-product") for k in products)
+    assert products and all(str(k[0]).startswith(PRODUCT) for k in products)
     assert not computes_product(Task("x", np.add, 1, 2))
 
 
@@ -127,7 +128,7 @@ def test_inject_context_manager_chooses_slow_workers(client):
 
 
 def test_model_round_trips_through_json():
-    model = FaultModel(delay="pareto", slow_workers=("w1",), prefixes=("coded-product",), tasks="products")
+    model = FaultModel(delay="pareto", slow_workers=("w1",), prefixes=(PRODUCT,), tasks="products")
     params = __import__("json").loads(model.to_json())
     rebuilt = FaultModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
     assert rebuilt == model

@@ -10,6 +10,7 @@ from dask_coded import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
 from dask_coded._compat import reference_key
 from dask_coded.blocks import DecodeSpec, decode_block
 from dask_coded.errors import DaskCodedWarning
+from dask_coded.keys import DECODE, PRODUCT
 from dask_coded.testing import assert_eq
 
 RTOL = {"float64": 1e-10, "complex128": 1e-10, "float32": 1e-4, "int64": 0}
@@ -104,9 +105,7 @@ def test_named_codes_take_their_size_from_config():
     a, b, _, _, _ = _operands("square", "float64", "dask", None)
     with dask.config.set({"coded.parity": 3}):
         graph = dict(dask_coded.dot(a, b).__dask_graph__())
-    specs = [
-        t.args[0] for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith("coded-decode-")
-    ]
+    specs = [t.args[0] for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith(DECODE)]
     assert {s.code for s in specs} == {MDSCode(4, 7)}
 
 
@@ -152,7 +151,7 @@ def test_drop_in_pipeline_gives_the_same_result():
 
 
 def _decode_tasks(graph):
-    return {k: t for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith("coded-decode-")}
+    return {k: t for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith(DECODE)}
 
 
 @pytest.mark.parametrize("code", CODES)
@@ -169,7 +168,7 @@ def test_groups_survive_graph_optimisation(code):
         assert isinstance(spec, DecodeSpec)
         members = [reference_key(arg) for arg in task.args[1:] if reference_key(arg) is not None]
         assert len(members) == spec.code.n == len(set(members))
-        assert all(str(m[0]).startswith("coded-product-") and m in graph for m in members)
+        assert all(str(m[0]).startswith(PRODUCT) and m in graph for m in members)
     assert dask.compute(expression, scheduler="sync")[0] == pytest.approx(
         dask.compute(expression, optimize_graph=False, scheduler="sync")[0], rel=1e-12
     )

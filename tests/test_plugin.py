@@ -13,6 +13,7 @@ import dask_coded
 from dask_coded import DaskCodedWarning, MDSCode, _compat
 from dask_coded.blocks import NONFINITE_TYPENAME, product_block
 from dask_coded.faults import FaultInjector, FaultModel
+from dask_coded.keys import DECODE, ENCODE, PRODUCT
 from dask_coded.plugin import NAME
 from dask_coded.testing import relative_error
 
@@ -46,9 +47,7 @@ async def _setup(c, s, slow_worker, factor=SLOW_FACTOR):
 
 
 def _coded_keys(tasks):
-    return [
-        k for k in tasks if isinstance(k, tuple) and str(k[0]).startswith(("coded-product", "coded-decode"))
-    ]
+    return [k for k in tasks if isinstance(k, tuple) and str(k[0]).startswith((PRODUCT, DECODE))]
 
 
 def _states_on(worker, key):
@@ -58,7 +57,7 @@ def _states_on(worker, key):
 
 def _products_run_on(worker, collection):
     """The coded products of ``collection`` that ``worker`` started executing."""
-    keys = [k for k in collection.__dask_graph__() if str(k[0]).startswith("coded-product")]
+    keys = [k for k in collection.__dask_graph__() if str(k[0]).startswith(PRODUCT)]
     return [k for k in keys if "executing" in _states_on(worker, k)]
 
 
@@ -92,7 +91,7 @@ async def test_late_members_are_released_and_cancelled(c, s, *workers):
         for ts in s.tasks.values()
         if ts.who_has
         for ws in ts.who_has
-        if str(ts.key[0]).startswith("coded-encode")
+        if str(ts.key[0]).startswith(ENCODE)
     }
     assert holders == {w.address for w in workers}, "one coded block per worker"
     y = dask_coded.dot(coded, np.ones(60))
@@ -171,9 +170,7 @@ async def test_client_cancels_the_computation(c, s, *workers):
     future = c.compute(dask_coded.dot(coded, np.ones(60)))
     # Cancel while the computation runs (the slow worker's product takes seconds).
     await async_poll_for(
-        lambda: any(
-            str(k[0]).startswith("coded-product") and ts.state == "processing" for k, ts in s.tasks.items()
-        ),
+        lambda: any(str(k[0]).startswith(PRODUCT) and ts.state == "processing" for k, ts in s.tasks.items()),
         timeout=30,
         period=0.001,
     )
@@ -269,7 +266,7 @@ def _reached(s, point, first):
     """Whether the first client's computation has reached ``point`` (scheduler state only)."""
     tasks = list(s.tasks.values())
     if point == "first-product":
-        return any(str(ts.key[0]).startswith("coded-product") and ts.state == "memory" for ts in tasks)
+        return any(str(ts.key[0]).startswith(PRODUCT) and ts.state == "memory" for ts in tasks)
     if point == "first-early-decode":
         return s.plugins[NAME].counters["decodes_early"] > first
     return True

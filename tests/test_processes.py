@@ -16,6 +16,7 @@ from distributed import Client, wait
 
 import dask_coded
 from dask_coded.faults import FaultModel
+from dask_coded.keys import DECODE, PRODUCT
 from dask_coded.testing import relative_error
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")]
@@ -143,7 +144,7 @@ def test_coded_finishes_while_the_slow_worker_is_busy(tmp_path):
         assert relative_error(result, data @ x) < 1e-10
         # The slow worker's product was cancelled while it ran and never delivered (read from its
         # own transition log: no wall-clock limit, which a loaded machine could miss).
-        products = {str(k) for k in y.__dask_graph__() if str(k[0]).startswith("coded-product")}
+        products = {str(k) for k in y.__dask_graph__() if str(k[0]).startswith(PRODUCT)}
         slow = _addresses_by_name(client)["w0"]
         states = client.run(_product_states, sorted(products), workers=[slow])[slow]
         assert states, "the slow worker ran a product"
@@ -159,12 +160,10 @@ def test_coded_finishes_while_the_slow_worker_is_busy(tmp_path):
         assert stats["decodes_early"] >= 1 and stats["members_dropped"] >= 1
 
         def coded_tasks(dask_scheduler):
-            return [
-                str(k) for k in dask_scheduler.tasks if "coded-product" in str(k) or "coded-decode" in str(k)
-            ]
+            return [str(k) for k in dask_scheduler.tasks if PRODUCT in str(k) or DECODE in str(k)]
 
         _wait_for(lambda: not client.run_on_scheduler(coded_tasks), 30, "released coded tasks")
-        held = client.run(lambda dask_worker: [str(k) for k in dask_worker.data if "coded-product" in str(k)])
+        held = client.run(lambda dask_worker: [str(k) for k in dask_worker.data if PRODUCT in str(k)])
         assert not any(held.values()), held
 
 
@@ -191,7 +190,7 @@ def test_worker_killed_mid_compute(tmp_path):
         coded = client.persist(dask_coded.encode(data, code=dask_coded.MDSCode(3, 5)))
         wait(list(dict(coded.__dask_graph__()).values()))  # encoded before the products start
         y = dask_coded.dot(coded, np.ones(40))
-        products = sorted(str(k) for k in y.__dask_graph__() if str(k[0]).startswith("coded-product"))
+        products = sorted(str(k) for k in y.__dask_graph__() if str(k[0]).startswith(PRODUCT))
         doomed = _addresses_by_name(client)["w0"]  # procs[1]
         future = client.compute(y)
         running: dict = {}

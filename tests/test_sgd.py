@@ -7,6 +7,7 @@ from distributed import get_client, wait
 
 import dask_coded
 from dask_coded.faults import inject
+from dask_coded.keys import PRODUCT, SGD_GRADIENT
 from dask_coded.sgd import (
     AdaptiveKSyncSGD,
     AsyncSGD,
@@ -23,7 +24,7 @@ from dask_coded.sgd import (
 from dask_coded.testing import KeyRecorder, keys_received, one_block_per_worker
 
 P = 4
-GRADIENT_TASKS = ("sgd-gradient-", "coded-product-")
+GRADIENT_TASKS = (SGD_GRADIENT, PRODUCT)
 
 
 @pytest.fixture

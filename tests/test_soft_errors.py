@@ -10,6 +10,7 @@ import dask_coded
 from dask_coded import DecodingError, MDSCode
 from dask_coded.blocks import decode_block
 from dask_coded.faults import FaultInjector, FaultModel
+from dask_coded.keys import DECODE
 from dask_coded.testing import relative_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
@@ -91,9 +92,7 @@ def test_max_errors_on_a_local_scheduler():
     result = dask_coded.dot(da.from_array(data, chunks=(20, 10)), np.ones(10), max_errors=2)
     assert relative_error(result.compute(scheduler="threads"), data.sum(axis=1)) < 1e-10
     graph = dict(result.__dask_graph__())
-    specs = [
-        t.args[0] for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith("coded-decode")
-    ]
+    specs = [t.args[0] for k, t in graph.items() if isinstance(k, tuple) and str(k[0]).startswith(DECODE)]
     assert {(s.code.k, s.code.n, s.max_errors) for s in specs} == {(4, 10, 2)}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from distributed import Future, get_client, wait
 
+from .. import keys
 from .data import Dataset, as_dataset
 from .history import History
 from .problems import Problem, make_problem
@@ -24,7 +25,7 @@ from .problems import Problem, make_problem
 __all__ = ["Trainer", "minibatch_gradient", "partition_gradient", "wait_until"]
 
 #: Key prefix of every gradient task (fault models can select them by it).
-GRADIENT_PREFIX = "sgd-gradient-"
+GRADIENT_PREFIX = keys.SGD_GRADIENT
 
 
 def minibatch_gradient(

@@ -22,6 +22,7 @@ import numpy as np
 from dask.core import flatten
 from distributed import Future, futures_of
 
+from .. import keys
 from .placement import balance_shards, coded_copies
 from .problems import Problem
 
@@ -160,7 +161,7 @@ class ShardedData(Dataset):
         worker = self.worker_of[shard]
         if worker in where.get(future.key, ()):
             return future
-        return self._copy(client, future, f"sgd-shard-{kind}-{self._token}-{shard}", worker)
+        return self._copy(client, future, f"{keys.SGD_SHARD}{kind}-{self._token}-{shard}", worker)
 
     def _copy(self, client: Any, future: Any, key: str, worker: str) -> Any:
         copy = _pinned(client, _same, future, key=key, worker=worker)
@@ -183,7 +184,7 @@ class ShardedData(Dataset):
         for partition, receivers in coded_copies(assignments).items():
             for receiver in receivers:
                 worker = workers[receiver]
-                key = f"sgd-shard-coded-{self._token}-{partition}-{receiver}"
+                key = f"{keys.SGD_SHARD}coded-{self._token}-{partition}-{receiver}"
                 placed[partition, receiver] = (
                     [self._copy(client, x, f"{key}-x-{n}", worker) for n, x in enumerate(own[partition][0])],
                     [self._copy(client, y, f"{key}-y-{n}", worker) for n, y in enumerate(own[partition][1])],
@@ -197,7 +198,7 @@ class ShardedData(Dataset):
         """``function(*args, x, y)`` on every shard, on the shard's worker: futures of the (small) results."""
         token = uuid.uuid4().hex[:8]
         return [
-            _pinned(client, function, *args, x, y, key=f"sgd-{name}-{token}-{i}", worker=worker)
+            _pinned(client, function, *args, x, y, key=f"{keys.SGD}{name}-{token}-{i}", worker=worker)
             for i, ((x, y), worker) in enumerate(zip(self.shards, self.worker_of))
         ]
 
