@@ -44,7 +44,7 @@ def _oracle(stream: list[dict[str, Any]], start: float, k: int) -> tuple[float, 
     """
     finishes, decodes, decoded = [], [], 0.0
     for record in stream:
-        name = str(record["key"])
+        name = keys.key_name(record["key"])
         compute = [s for s in record["startstops"] if s["action"] == "compute"]
         if not compute:
             continue
