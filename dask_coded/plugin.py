@@ -56,7 +56,7 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
-from . import _compat, config
+from . import _compat, config, keys
 from ._compat import Task, reference_key
 from .backup import BackupTasks
 from .blocks import CORRECTIONS_TOPIC, MISSING, NONFINITE_TYPENAME, CodedTask, DecodeSpec, decode_block
@@ -85,6 +85,11 @@ _SMOOTHING = 0.3
 UNASSIGNED = "unassigned"
 #: Task states after which a decode is no longer in flight.
 _SETTLED = frozenset({"memory", "erred", "released", "forgotten"})
+
+
+def _is_decode_key(key: Any) -> bool:
+    """A cheap test by name, before looking a task up on the hot path of every transition."""
+    return keys.key_name(key).startswith(keys.DECODE)
 
 
 def _decode_spec(ts: Any) -> DecodeSpec | None:
@@ -313,7 +318,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             self._schedule_flush()
         if finish in _SETTLED:
             self._in_flight.discard(key)
-        elif finish == "waiting" and key not in self._in_flight:
+        elif (
+            finish == "waiting" and key not in self._in_flight and keys.key_name(key).startswith(keys.DECODE)
+        ):
             waiting = self.scheduler.tasks.get(key)
             if waiting is not None and _decode_spec(waiting) is not None:
                 self._in_flight.add(key)
@@ -322,7 +329,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             if ts is None:
                 return
             if start == "processing" and "worker" in kwargs:
-                self._computed_by[key] = kwargs["worker"]
+                if keys.key_name(key).startswith(keys.PRODUCT):  # only members are ever looked up
+                    self._computed_by[key] = kwargs["worker"]
                 self._record_duration(ts, kwargs["worker"], kwargs.get("startstops"))
             for dependent in ts.dependents:
                 if dependent.state == "waiting" and _decode_spec(dependent) is not None:
