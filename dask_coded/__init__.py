@@ -5,7 +5,15 @@ from __future__ import annotations
 from . import codes
 from ._imports import when_imported as _when_imported
 from .array import CodedArray, encode
-from .codes import GradientCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode, make_code
+from .codes import (
+    GradientCode,
+    GroupedMDSCode,
+    MatDotCode,
+    MDSCode,
+    PolynomialCode,
+    ReplicationCode,
+    make_code,
+)
 from .config import load_config as _load_config
 from .errors import ConditioningWarning, DaskCodedWarning, DecodingError, FallbackWarning
 from .linalg import dot, matmul, matvec
@@ -21,6 +29,7 @@ __all__ = [
     "DecodingError",
     "FallbackWarning",
     "GradientCode",
+    "GroupedMDSCode",
     "MDSCode",
     "MatDotCode",
     "PolynomialCode",

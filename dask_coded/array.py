@@ -10,13 +10,21 @@ import numpy as np
 from dask.base import DaskMethodsMixin, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from . import config, keys
+from . import _compat, config, keys
 from ._compat import Alias, Task, TaskRef
 from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
-__all__ = ["CodedArray", "chunking", "data_array", "encode", "resolve_one_sided_code", "even_chunks"]
+__all__ = [
+    "CodedArray",
+    "chunking",
+    "data_array",
+    "encode",
+    "encoding_name",
+    "even_chunks",
+    "resolve_one_sided_code",
+]
 
 
 def even_chunks(length: int, blocks: int) -> tuple[int, ...]:
@@ -43,9 +51,32 @@ def chunking(
     2
     """
     options = {name: config.get(name) for name in config.option_names()}
+    if workers is None:
+        workers = _compat.worker_count()  # codes are sized for the cluster that will run them
     return Chunking(
         row_blocks, col_blocks, inner_blocks, blocks, int(options["parity"]), max_errors, workers, options
     )
+
+
+def encoding_name(prefix: str, code: Code, token: str) -> str:
+    """The key name of an encoding: ``prefix + token``, with the group layout when the code has one.
+
+    A code whose groups are consecutive runs of data blocks, each followed
+    by its parities in group order (:class:`~dask_coded.GroupedMDSCode`),
+    names that layout (:func:`~dask_coded.keys.grouped_name`), so the plugin
+    places each group's members on distinct workers.
+    """
+    groups = code.groups
+    if len(groups) == 1:
+        return prefix + token
+    group_size = groups[0].code.k
+    parity = groups[0].code.n - group_size
+    for q, group in enumerate(groups):
+        start, stop = q * group_size, min(code.k, (q + 1) * group_size)
+        parities = range(code.k + q * parity, code.k + (q + 1) * parity)
+        if group.members != (*range(start, stop), *parities):
+            return prefix + token  # another layout: blocks are spread by their own index
+    return keys.grouped_name(prefix, code.k, group_size, parity, token)
 
 
 def resolve_one_sided_code(code: Code | str | None, chunks: Chunking) -> Code:
@@ -129,9 +160,14 @@ class CodedArray(DaskMethodsMixin):
 
     @property
     def coded_chunks(self) -> tuple[tuple[int, ...], ...]:
-        """Chunks including the parity blocks (each as large as the largest data block)."""
+        """Chunks including the parity blocks (each as large as the largest data block of its group)."""
         data = self.chunks[self.axis]
-        coded = data + (max(data),) * (self.code.n - self.code.k)
+        parities = [0] * (self.code.n - self.code.k)
+        for group in self.code.groups:
+            size = max(data[j] for j in group.members[: group.code.k])
+            for i in group.members[group.code.k :]:
+                parities[i - self.code.k] = size
+        coded = data + tuple(parities)
         return tuple(coded if ax == self.axis else c for ax, c in enumerate(self.chunks))
 
     @property
@@ -335,8 +371,9 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     rows, cols = (split, 1) if axis == 0 else (1, split)
     code = resolve_one_sided_code(code, chunking(rows, cols, other_blocks, blocks=split))
 
-    # The axis is in the name so the scheduler plugin can read a block's index from its key.
-    name = (ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS) + tokenize(A, code, axis)
+    # The axis (and a grouped code's layout) is in the name so the scheduler plugin can read a
+    # block's index and group from its key.
+    name = encoding_name(ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS, code, tokenize(A, code, axis))
     other_axis_blocks = range(len(A.chunks[1 - axis])) if A.ndim == 2 else [None]
     layer: dict[Any, Any] = {}
 
@@ -345,34 +382,39 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
             return (base, i)
         return (base, i, other) if axis == 0 else (base, other, i)
 
-    exponents: Any = None
-    mixes = any(code.copied_block(i) is None for i in range(code.k, code.n))  # not only replicas
-    if mixes and len(other_axis_blocks) > 1:
-        # Equilibration exponents per data block, from every chunk of it along the other axis:
-        # one tiny max-abs task per chunk, one task gathering them.
-        max_name, exp_key = keys.MAX_ABS + tokenize(name), keys.EXPONENTS + tokenize(name)
-        magnitudes = []
-        for j in range(code.k):
-            for other in other_axis_blocks:
-                chunk_key = key(max_name, j, other)
-                layer[chunk_key] = Task(chunk_key, block_max_abs, TaskRef(key(A.name, j, other)))
-                magnitudes.append(TaskRef(chunk_key))
-        layer[exp_key] = Task(exp_key, block_exponents, code.k, *magnitudes)
-        exponents = TaskRef(exp_key)
     for other in other_axis_blocks:
-        data = [TaskRef(key(A.name, j, other)) for j in range(code.k)]
         for j in range(code.k):
             layer[key(name, j, other)] = Alias(key(name, j, other), key(A.name, j, other))
-        for i in range(code.k, code.n):
-            weights = code.generator[i]
-            copied = code.copied_block(i)
-            if copied is not None:
-                # A replica is a task of its own so it can live on another worker.
-                task: Task = CodedTask(key(name, i, other), np.copy, data[copied])
-            else:
-                # Equilibrated: a 1e-3 block decoded through a parity that also carries a 1e12
-                # block keeps its own relative accuracy (exponents=None: from these blocks).
-                task = CodedTask(key(name, i, other), scaled_parity_block, weights, exponents, *data)
-            layer[key(name, i, other)] = task
+    max_name = keys.MAX_ABS + tokenize(name)
+    for q, group in enumerate(code.groups):
+        data = group.members[: group.code.k]
+        exponents: Any = None
+        mixes = any(group.code.copied_block(i) is None for i in range(group.code.k, group.code.n))
+        if mixes and len(other_axis_blocks) > 1:
+            # Equilibration exponents per data block, from every chunk of it along the other axis:
+            # one tiny max-abs task per chunk, one task per group gathering them.
+            magnitudes = []
+            for j in data:
+                for other in other_axis_blocks:
+                    chunk_key = key(max_name, j, other)
+                    layer[chunk_key] = Task(chunk_key, block_max_abs, TaskRef(key(A.name, j, other)))
+                    magnitudes.append(TaskRef(chunk_key))
+            exp_key = (keys.EXPONENTS + tokenize(name), q)
+            layer[exp_key] = Task(exp_key, block_exponents, len(data), *magnitudes)
+            exponents = TaskRef(exp_key)
+        for other in other_axis_blocks:
+            refs = [TaskRef(key(A.name, j, other)) for j in data]
+            for local in range(group.code.k, group.code.n):
+                parity_key = key(name, group.members[local], other)
+                copied = group.code.copied_block(local)
+                if copied is not None:
+                    # A replica is a task of its own so it can live on another worker.
+                    task: Task = CodedTask(parity_key, np.copy, refs[copied])
+                else:
+                    # Equilibrated: a 1e-3 block decoded through a parity that also carries a
+                    # 1e12 block keeps its own relative accuracy (exponents=None: from these blocks).
+                    weights = group.code.generator[local]
+                    task = CodedTask(parity_key, scaled_parity_block, weights, exponents, *refs)
+                layer[parity_key] = task
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     return CodedArray(graph, name, code, A.chunks, A.dtype, axis)

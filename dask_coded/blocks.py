@@ -93,6 +93,10 @@ class DecodeSpec:
         Set by the scheduler plugin for ``max_errors``: the worker that
         computes each member (None where unknown), so one faulty worker's
         members count as one error.
+    first_position
+        Member ``i`` is coded block ``first_position + i`` in the plugin's
+        round robin of workers (:func:`~dask_coded.policy.spread_position`):
+        the group's first data block in a grouped code, 0 otherwise.
     """
 
     code: Code
@@ -102,6 +106,7 @@ class DecodeSpec:
     max_errors: int = 0
     recovery_set: tuple[int, ...] | None = None
     suspects: tuple[str | None, ...] | None = None
+    first_position: int = 0
 
 
 def suspects_of(spec: DecodeSpec) -> dict[int, str] | None:
@@ -301,6 +306,11 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     count them per worker.
     """
     present = {i: p for i, p in enumerate(products) if p is not MISSING}
+    if not spec.max_errors:
+        # The output's own product, when it is in, is the answer: no decoding machinery at all.
+        direct = spec.code.direct_block(spec.output, present)
+        if direct is not None:
+            return _trimmed(np.asarray(_values(present[direct])), spec)
     exponents = _common_exponents(list(present.values()))
     results = {i: _values(p) for i, p in present.items()}
     if spec.max_errors:
@@ -321,10 +331,7 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
                 "floating point, which is not exact; it needs its own product",
                 suspects=tuple(i for i in range(spec.code.n) if i not in results),
             )
-        out = np.asarray(results[direct])
-        if out.shape != tuple(spec.shape):
-            out = out[tuple(slice(0, s) for s in spec.shape)]
-        return out if out.dtype == dtype else out.astype(dtype)
+        return _trimmed(np.asarray(results[direct]), spec)
     (out,) = spec.code.decode(
         results,
         shapes=[spec.shape],
@@ -333,6 +340,13 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         exponents=exponents if exponents is not None and _has_unit_targets(spec.code) else None,
     )
     return np.asarray(out).astype(dtype, copy=False)
+
+
+def _trimmed(out: np.ndarray, spec: DecodeSpec) -> np.ndarray:
+    """A product as the output block: cut to its true shape, in the output dtype."""
+    if out.shape != tuple(spec.shape):
+        out = out[tuple(slice(0, s) for s in spec.shape)]
+    return out if out.dtype == spec.dtype else out.astype(spec.dtype)
 
 
 def _has_unit_targets(code: Code) -> bool:

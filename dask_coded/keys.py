@@ -7,6 +7,8 @@ Every key is ``(PREFIX + tokenize(...), *block index)``, as in dask.array.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "BACKUP",
     "DECODE",
@@ -21,6 +23,8 @@ __all__ = [
     "SGD_GRADIENT",
     "SGD_SHARD",
     "TRANSPOSE",
+    "group_layout",
+    "grouped_name",
     "key_name",
 ]
 
@@ -55,3 +59,34 @@ def key_name(key: object) -> str:
     ('coded-product-abc', 'finalize-abc')
     """
     return str(key[0]) if isinstance(key, tuple) and key else str(key)
+
+
+_LAYOUT = re.compile(r"k(\d+)g(\d+)p(\d+)-")
+
+
+def grouped_name(prefix: str, k: int, group_size: int, parity: int, token: str) -> str:
+    """The name of a grouped encoding: ``k`` data blocks, ``group_size`` a group, ``parity`` parities each.
+
+    The plugin places each group's members on distinct workers from the
+    key alone, even for an encoding persisted long before any product.
+
+    Examples
+    --------
+    >>> grouped_name(ENCODE_ROWS, 10, 4, 2, "abc")
+    'coded-encode-rows-k10g4p2-abc'
+    >>> group_layout(grouped_name(ENCODE_ROWS, 10, 4, 2, "abc")), group_layout("coded-encode-rows-abc")
+    ((10, 4, 2), None)
+    """
+    return f"{prefix}k{k}g{group_size}p{parity}-{token}"
+
+
+def group_layout(name: str) -> tuple[int, int, int] | None:
+    """``(k, group_size, parity)`` of a name built by :func:`grouped_name`, or None."""
+    for prefix in (ENCODE_ROWS, ENCODE_COLUMNS):
+        if name.startswith(prefix):
+            match = _LAYOUT.match(name, len(prefix))
+            if match is None:
+                return None
+            k, group_size, parity = map(int, match.groups())
+            return k, group_size, parity
+    return None

@@ -20,7 +20,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from . import _compat, config, keys
+from . import config, keys
 from ._compat import List, TaskRef
 from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
@@ -259,9 +259,7 @@ def _chunking(a: Operand, b: Operand, split: int, max_errors: int) -> Chunking:
     """
     rows = len(a.chunks[0]) if a.ndim == 2 else 1
     cols = len(b.chunks[-1]) if b.ndim == 2 else 1
-    return chunking(
-        rows, cols, len(a.chunks[-1]), rows if split == 0 else cols, max_errors, _workers(max_errors)
-    )
+    return chunking(rows, cols, len(a.chunks[-1]), rows if split == 0 else cols, max_errors)
 
 
 def _encode_for(operand: Operand, code: Code | str | None, axis: int, chunks: Chunking) -> CodedOperand:
@@ -272,11 +270,6 @@ def _encode_for(operand: Operand, code: Code | str | None, axis: int, chunks: Ch
     if resolved.k != len(operand.chunks[axis]):
         operand = operand.rechunk({axis: even_chunks(operand.shape[axis], resolved.k)})
     return CodedOperand.encode(operand, resolved, axis, ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS)
-
-
-def _workers(max_errors: int) -> int | None:
-    """The cluster's size, which sizes codes that correct faulty workers (asked only for those)."""
-    return _compat.worker_count() if max_errors else None
 
 
 def _two_sided(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype) -> da.Array:
@@ -299,14 +292,16 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     other = other.rechunk({0 if left else other.ndim - 1: inner_chunks})
     token = tokenize(coded, other, max_errors)
     product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
-    # Groups are the output blocks along the uncoded axis: columns of `other` (left) or its rows (right).
+    # One set of products per output block along the uncoded axis: columns of `other` (left) or
+    # its rows (right).
     matrix = other.ndim == 2
     group_chunks: tuple[int | None, ...] = other.chunks[1 if left else 0] if matrix else (None,)
     inner = range(len(inner_chunks))
     products: dict[Any, Any] = {}
     decodes: dict[Any, Any] = {}
-    for g, group_size in enumerate(group_chunks):
-        members = []
+    sizes = coded.chunks[coded.axis]
+    for g, other_size in enumerate(group_chunks):
+        keys_of = []
         for i in range(code.n):
             if left:
                 lhs = [coded.block((i, kk)) for kk in inner]
@@ -317,17 +312,23 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
                 rhs = [coded.block((kk, i)) for kk in inner]
                 key = (product_name, g, i) if matrix else (product_name, i)
             products[key] = CodedTask(key, product_block, List(*lhs), List(*rhs))
-            members.append(key)
-        specs = {}
-        for j, size in enumerate(coded.chunks[coded.axis]):
-            index: tuple[int, ...]
-            shape: tuple[int, ...]
-            if group_size is None:
-                index, shape = (j,), (size,)
-            else:
-                index, shape = ((j, g), (size, group_size)) if left else ((g, j), (group_size, size))
-            specs[index] = DecodeSpec(code, j, shape, dtype, max_errors)
-        decodes.update(_decode_layer(out_name, members, specs))
+            keys_of.append(key)
+        # Each output block is decoded from the members of its code group only.
+        for group in code.groups:
+            specs = {}
+            for local, j in enumerate(group.members[: group.code.k]):
+                index: tuple[int, ...]
+                shape: tuple[int, ...]
+                if other_size is None:
+                    index, shape = (j,), (sizes[j],)
+                else:
+                    index, shape = (
+                        ((j, g), (sizes[j], other_size)) if left else ((g, j), (other_size, sizes[j]))
+                    )
+                specs[index] = DecodeSpec(
+                    group.code, local, shape, dtype, max_errors, first_position=group.members[0]
+                )
+            decodes.update(_decode_layer(out_name, [keys_of[i] for i in group.members], specs))
     product_layer = GraphLayer(product_name, products, *coded.collections, *other.collections)
     coded_chunks = coded.chunks[coded.axis]
     if left:

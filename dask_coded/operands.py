@@ -20,6 +20,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from ._compat import TaskRef
+from .array import encoding_name
 from .codes import Code
 
 __all__ = ["CodedOperand", "GraphLayer", "Operand"]
@@ -169,7 +170,7 @@ class CodedOperand:
         from .blocks import CodedTask, scaled_parity_block
         from .codes.base import equilibration_exponents
 
-        name = encode_name + tokenize(operand, code, axis)
+        name = encoding_name(encode_name, code, tokenize(operand, code, axis))
         others = range(len(operand.chunks[1 - axis])) if operand.ndim == 2 else [None]
 
         def index(i: int, other: int | None) -> tuple[int, ...]:
@@ -185,13 +186,16 @@ class CodedOperand:
             [np.take(operand.array, range(bounds[j], bounds[j + 1]), axis=axis) for j in range(code.k)]
         )
         layer: dict[Any, Any] = {}
-        for other in others:
-            data = [operand.block(index(j, other)) for j in range(code.k)]
-            for i in range(code.k, code.n):
-                if code.copied_block(i) is not None:
-                    continue  # a replica is the data block itself, carried by value
-                key = (name, *index(i, other))
-                layer[key] = CodedTask(key, scaled_parity_block, code.generator[i], exponents, *data)
+        for group in code.groups:
+            members = group.members[: group.code.k]
+            for other in others:
+                data = [operand.block(index(j, other)) for j in members]
+                for local in range(group.code.k, group.code.n):
+                    if group.code.copied_block(local) is not None:
+                        continue  # a replica is the data block itself, carried by value
+                    key = (name, *index(group.members[local], other))
+                    weights = group.code.generator[local]
+                    layer[key] = CodedTask(key, scaled_parity_block, weights, exponents[list(members)], *data)
         parities = GraphLayer(name, layer)
 
         def block(idx: tuple[int, ...]) -> Any:

@@ -64,11 +64,11 @@ from .errors import DaskCodedWarning
 from .policy import (
     BACKUP_PRESETS,
     BackupRule,
-    coded_block_index,
     decode_workers,
     dropped_members,
     plan_decode,
     slow_workers,
+    spread_position,
     spread_worker,
     time_saved,
 )
@@ -114,8 +114,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     Parameters
     ----------
     spread
-        Place coded block ``i`` of every encoding on worker ``i mod W``
-        (loosely: another worker takes over if that one is gone).
+        Place coded block ``i`` of every encoding on worker ``i mod W``,
+        and each group of a grouped code on distinct workers
+        (:func:`~dask_coded.policy.spread_position`; loosely: another worker
+        takes over if that one is gone).
     backup
         Backup tasks for every graph, coded or not (speculative execution,
         :mod:`dask_coded.backup`): ``"off"``, a preset (``"spark"``,
@@ -237,14 +239,14 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                     self._place(ts, set(workers) - avoid, loose=True)
                 if spec.max_errors:
                     self._pin_members(ts, spec, workers)
-            block = coded_block_index(key)
-            if block is not None:
-                worker = spread_worker(block, workers)
+            position = spread_position(key)
+            if position is not None:
+                worker = spread_worker(position, workers)
                 if worker is not None:
                     self._place(ts, {worker}, loose=True)
 
     def _pin_members(self, ts: Any, spec: DecodeSpec, workers: list[str]) -> None:
-        """Pin member ``i`` of a ``max_errors`` group to worker ``i mod W`` and tell the decode.
+        """Pin member ``i`` of a ``max_errors`` group to its round-robin worker and tell the decode.
 
         Work stealing could otherwise hand one faulty worker two members and
         turn one bad worker into two wrong results. The decode learns which
@@ -256,7 +258,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         for index, ref in enumerate(ts.run_spec.args[1:]):
             key = reference_key(ref)
             member = self.scheduler.tasks.get(key) if key is not None else None
-            worker = spread_worker(index, workers)
+            worker = spread_worker(spec.first_position + index, workers)
             if member is None or worker is None:
                 suspects.append(None)
             elif self._place(member, {worker}, loose=False):

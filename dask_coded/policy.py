@@ -10,6 +10,7 @@ import numpy as np
 
 from .codes import Code
 from .codes.sizing import coded_block_count
+from .keys import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED, group_layout
 
 __all__ = [
     "BACKUP_PRESETS",
@@ -22,14 +23,10 @@ __all__ = [
     "plan_decode",
     "should_launch_backup",
     "slow_workers",
+    "spread_position",
     "spread_worker",
     "time_saved",
 ]
-
-#: Layer-name prefixes of the encode layers whose blocks the plugin spreads: a
-#: CodedArray's row or column encoding, and the two sides of a polynomial or
-#: MatDot product (whose keys start with the coded index).
-from .keys import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED
 
 
 @dataclass(frozen=True)
@@ -143,6 +140,35 @@ def coded_block_index(key: Any) -> int | None:
     if key[0].startswith(ENCODE_COLUMNS):
         return int(key[-1])
     return None
+
+
+def spread_position(key: Any) -> int | None:
+    """Where coded block ``key`` of an encoding goes in the round robin of workers, or None.
+
+    Block ``i``'s own index, except in a grouped encoding
+    (:func:`~dask_coded.keys.grouped_name`): there a group's data blocks and
+    parities take consecutive positions, so with ``group_size + parity <=
+    W`` each group has one member per worker, and data block ``j`` keeps
+    position ``j``.
+
+    Examples
+    --------
+    >>> from dask_coded.keys import ENCODE_ROWS, grouped_name
+    >>> name = grouped_name(ENCODE_ROWS, 6, 3, 1, "abc")  # groups (0 1 2 | 6) and (3 4 5 | 7)
+    >>> [spread_position((name, i, 0)) for i in range(8)]
+    [0, 1, 2, 3, 4, 5, 3, 6]
+    """
+    index = coded_block_index(key)
+    if index is None:
+        return None
+    layout = group_layout(key[0])
+    if layout is None:
+        return index
+    k, group_size, parity = layout
+    if index < k or parity == 0:
+        return index
+    group, offset = divmod(index - k, parity)
+    return min(k, (group + 1) * group_size) + offset
 
 
 def spread_worker(index: int, workers: Sequence[str]) -> str | None:

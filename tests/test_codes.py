@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from dask_coded import ConditioningWarning, DecodingError
 from dask_coded.codes import (
     Chunking,
+    Code,
     GradientCode,
+    GroupedMDSCode,
     MatDotCode,
     MDSCode,
     PolynomialCode,
@@ -36,8 +38,15 @@ ONE_SIDED = [
     MDSCode(5, 6, generator="cauchy"),
     MDSCode(4, 7, generator="chebyshev"),
     MDSCode(6, 8, generator="gaussian", seed=3),
+    GroupedMDSCode(5, group_size=2, parity=1),
+    GroupedMDSCode(4, group_size=3, parity=2, generator="cauchy"),
 ]
-LARGE_ONE_SIDED = [MDSCode(16, 20), MDSCode(10, 20), MDSCode(18, 20, generator="cauchy")]
+LARGE_ONE_SIDED = [
+    MDSCode(16, 20),
+    MDSCode(10, 20),
+    MDSCode(18, 20, generator="cauchy"),
+    GroupedMDSCode(12, group_size=5, parity=2),
+]
 
 
 def _random(shape, dtype, seed=0):
@@ -200,6 +209,7 @@ def test_too_few_results_are_rejected(code):
     [
         (ReplicationCode(3, 2), 5),
         (MDSCode(4, 7), 4),
+        (GroupedMDSCode(5, group_size=2, parity=1), 7),
         (PolynomialCode(2, 3, 9), 6),
         (MatDotCode(4, 9), 7),
         (GradientCode(9, 2, "cyclic"), 7),
@@ -246,6 +256,7 @@ def _bump_one_entry(r, rng):
         (MDSCode(4, 6), 1),
         (MDSCode(4, 8), 2),
         (MDSCode(10, 16), 3),
+        (GroupedMDSCode(6, group_size=3, parity=2), 1),
         (ReplicationCode(2, 3), 1),
         (PolynomialCode(2, 2, 7), 1),
         (MatDotCode(2, 6), 1),
@@ -627,3 +638,138 @@ def test_property_a_faulty_worker_is_located_however_many_members_it_computed(k,
     decoded = code.decode(results, max_errors=1, suspects=suspects)
     for d, b in zip(decoded, blocks):
         np.testing.assert_allclose(d, b, rtol=0, atol=1e-10 * np.abs(b).max())
+
+
+# -- grouped codes -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("k,group_size,parity", [(1, 1, 0), (7, 3, 2), (10, 5, 1), (4, 8, 2), (1024, 6, 2)])
+def test_grouped_code_layout(k, group_size, parity):
+    code = GroupedMDSCode(k, group_size=group_size, parity=parity)
+    groups = code.groups
+    assert len(groups) == math.ceil(k / group_size)
+    assert code.n == k + parity * len(groups)
+    # Every coded block is in exactly one group: data blocks in order, then the parities.
+    members = [i for group in groups for i in group.members]
+    assert sorted(members) == list(range(code.n))
+    for q, group in enumerate(groups):
+        data = group.members[: group.code.k]
+        assert data == tuple(range(q * group_size, min(k, (q + 1) * group_size)))
+        assert group.code == MDSCode(len(data), len(data) + parity)
+        assert all(code.group_of(i) == q for i in group.members)
+    assert code.recovery_threshold == code.n - parity
+
+
+def test_grouped_code_generator_is_block_diagonal_with_each_groups_code():
+    code = GroupedMDSCode(7, group_size=3, parity=2)
+    for group in code.groups:
+        data, parities = list(group.members[: group.code.k]), list(group.members[group.code.k :])
+        np.testing.assert_array_equal(
+            code.generator[np.ix_(parities, data)], group.code.generator[group.code.k :]
+        )
+        others = [j for j in range(code.k) if j not in data]
+        assert not code.generator[np.ix_(parities, others)].any()
+    assert code.systematic
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 12),
+    group_size=st.integers(1, 6),
+    parity=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_property_grouped_code_decodes_when_each_group_lost_at_most_parity(k, group_size, parity, seed, data):
+    code = GroupedMDSCode(k, group_size=group_size, parity=parity)
+    rng = np.random.default_rng(seed)
+    blocks = [rng.standard_normal((2, 3)) for _ in range(k)]
+    x = rng.standard_normal(3)
+    products = {i: block @ x for i, block in enumerate(code.encode(blocks))}
+    lost = set()
+    for group in code.groups:
+        lost |= set(data.draw(st.lists(st.sampled_from(group.members), max_size=parity, unique=True)))
+    finished = {i: p for i, p in products.items() if i not in lost}
+    assert code.is_recovery_set(finished)
+    decoded = code.decode(finished)
+    np.testing.assert_allclose(
+        np.concatenate(decoded), np.concatenate([b @ x for b in blocks]), rtol=1e-9, atol=1e-12
+    )
+    # The grouped decode agrees with the generic decode through the whole (block-diagonal) generator.
+    generic = Code.decode(code, finished)
+    np.testing.assert_allclose(np.concatenate(decoded), np.concatenate(generic), rtol=1e-9, atol=1e-12)
+    if parity and len(finished) < code.n:
+        group = code.groups[data.draw(st.integers(0, len(code.groups) - 1))]
+        short = {i: p for i, p in finished.items() if i not in group.members[: parity + 1]}
+        assert not code.is_recovery_set(short)
+        with pytest.raises(DecodingError, match="not a recovery set"):
+            code.decode(short)
+
+
+def test_grouped_code_decodes_the_outputs_asked_for_with_exponents():
+    code = GroupedMDSCode(5, group_size=2, parity=1)
+    blocks = [
+        np.array([1e12, 2e12]),
+        np.array([1e-3, 3e-3]),
+        np.array([5.0, 6.0]),
+        np.array([7.0, 8.0]),
+        np.array([9.0]),
+    ]
+    exponents = equilibration_exponents(blocks)
+    coded = code.encode(blocks, exponents=exponents)
+    results = {i: coded[i] for i in range(code.n) if i not in (1, 3)}  # one late block in two groups
+    decoded = code.decode(results, outputs=[3, 1], exponents=exponents, shapes=[(2,), (2,)])
+    np.testing.assert_allclose(decoded[0], blocks[3], rtol=1e-12)
+    np.testing.assert_allclose(decoded[1], blocks[1], rtol=1e-12)  # the small block keeps its digits
+    with pytest.raises(ValueError, match="integer exponents"):
+        code.encode(blocks, exponents=[0, 0])
+
+
+@pytest.mark.parametrize(
+    "workers,parity,max_errors,blocks,expected",
+    [
+        (8, 2, 0, 6, MDSCode(6, 8)),  # fits one group: the plain MDS code
+        (8, 2, 0, 20, GroupedMDSCode(20, group_size=6, parity=2)),  # one member of a group per worker
+        (12, 2, 1, 20, GroupedMDSCode(20, group_size=8, parity=4)),  # 2 more per group to outvote one
+        (5, 2, 1, 6, MDSCode(6, 30)),  # members share workers: sized as before
+        (4, 2, 0, 9, MDSCode(9, 11)),  # small cluster: one member per worker would double the work
+        (6, 2, 0, 9, GroupedMDSCode(9, group_size=4, parity=2)),  # 50% extra buys one per worker
+        (None, 2, 0, 40, GroupedMDSCode(40, group_size=16, parity=2)),  # no cluster known
+        (1000, 2, 0, 200, GroupedMDSCode(200, group_size=64, parity=2)),  # bounded decode fan-in
+    ],
+    ids=repr,
+)
+def test_mds_factory_groups_by_the_cluster_size(workers, parity, max_errors, blocks, expected):
+    chunking = Chunking(blocks, 1, 1, blocks, parity, max_errors, workers, {"group-size": "auto"})
+    assert build_code("mds", chunking) == expected
+
+
+def test_group_size_option():
+    chunking = Chunking(10, 1, 1, 10, 2, 0, 8, {"group-size": 4})
+    assert build_code("mds", chunking) == GroupedMDSCode(10, group_size=4, parity=2)
+    for bad in (0, -1, "big", 2.5, True):
+        with pytest.raises(ValueError, match="coded.group-size"):
+            build_code("mds", Chunking(10, 1, 1, 10, 2, 0, 8, {"group-size": bad}))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"k": 0, "group_size": 2, "parity": 1}, "k must be"),
+        ({"k": 4, "group_size": 0, "parity": 1}, "group_size must be"),
+        ({"k": 4, "group_size": 2, "parity": -1}, "parity must be"),
+        ({"k": 4, "group_size": 2, "parity": 1, "generator": "vandermonde"}, "unknown MDS generator"),
+    ],
+)
+def test_grouped_code_bad_parameters_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GroupedMDSCode(**kwargs)
+
+
+def test_grouped_code_is_a_value_and_pickles_without_its_generator():
+    code = GroupedMDSCode(30, group_size=4, parity=2)
+    code.generator  # noqa: B018 - builds and caches the whole generator
+    state = pickle.dumps(code)
+    assert len(state) < 2_000
+    assert pickle.loads(state) == code and hash(pickle.loads(state)) == hash(code)
+    assert code != GroupedMDSCode(30, group_size=5, parity=2)

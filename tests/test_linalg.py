@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dask_coded
-from dask_coded import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
+from dask_coded import GroupedMDSCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode
 from dask_coded._compat import reference_key
 from dask_coded.blocks import DecodeSpec, decode_block
 from dask_coded.errors import DaskCodedWarning
@@ -209,14 +209,51 @@ def test_coded_operands_must_be_on_their_side():
         dask_coded.dot(coded, np.ones(4), code=MDSCode(2, 3))
 
 
+GROUPED_OPERANDS = [
+    (case, kind)
+    for case in sorted(CASES)
+    for kind in ["numpy", "dask", "coded"]
+    if (case, kind) != ("vecvec", "coded")
+]
+
+
+@pytest.mark.parametrize("case,kind", GROUPED_OPERANDS)
+@pytest.mark.parametrize("group_size", [1, 2, 3])
+@pytest.mark.parametrize("dtype", ["float64", "int64"])
+def test_grouped_codes_equal_numpy(case, kind, group_size, dtype):
+    with dask.config.set({"coded.group-size": group_size}):
+        a, b, a_np, b_np, like = _operands(case, dtype, kind, "mds")
+        result = dask_coded.dot(a, b)
+    specs = [t.args[0] for t in _decode_tasks(dict(result.__dask_graph__())).values()]
+    assert {spec.code.k for spec in specs} <= set(range(1, group_size + 1))  # decoded group by group
+    assert_eq(result, np.dot(a_np, b_np), RTOL[dtype], like=like, scheduler="sync")
+
+
+def test_a_thousand_chunks_give_a_graph_linear_in_the_chunks():
+    """1,024 row chunks: every parity reads one group, every decode one group's products."""
+    a = _data((4096, 8), "float64", 0)
+    x = _data(8, "float64", 1)
+    A = da.from_array(a, chunks=(4, 8))
+    y, plain = dask_coded.dot(A, x), da.dot(A, x)
+    graph = dict(y.__dask_graph__())
+    assert len(graph) <= 4 * len(dict(plain.__dask_graph__()))
+    decodes = _decode_tasks(graph)
+    code = next(iter(decodes.values())).args[0].code
+    assert len(decodes) == 1024 and code.n <= dask_coded.codes.grouped.UNKNOWN_CLUSTER_GROUP_SIZE + 2
+    fan_in = max(len(task.dependencies) for task in graph.values() if hasattr(task, "dependencies"))
+    assert fan_in <= code.n
+    np.testing.assert_allclose(y.compute(scheduler="threads"), a @ x, rtol=1e-10)
+
+
 def _scaled_blocks(rows=40, cols=6, scales=(1e12, 1e-3, 1.0, 1e6)):
     rng = np.random.default_rng(3)
     return np.concatenate([s * rng.standard_normal((rows // len(scales), cols)) for s in scales])
 
 
+@pytest.mark.parametrize("group_size", ["auto", 2])
 @pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
 @pytest.mark.parametrize("column_chunks", [1, 2])
-def test_every_block_keeps_its_accuracy_whichever_member_straggles(as_dask, column_chunks):
+def test_every_block_keeps_its_accuracy_whichever_member_straggles(as_dask, column_chunks, group_size):
     """The graph dot builds, decoded with each member missing in turn: per-block error 1e-10.
 
     Blocks of very different scales: a 1e-3 block decoded through a parity that also carries a
@@ -226,18 +263,20 @@ def test_every_block_keeps_its_accuracy_whichever_member_straggles(as_dask, colu
     x = np.random.default_rng(4).standard_normal(6)
     A = da.from_array(a, chunks=(10, 6 // column_chunks)) if as_dask else a
     # NumPy operands get da.dot's automatic chunks (one block here): a code object splits them.
-    y = dask_coded.dot(A, x) if as_dask else dask_coded.dot(A, x, code=MDSCode(4, 6))
+    code = MDSCode(4, 6) if group_size == "auto" else GroupedMDSCode(4, group_size=group_size, parity=2)
+    with dask.config.set({"coded.group-size": group_size}):
+        y = dask_coded.dot(A, x) if as_dask else dask_coded.dot(A, x, code=code)
     graph = dict(y.__dask_graph__())
     decodes = {k: t for k, t in graph.items() if getattr(t, "func", None) is decode_block}
     members = sorted({reference_key(r) for t in decodes.values() for r in t.args[1:]} - {None})
     products = dict(zip(members, dask.get(graph, members)))
     expected = np.split(a @ x, 4)
-    for task in decodes.values():
+    for key, task in decodes.items():
         spec, refs = task.args[0], task.args[1:]
         for missing in range(len(refs)):
             args = [None if i == missing else products[reference_key(r)] for i, r in enumerate(refs)]
             block = decode_block(spec, *args)
-            want = expected[spec.output]
+            want = expected[key[1]]  # spec.output is the block's index within its group
             np.testing.assert_allclose(block, want, rtol=0, atol=1e-10 * np.abs(want).max())
 
 

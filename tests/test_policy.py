@@ -1,12 +1,15 @@
 import pytest
 
+from dask_coded import GroupedMDSCode
 from dask_coded.codes import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
+from dask_coded.keys import ENCODE_ROWS, grouped_name
 from dask_coded.policy import (
     DecodePlan,
     coded_block_index,
     decode_workers,
     dropped_members,
     plan_decode,
+    spread_position,
     spread_worker,
     time_saved,
 )
@@ -104,3 +107,27 @@ def test_integer_groups_are_never_planned_through_parities(dtype):
     assert plan_decode(ReplicationCode(2, 2), 0, [2], dtype=dtype) == DecodePlan((2,), (2,))
     assert plan_decode(PolynomialCode(2, 2, 6), 0, range(6), dtype=dtype) is None
     assert plan_decode(code, 2, [0, 1, 3], dtype="float64") is not None
+
+
+@pytest.mark.parametrize("k,group_size,parity", [(20, 6, 2), (7, 3, 1), (10, 4, 4), (5, 5, 2), (9, 2, 0)])
+@pytest.mark.parametrize("workers", [4, 8, 13])
+def test_spread_puts_each_group_on_distinct_workers(k, group_size, parity, workers):
+    code = GroupedMDSCode(k, group_size=group_size, parity=parity)
+    name = grouped_name(ENCODE_ROWS, k, group_size, parity, "abc")
+    addresses = [f"tcp://w{i:02d}:1" for i in range(workers)]
+    for group in code.groups:
+        placed = [spread_worker(spread_position((name, i, 0)), addresses) for i in group.members]
+        if len(group.members) <= workers:
+            assert len(set(placed)) == len(placed), (group, placed)
+    # Data block j keeps position j, so plain round robin spreads the data as before.
+    assert [spread_position((name, j, 0)) for j in range(k)] == list(range(k))
+    # The plugin's pins (DecodeSpec.first_position + member) agree with the spread of the encoding.
+    for group in code.groups:
+        for local, i in enumerate(group.members):
+            assert spread_position((name, i, 0)) == group.members[0] + local
+
+
+def test_spread_position_without_a_group_layout_is_the_index():
+    assert spread_position(("coded-encode-rows-abc", 5, 0)) == 5
+    assert spread_position(("coded-encode-cols-abc", 0, 7)) == 7
+    assert spread_position(("coded-product-abc", 5, 0)) is None

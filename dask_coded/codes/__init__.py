@@ -16,6 +16,7 @@ from typing import Any
 
 from .base import ONE_SIDED, TWO_SIDED, Code
 from .gradient import GradientCode
+from .grouped import GroupedMDSCode, group_size_for
 from .matdot import MatDotCode
 from .mds import MDSCode
 from .polynomial import PolynomialCode
@@ -28,6 +29,7 @@ __all__ = [
     "Chunking",
     "Code",
     "GradientCode",
+    "GroupedMDSCode",
     "MDSCode",
     "MatDotCode",
     "PolynomialCode",
@@ -210,8 +212,25 @@ def _entry(name: str) -> _Entry:
 
 def _mds_for(chunking: Chunking) -> Code:
     k, options = chunking.blocks, chunking.options
-    n = coded_block_count(k, chunking.parity, chunking.max_errors, chunking.workers)
-    return MDSCode(k, n, generator=options.get("generator", "gaussian"), seed=int(options.get("seed", 0)))
+    generator, seed = options.get("generator", "gaussian"), int(options.get("seed", 0))
+    group_size = _group_size(chunking)
+    if k <= group_size:
+        n = coded_block_count(k, chunking.parity, chunking.max_errors, chunking.workers)
+        return MDSCode(k, n, generator=generator, seed=seed)
+    parity = (
+        coded_block_count(group_size, chunking.parity, chunking.max_errors, chunking.workers) - group_size
+    )
+    return GroupedMDSCode(k, group_size, parity, generator=generator, seed=seed)
+
+
+def _group_size(chunking: Chunking) -> int:
+    """``coded.group-size``: a number, or ``auto`` (:func:`~dask_coded.codes.grouped.group_size_for`)."""
+    setting = chunking.options.get("group-size", "auto")
+    if setting == "auto":
+        return group_size_for(chunking.workers, chunking.parity + 2 * chunking.max_errors)
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"coded.group-size must be 'auto' or a positive integer, got {setting!r}")
+    return setting
 
 
 def _replication_for(chunking: Chunking) -> Code:
