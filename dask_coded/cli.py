@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     run_bench.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing cluster")
     run_bench.add_argument(
         "--suites",
-        default="codes,dot,overhead,stragglers,strategies,sgd,sgd_sharded,soft_errors",
+        default="codes,dot,overhead,scale,stragglers,strategies,sgd,sgd_sharded,soft_errors",
         help="comma-separated suites",
     )
     run_bench.add_argument("--out", default=None, help="folder for JSON and PNG results")

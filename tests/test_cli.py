@@ -39,10 +39,14 @@ def test_help_and_unknown_commands(capsys):
 
 
 def test_bench_codes_quick_writes_json(tmp_path):
-    assert main(["bench", "--quick", "--suites", "codes", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--suites", "codes,scale", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "codes.json").read_text())
     assert result["machine"]["cpus"] >= 1 and result["rows"]
     assert all(row["relative_error"] < 1e-10 for row in result["rows"])
+    scale = json.loads((tmp_path / "scale.json").read_text())["rows"]
+    # Graph size, not time: grouped codes stay linear in the chunks, one code over all of them does not.
+    assert all(row["grouped"]["edges"] <= 25 * row["chunks"] for row in scale)
+    assert scale[-1]["one code"]["edges"] > scale[-1]["chunks"] ** 2
 
 
 @pytest.mark.slow
