@@ -175,6 +175,23 @@ def drop_dependency(task: Any, member: Any) -> None:
         member.waiters.discard(task)
 
 
+#: Added to the graph order of a task that should run after the rest of its graph.
+_RUN_LAST = 2**40
+
+
+def run_last(ts: Any) -> bool:
+    """Order a released or waiting task after every task of its graph (same user priority and generation).
+
+    The scheduler's priority is ``(-user priority, generation, graph order)``
+    on every supported version; workers run ready tasks in that order.
+    """
+    priority = ts.priority
+    if not priority or ts.state not in ("released", "waiting") or priority[-1] >= _RUN_LAST:
+        return False
+    ts.priority = (*priority[:-1], priority[-1] + _RUN_LAST)
+    return True
+
+
 def task_duration(startstops: Any) -> float | None:
     """Seconds a finished task spent computing, from the ``startstops`` of its transition."""
     total = 0.0

@@ -53,13 +53,23 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
 from . import _compat, config, keys
 from ._compat import Task, reference_key
 from .backup import BackupTasks
-from .blocks import CORRECTIONS_TOPIC, MISSING, NONFINITE_TYPENAME, CodedTask, DecodeSpec, decode_block
+from .blocks import (
+    CORRECTIONS_TOPIC,
+    MISSING,
+    NONFINITE_TYPENAME,
+    CodedTask,
+    DecodeSpec,
+    decode_block,
+    scaled_parity_block,
+)
+from .codes import ONE_SIDED
 from .errors import DaskCodedWarning
 from .policy import (
     BACKUP_PRESETS,
@@ -98,6 +108,15 @@ def _decode_spec(ts: Any) -> DecodeSpec | None:
         head = spec.args[0]
         return head if isinstance(head, DecodeSpec) else None
     return None
+
+
+def _is_parity_encode(ts: Any) -> bool:
+    spec = ts.run_spec
+    return (
+        keys.key_name(ts.key).startswith(keys.ENCODE)
+        and isinstance(spec, Task)
+        and spec.func in (scaled_parity_block, np.copy)
+    )
 
 
 def _member_worker(ts: Any) -> str:
@@ -222,17 +241,19 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     # -- placement -------------------------------------------------------------
 
     def update_graph(self, scheduler: Any, *, tasks: Iterable[Any] = (), **kwargs: Any) -> None:
-        if not self.spread or self.scheduler is None:
+        if self.scheduler is None:
             return
-        workers = [ws.address for ws in scheduler.running]
-        if not workers:
-            return
+        workers = [ws.address for ws in scheduler.running] if self.spread else []
         avoid = slow_workers(self.duration_ratios)
         for key in tasks:
             ts = scheduler.tasks.get(key)
             if ts is None:
                 continue
             spec = _decode_spec(ts)
+            if spec is not None:
+                self._parities_last(ts, spec)
+            if not workers:
+                continue
             if spec is not None:
                 if avoid and ts.state in ("released", "waiting"):
                     # A slow machine slows the decode too; keep it off before it is scheduled.
@@ -244,6 +265,26 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 worker = spread_worker(position, workers)
                 if worker is not None:
                     self._place(ts, {worker}, loose=True)
+
+    def _parities_last(self, ts: Any, spec: DecodeSpec) -> None:
+        """Run a one-sided group's parity members (and their encodes) after the rest of the graph.
+
+        They are insurance: with nothing late, the group decodes from its
+        data members and the parities are released before they start.
+        With a straggler they run on the other workers once their own data
+        products are done, which is when they are needed.
+        """
+        if type(spec.code).kind != ONE_SIDED:
+            return
+        tasks = self.scheduler.tasks
+        for ref in ts.run_spec.args[1 + spec.code.k :]:
+            member = tasks.get(reference_key(ref))
+            if member is None or not _compat.run_last(member):
+                continue
+            for dependency in member.dependencies:
+                # An on-the-fly encode's parity block: needed only by the parity product.
+                if _is_parity_encode(dependency):
+                    _compat.run_last(dependency)
 
     def _pin_members(self, ts: Any, spec: DecodeSpec, workers: list[str]) -> None:
         """Pin member ``i`` of a ``max_errors`` group to its round-robin worker and tell the decode.

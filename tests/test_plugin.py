@@ -422,6 +422,45 @@ async def test_every_group_of_a_grouped_code_outlasts_a_slow_machine(c, s, *work
         assert not on_slow, (label, on_slow)
 
 
+def _is_decode(ts):
+    return isinstance(ts.key, tuple) and str(ts.key[0]).startswith(DECODE)
+
+
+def _wait_for_go():
+    distributed.Event("go").wait()
+    return np.arange(60.0)
+
+
+@pytest.mark.parametrize("on_the_fly", [False, True])
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
+async def test_parity_members_run_after_the_data_members(c, s, *workers, on_the_fly):
+    """With nothing late a group decodes from its data products: parities (and their encodes) go last."""
+    await dask_coded.register(c)
+    a = _matrix(rows=1200, cols=60)
+    plain = await c.persist(da.from_array(a, chunks=(100, 60)))  # 12 chunks: 3 groups of 4 + 2
+    operand = plain if on_the_fly else await c.persist(dask_coded.encode(plain))
+    go = distributed.Event("go", client=c)
+    x = da.from_delayed(dask.delayed(_wait_for_go)(), shape=(60,), dtype=float)
+    result = c.compute(dask_coded.dot(operand, x))
+    await async_poll_for(
+        lambda: any(str(k[0]).startswith(DECODE) for k in s.tasks if isinstance(k, tuple)), 10
+    )
+    decodes = [ts for ts in s.tasks.values() if str(ts.key[0]).startswith(DECODE)]
+    assert len(decodes) == 12
+    for ts in decodes:
+        spec = ts.run_spec.args[0]
+        members = [s.tasks[_compat.reference_key(r)] for r in ts.run_spec.args[1:]]
+        data, parities = members[: spec.code.k], members[spec.code.k :]
+        assert len(parities) == 2
+        assert max(m.priority for m in data) < min(m.priority for m in parities), ts.key
+        for member in parities:
+            encodes = [d for d in member.dependencies if str(d.key[0]).startswith(ENCODE)]
+            assert all(d.priority > max(m.priority for m in data) for d in encodes if d.state != "memory")
+            assert encodes and (on_the_fly or all(d.state == "memory" for d in encodes))
+    await go.set()
+    np.testing.assert_allclose(await result, a @ np.arange(60.0), rtol=1e-10)
+
+
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=TIMEOUT)
 async def test_the_running_versions_have_what_early_decoding_needs(c, s, a, b):
     # CI runs this on the oldest and the newest supported dask/distributed.
