@@ -201,16 +201,38 @@ def task_duration(startstops: Any) -> float | None:
     return total or None
 
 
-def worker_count() -> int | None:
-    """Workers of the default client's cluster, or None without a client (threads, processes)."""
+def _default_client() -> Any | None:
     try:
         from distributed import default_client
 
-        client = default_client()
+        return default_client()
     except (ImportError, ValueError):
+        return None
+
+
+def worker_count() -> int | None:
+    """Workers of the default client's cluster, or None without a client (threads, processes)."""
+    client = _default_client()
+    if client is None:
         return None
     info = client.scheduler_info(n_workers=0)  # totals only: one small round trip
     return int(info.get("n_workers") or len(info.get("workers", {}))) or None
+
+
+#: Where the scheduler plugin publishes its per-worker task-time ratios (scheduler metadata).
+DURATION_RATIOS_METADATA = ["dask-coded", "duration-ratios"]
+
+
+def duration_ratios() -> dict[str, float] | None:
+    """The plugin's per-worker task-time ratios, read from the default client's scheduler, or None.
+
+    None too for an asynchronous client: a graph is built synchronously, and
+    it cannot wait for the answer.
+    """
+    client = _default_client()
+    if client is None or client.asynchronous:
+        return None
+    return client.get_metadata(DURATION_RATIOS_METADATA, default=None)
 
 
 def rekeyed(spec: Any, key: Any) -> Any:

@@ -14,6 +14,7 @@ from . import _compat, config, keys
 from ._compat import Alias, Task, TaskRef
 from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
+from .codes.sizing import parity_from_evidence
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "encode",
     "encoding_name",
     "even_chunks",
+    "parity_for",
     "resolve_one_sided_code",
 ]
 
@@ -54,8 +56,30 @@ def chunking(
     if workers is None:
         workers = _compat.worker_count()  # codes are sized for the cluster that will run them
     return Chunking(
-        row_blocks, col_blocks, inner_blocks, blocks, int(options["parity"]), max_errors, workers, options
+        row_blocks, col_blocks, inner_blocks, blocks, parity_for(workers), max_errors, workers, options
     )
+
+
+def parity_for(workers: int | None) -> int:
+    """``coded.parity`` as a number: ``auto`` reads the scheduler plugin's evidence of slow workers.
+
+    See :func:`~dask_coded.codes.sizing.parity_from_evidence`.
+
+    Examples
+    --------
+    >>> import dask
+    >>> parity_for(workers=None)  # no cluster, no evidence
+    2
+    >>> with dask.config.set({"coded.parity": 3}):
+    ...     parity_for(workers=8)
+    3
+    """
+    setting = config.get("parity")
+    if setting == "auto":
+        return parity_from_evidence(_compat.duration_ratios() if workers else None, workers)
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise ValueError(f"coded.parity must be 'auto' or a non-negative integer, got {setting!r}")
+    return setting
 
 
 def encoding_name(prefix: str, code: Code, token: str) -> str:

@@ -213,6 +213,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             _compat.warn_clients(scheduler, message, DaskCodedWarning)
             return
         self.scheduler = scheduler
+        # The same dict, kept up to date: clients read it to size codes (coded.parity: auto).
+        scheduler.set_metadata(keys=_compat.DURATION_RATIOS_METADATA, value=self.duration_ratios)
         _compat.intercept_graph_updates(scheduler, self._before_graph_update)
         self._stop_backups()  # a plugin registered before this one (register() replaces it)
         if self.backup_rule is not None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .codes import Code
-from .codes.sizing import coded_block_count
+from .codes.sizing import coded_block_count, slow_workers
 from .keys import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED, group_layout
 
 __all__ = [
@@ -209,27 +209,6 @@ def decode_workers(holders: Iterable[str], busy: Iterable[str], running: Iterabl
         return preferred
     others = set(running) - busy
     return others or None
-
-
-def slow_workers(ratios: Mapping[str, float], factor: float = 3.0) -> set[str]:
-    """Workers whose tasks take ``factor`` times longer than the median worker's.
-
-    ``ratios`` maps a worker to a running average of its task durations over
-    the cluster-wide average for the same kind of task, so workers that ran
-    different work compare fairly. A slow machine slows everything it runs,
-    decodes included, so decodes are kept away from these workers.
-
-    Examples
-    --------
-    >>> sorted(slow_workers({"a": 1.0, "b": 0.9, "c": 1.1, "d": 8.0}))
-    ['d']
-    >>> slow_workers({"a": 1.0})
-    set()
-    """
-    if len(ratios) < 2:
-        return set()
-    median = float(np.median(list(ratios.values())))
-    return {worker for worker, ratio in ratios.items() if ratio > factor * median}
 
 
 def dropped_members(members: Sequence[Any], needed: Iterable[int]) -> list[int]:

@@ -27,6 +27,7 @@ from dask_coded.codes import (
 from dask_coded.codes.base import ONE_SIDED as KIND_ONE
 from dask_coded.codes.base import TWO_SIDED as KIND_TWO
 from dask_coded.codes.base import equilibration_exponents
+from dask_coded.codes.sizing import parity_from_evidence, slow_workers
 
 RTOL = {np.float64: 1e-10, np.complex128: 1e-10, np.float32: 1e-4}
 
@@ -773,3 +774,25 @@ def test_grouped_code_is_a_value_and_pickles_without_its_generator():
     assert len(state) < 2_000
     assert pickle.loads(state) == code and hash(pickle.loads(state)) == hash(code)
     assert code != GroupedMDSCode(30, group_size=5, parity=2)
+
+
+@pytest.mark.parametrize(
+    "ratios,workers,expected",
+    [
+        ({"a": 1.0, "b": 1.2, "c": 0.9, "d": 1.0, "e": 1.1, "f": 1.0}, 6, 1),  # nothing straggles
+        ({"a": 1.0, "b": 1.2, "c": 0.9, "d": 1.0, "e": 1.1, "f": 9.0}, 6, 2),  # a slow machine
+        ({"a": 1.0, "b": 8.0, "c": 0.9, "d": 1.0, "e": 1.1, "f": 9.0}, 6, 3),
+        ({"a": 1.0, "b": 1.0}, 6, 2),  # too little evidence: the fallback
+        ({}, 4, 2),
+        (None, None, 2),
+        ({"a": 1.0, "b": 9.0}, 2, 1),  # never all the workers
+    ],
+)
+def test_parity_from_evidence(ratios, workers, expected):
+    assert parity_from_evidence(ratios, workers) == expected
+
+
+def test_slow_workers_compare_with_the_median():
+    assert slow_workers({"a": 1.0, "b": 0.9, "c": 1.1, "d": 8.0}) == {"d"}
+    assert slow_workers({"a": 1.0, "b": 2.9}) == set()
+    assert slow_workers({"a": 1.0}) == set()

@@ -493,3 +493,32 @@ async def test_without_the_internals_it_warns_clients_once_and_stays_out_of_the_
     plugin = s.plugins[NAME]
     assert plugin.scheduler is None
     assert not any(plugin.stats()[name] for name in ("decodes_early", "members_dropped", "placements"))
+
+
+@pytest.mark.slow
+def test_parity_follows_the_evidence_of_slow_workers(client_of):
+    """coded.parity auto: one parity per group while nothing straggles, one more per slow worker."""
+    client = client_of(6)
+    dask_coded.register(client)
+    A = da.ones((1200, 10), chunks=(100, 10))  # 12 chunks
+    assert dask_coded.encode(A).code == GroupedMDSCode(12, group_size=4, parity=2)  # no evidence yet
+    workers = sorted(client.scheduler_info()["workers"])
+
+    def measured(count):
+        return lambda: len(dask_coded.plugin_stats(client)["duration_ratios"]) >= count
+
+    # Every worker runs tasks: the evidence says nothing straggles.
+    client.gather([client.submit(np.ones, 1000, pure=False, workers=[w]) for w in workers for _ in range(3)])
+    distributed.utils_test.poll_for(measured(6), timeout=30)
+    assert dask_coded.encode(A).code == GroupedMDSCode(12, group_size=5, parity=1)
+    # One worker is slow at everything: one more parity per group.
+    model = FaultModel.slow_machine(workers=(workers[0],), factor=20, latency=0.01)
+    with dask_coded.faults.inject(client, model):
+        for _ in range(30):  # until the running averages show it
+            client.gather([client.submit(np.ones, 1000, pure=False, workers=[w]) for w in workers])
+            if dask_coded.plugin_stats(client)["slow_workers"]:
+                break
+    assert dask_coded.plugin_stats(client)["slow_workers"] == [workers[0]]
+    assert dask_coded.encode(A).code == GroupedMDSCode(12, group_size=4, parity=2)
+    with dask.config.set({"coded.parity": 3}):
+        assert dask_coded.encode(A).code == MDSCode(12, 15)  # a number is used as it is

@@ -65,13 +65,15 @@ class Chunking:
         it encodes ``a``, ``col_blocks`` when it encodes ``b``. That many
         data blocks (``k``) keep the operand's own chunks.
     parity
-        ``coded.parity``: blocks of redundancy against stragglers.
+        ``coded.parity`` as a number (``auto`` resolved from the scheduler
+        plugin's evidence): blocks of redundancy against stragglers.
     max_errors
         Wrong block products each group must locate and correct (2 more
         blocks of redundancy each).
     workers
-        The cluster's number of workers, when known (asked only when
-        ``max_errors`` > 0: a faulty worker computes all its members wrong).
+        The cluster's number of workers, when a client is connected: groups
+        put one member on each worker, and a faulty worker computes all its
+        members wrong.
     options
         Every ``coded.*`` option (``generator``, ``seed``, ``replicas``,
         and any key of the user's own).

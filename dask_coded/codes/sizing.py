@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["coded_block_count"]
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["coded_block_count", "parity_from_evidence", "slow_workers"]
 
 
 def coded_block_count(k: int, stragglers: int, max_errors: int = 0, workers: int | None = None) -> int:
@@ -42,3 +46,50 @@ def coded_block_count(k: int, stragglers: int, max_errors: int = 0, workers: int
     while n - lost * -(-n // workers) < k:
         n += 1
     return n
+
+
+def slow_workers(ratios: Mapping[str, float], factor: float = 3.0) -> set[str]:
+    """Workers whose tasks take ``factor`` times longer than the median worker's.
+
+    ``ratios`` maps a worker to a running average of its task durations over
+    the cluster-wide average for the same kind of task, so workers that ran
+    different work compare fairly.
+
+    Examples
+    --------
+    >>> sorted(slow_workers({"a": 1.0, "b": 0.9, "c": 1.1, "d": 8.0}))
+    ['d']
+    >>> slow_workers({"a": 1.0})
+    set()
+    """
+    if len(ratios) < 2:
+        return set()
+    median = float(np.median(list(ratios.values())))
+    return {worker for worker, ratio in ratios.items() if ratio > factor * median}
+
+
+def parity_from_evidence(
+    ratios: Mapping[str, float] | None, workers: int | None, fallback: int = 2, factor: float = 3.0
+) -> int:
+    """Parities per group from the workers' measured speed: one per slow worker, plus one.
+
+    A slow machine is late with every member it holds, and groups put one
+    member on each worker (:func:`~dask_coded.codes.grouped.group_size_for`),
+    so each group needs a parity per slow worker; one more absorbs a
+    passing straggler among the others. When nothing straggles that is a
+    single parity. ``fallback`` applies until at least half of the
+    ``workers`` have finished tasks (``ratios``, as kept by the scheduler
+    plugin), or without a cluster. Never more than ``workers - 1``.
+
+    Examples
+    --------
+    >>> parity_from_evidence({"a": 1.0, "b": 1.1, "c": 0.9, "d": 1.0}, workers=4)
+    1
+    >>> parity_from_evidence({"a": 1.0, "b": 1.1, "c": 0.9, "d": 9.0}, workers=4)
+    2
+    >>> parity_from_evidence({"a": 1.0}, workers=8), parity_from_evidence(None, workers=None)
+    (2, 2)
+    """
+    if workers is None or not ratios or len(ratios) < max(2, workers / 2):
+        return fallback
+    return max(1, min(len(slow_workers(ratios, factor)) + 1, workers - 1))

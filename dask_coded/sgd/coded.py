@@ -21,9 +21,8 @@ import dask.array as da
 import numpy as np
 
 from .. import linalg
-from ..array import encode
+from ..array import encode, parity_for
 from ..codes import Code, GradientCode, MDSCode
-from ..config import get as config_get
 from ..errors import ConditioningWarning
 from ..plugin import NAME, register
 from .base import Trainer, partition_gradient, wait_until
@@ -133,7 +132,7 @@ class CodedMatvecSGD(Trainer):
         self.code = code
 
     def _prepare_for(self, workers: int) -> None:
-        k = max(workers - int(config_get("parity")), 1)
+        k = max(workers - parity_for(workers), 1)
         self.code_: Code = self.code if self.code is not None else MDSCode(k, max(workers, k + 1))
 
     def _check_dataset(self, data: Dataset) -> None:
