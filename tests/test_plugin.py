@@ -8,6 +8,7 @@ import distributed
 import numpy as np
 import pytest
 from distributed import wait
+from distributed.core import Status
 from distributed.utils_test import async_poll_for, gen_cluster
 from packaging.version import Version
 
@@ -388,6 +389,35 @@ async def test_a_slow_machine_computes_nothing_a_coded_call_waits_for(c, s, *wor
             on_slow = [r["key"] for r in s.get_task_stream()[before:] if r["worker"] == slow]
             assert not on_slow, (label, seed, on_slow)
             assert plugin.counters["members_cancelled"] > cancelled, "the slow machine had members to drop"
+
+
+#: The memory monitor would resume a worker the test paused (its memory is below the threshold).
+NO_MEMORY_PAUSE = {**VALIDATE, "distributed.worker.memory.pause": False}
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=NO_MEMORY_PAUSE, timeout=TIMEOUT)
+async def test_a_decode_kept_off_a_slow_worker_runs_there_once_all_the_others_have_left(c, s, slow, b, d):
+    """Decodes are kept off a slow worker strictly; when every allowed worker has gone, that lifts."""
+    await dask_coded.register(c)
+    plugin = s.plugins[NAME]
+    a = _matrix()
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    plugin.duration_ratios.update({slow.address: 10.0, b.address: 1.0, d.address: 1.0})  # as measured
+    # Hold the call back: its x may only be computed on the slow worker, which is paused for now.
+    slow.status = Status.paused
+    await async_poll_for(lambda: s.workers[slow.address].status == Status.paused, timeout=30)
+    x = c.persist(da.arange(60.0, chunks=60), workers=[slow.address])
+    future = c.compute(dask_coded.dot(coded, x))
+    await async_poll_for(lambda: [k for k in s.tasks if str(k[0]).startswith(DECODE)], timeout=30)
+    decodes = [ts for ts in s.tasks.values() if str(ts.key[0]).startswith(DECODE)]
+    assert all(ts.worker_restrictions == {b.address, d.address} for ts in decodes)
+    assert not any(ts.loose_restrictions for ts in decodes)
+    # The allowed workers leave; only the slow one can finish the call (without hanging).
+    await b.close()
+    await d.close()
+    slow.status = Status.running
+    result = await future
+    assert relative_error(result, a @ np.arange(60.0)) < 1e-10
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=TIMEOUT)
