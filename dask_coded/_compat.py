@@ -94,9 +94,10 @@ def missing_internals(scheduler: Any) -> list[str]:
     Examples
     --------
     >>> missing_internals(object())  # doctest: +ELLIPSIS
-    ['tasks', 'transitions', 'running', 'loop', 'Scheduler._generate_taskstates(dsk=...)']
+    ['tasks', 'transitions', 'workers', 'running', 'loop', 'Scheduler._generate_taskstates(dsk=...)']
     """
-    missing = [name for name in ("tasks", "transitions", "running", "loop") if not hasattr(scheduler, name)]
+    names = ("tasks", "transitions", "workers", "running", "loop")
+    missing = [name for name in names if not hasattr(scheduler, name)]
     if "dsk" not in _parameters(getattr(scheduler, "_generate_taskstates", None)):
         missing.append("Scheduler._generate_taskstates(dsk=...)")
     task_state = _task_state_class()

@@ -14,12 +14,13 @@ whose finished members now suffice (:func:`dask_coded.policy.plan_decode`):
    recovery set in the spec;
 2. removes the dropped members from the decode's ``dependencies`` and
    ``waiting_on`` and the decode from their ``dependents`` and ``waiters``;
-3. restricts the decode to workers holding its inputs that are neither
-   running a late member nor measured slow
-   (:func:`dask_coded.policy.decode_workers`), then asks the scheduler to
-   transition it to ``processing`` and every member no task waits on any
-   more to ``released`` (which cancels it on its worker; product kernels
-   check for that and stop early).
+3. keeps the decode off workers running a late member or measured slow
+   (:func:`dask_coded.policy.decode_workers`: a strict restriction to every
+   other worker, so that work stealing cannot move it back onto them; the
+   scheduler still prefers the allowed workers holding its inputs), then
+   asks the scheduler to transition it to ``processing`` and every member no
+   task waits on any more to ``released`` (which cancels it on its worker;
+   product kernels check for that and stop early).
 
 The rewrite is never undone: the decode's ``run_spec`` and its dependencies
 stay consistent for as long as the task exists, whatever is released,
@@ -42,7 +43,9 @@ straggler delays only its own blocks' products. Groups decoded with
 ``max_errors=t`` go further: member ``i`` is pinned to worker ``i mod W``
 (a strict restriction, so work stealing cannot hand a faulty worker a second
 member of the same group and turn one wrong worker into two wrong results).
-When a worker leaves, its pinned tasks are freed to run anywhere.
+Decodes are kept off workers measured slow from the start (strictly, as
+above). When a worker leaves, its pinned tasks are freed to run anywhere, and
+so is a decode whose allowed workers have all gone.
 """
 
 from __future__ import annotations
@@ -195,6 +198,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self._rewritten: set[Any] = set()
         #: product key -> the worker it is pinned to (groups with max_errors)
         self._pinned: dict[Any, str] = {}
+        #: decode keys this plugin restricted away from slow or busy workers, while the scheduler holds them
+        self._kept_off: set[Any] = set()
         self._flush_scheduled = False
         self._warned: set[str] = set()
         self.scheduler: Any = None
@@ -257,9 +262,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             if not workers:
                 continue
             if spec is not None:
-                if avoid and ts.state in ("released", "waiting"):
+                if avoid and self._keep_off(ts, avoid):
                     # A slow machine slows the decode too; keep it off before it is scheduled.
-                    self._place(ts, set(workers) - avoid, loose=True)
+                    self.counters["placements"] += 1
                 if spec.max_errors:
                     self._pin_members(ts, spec, workers)
             position = spread_position(key)
@@ -340,6 +345,33 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.counters["placements"] += 1
         return True
 
+    def _keep_off(
+        self, ts: Any, slow: set[str], busy: Iterable[str] = (), holders: Iterable[str] = ()
+    ) -> bool:
+        """Keep decode ``ts`` off ``slow`` and ``busy`` workers (:func:`~dask_coded.policy.decode_workers`).
+
+        False if it cannot be or need not be. The restriction is strict, because
+        the scheduler's work stealing hands a loosely restricted task to any idle
+        worker when none of its allowed workers is idle (``_get_thief`` in
+        ``distributed/stealing.py``, the same on 2025.1 and 2026.8), and a worker
+        whose late members were just released is idle to the scheduler, however
+        slow it is. :meth:`remove_worker` lifts the restriction if all the
+        allowed workers leave.
+        """
+        if ts.state not in ("released", "waiting"):
+            return False
+        if ts.host_restrictions or ts.resource_restrictions:
+            return False  # the user placed it
+        if ts.worker_restrictions and ts.key not in self._kept_off:
+            return False  # the user placed it
+        allowed = decode_workers(self.scheduler.workers, slow=slow, busy=busy, holders=holders)
+        if allowed is None:
+            return False
+        ts.worker_restrictions = allowed
+        ts.loose_restrictions = False
+        self._kept_off.add(ts.key)
+        return True
+
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         self.duration_ratios.pop(worker, None)
         freed = [key for key, pinned in self._pinned.items() if pinned == worker]
@@ -348,6 +380,16 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             del self._pinned[key]
             ts = scheduler.tasks.get(key)
             if ts is not None and ts.worker_restrictions == {worker}:
+                ts.loose_restrictions = True
+                if ts.state == "no-worker":
+                    recommendations[key] = "processing"
+        present = set(scheduler.workers)
+        for key in list(self._kept_off):
+            ts = scheduler.tasks.get(key)
+            if ts is None:
+                self._kept_off.discard(key)
+            elif not ts.loose_restrictions and not (ts.worker_restrictions or set()) & present:
+                # Every worker it may run on has gone: better a slow worker than none.
                 ts.loose_restrictions = True
                 if ts.state == "no-worker":
                     recommendations[key] = "processing"
@@ -386,6 +428,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             self._computed_by.pop(key, None)
             self._pinned.pop(key, None)
             self._rewritten.discard(key)
+            self._kept_off.discard(key)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -479,11 +522,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if ts.waiting_on:
             return  # a needed member is not in memory after all; leave it to the scheduler
         holders = {ws.address for i in plan.needed for ws in (members[i].who_has or ())}
-        running = [ws.address for ws in self.scheduler.running]
-        restriction = decode_workers(holders, busy | slow_workers(self.duration_ratios), running)
-        if restriction is not None and (not ts.worker_restrictions or ts.loose_restrictions):
-            ts.worker_restrictions = restriction
-            ts.loose_restrictions = True
+        self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders)
         self.counters["decodes_early"] += 1
         recommendations[ts.key] = "processing"
 

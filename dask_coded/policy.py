@@ -187,28 +187,51 @@ def spread_worker(index: int, workers: Sequence[str]) -> str | None:
     return sorted(workers)[index % len(workers)]
 
 
-def decode_workers(holders: Iterable[str], busy: Iterable[str], running: Iterable[str]) -> set[str] | None:
-    """Where a decode may run: near its inputs, never beside a late member.
+def decode_workers(
+    workers: Iterable[str], slow: Iterable[str] = (), busy: Iterable[str] = (), holders: Iterable[str] = ()
+) -> set[str] | None:
+    """Where a decode may run: off ``slow`` workers and workers ``busy`` running a late member.
 
-    A decode placed on a worker that is still running a dropped (late)
-    member would wait behind it. Prefer workers holding the inputs, else any
-    running worker; None means no restriction.
+    A slow machine slows the decode itself, and a decode placed beside a late
+    member waits behind it. When every worker is slow or busy (the first
+    members are in while every worker still runs another one), the decode
+    may run on the ``holders`` of the members it reads, unless measured
+    slow: they computed (or fetched) those members in time, while a busy
+    worker that finished none may be a slow machine not measured yet.
+    Failing that, anywhere but the slow ones.
+
+    The answer is an exclusion, meant as a strict restriction: the scheduler
+    still prefers the allowed workers holding the decode's inputs, and work
+    stealing may move it only among the allowed ones. A loose restriction
+    would not keep it off: stealing gives a loosely restricted task to any
+    idle worker when no allowed worker is idle, and a worker whose late
+    members were just released is idle to the scheduler. None means no
+    restriction: nothing to avoid, or no worker left.
 
     Examples
     --------
-    >>> sorted(decode_workers(["a", "b"], busy=["a"], running=["a", "b", "c"]))
-    ['b']
-    >>> sorted(decode_workers(["a"], busy=["a"], running=["a", "b", "c"]))
+    >>> sorted(decode_workers(["a", "b", "c"], slow=["a"]))
     ['b', 'c']
-    >>> decode_workers(["a"], busy=["a"], running=["a"]) is None
+    >>> sorted(decode_workers(["a", "b", "c"], slow=["a"], busy=["b"]))
+    ['c']
+    >>> sorted(decode_workers(["a", "b", "c"], busy=["a", "b", "c"], holders=["b"]))
+    ['b']
+    >>> sorted(decode_workers(["a", "b", "c"], slow=["b"], busy=["a", "c"], holders=["b"]))
+    ['a', 'c']
+    >>> decode_workers(["a", "b"], slow=["gone"]) is None
+    True
+    >>> decode_workers(["a"], slow=["a"]) is None
     True
     """
-    busy = set(busy)
-    preferred = set(holders) - busy
-    if preferred:
-        return preferred
-    others = set(running) - busy
-    return others or None
+    workers, slow = set(workers), set(slow)
+    allowed = workers - slow - set(busy)
+    if not allowed:
+        allowed = (set(holders) & workers) - slow
+    if not allowed:
+        allowed = workers - slow
+    if not allowed or allowed == workers:
+        return None
+    return allowed
 
 
 def dropped_members(members: Sequence[Any], needed: Iterable[int]) -> list[int]:

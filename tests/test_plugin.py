@@ -4,12 +4,11 @@ from unittest import mock
 
 import dask
 import dask.array as da
-import distributed
 import numpy as np
 import pytest
-from distributed import wait
-from distributed.utils_test import async_poll_for, gen_cluster
-from packaging.version import Version
+from distributed import Event, wait
+from distributed.core import Status
+from distributed.utils_test import async_poll_for, gen_cluster, poll_for
 
 import dask_coded
 from dask_coded import DaskCodedWarning, GroupedMDSCode, MDSCode, _compat
@@ -352,18 +351,22 @@ async def test_parities_holding_nan_are_not_used_for_a_slow_finite_block(c, s, *
     assert s.plugins[NAME].counters["decodes_early"] >= 1
 
 
+#: Work stealing every 2 ms instead of 100 ms: a chance to steal a decode whenever there is one.
+#: A decode restricted only loosely away from the slow machine was stolen onto it when that machine
+#: was the only idle worker (its late members just released) while another worker had two decodes
+#: queued: about one run in ten with the default interval, most runs with this one.
+EAGER_STEALING = {**VALIDATE, "distributed.scheduler.work-stealing-interval": "2ms"}
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(
-    Version(distributed.__version__) < Version("2026.1"),
-    reason="known gap on distributed 2025.1: a decode can still be placed on the slow machine (issue 13)",
-)
-@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=120)
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=EAGER_STEALING, timeout=120)
 async def test_a_slow_machine_computes_nothing_a_coded_call_waits_for(c, s, *workers):
     """A slow machine slows every task it runs (operands, encodes, products, decodes), not only products.
 
     Whether the coded array is persisted or encoded on the fly from a persisted plain array, and
     with a NumPy x (which travels inside the product tasks, not as a task of its own), no task the
-    answer needs completes on the slow machine: its members are dropped and decodes run elsewhere.
+    answer needs completes on the slow machine: its members are dropped and decodes run elsewhere,
+    and work stealing cannot move them back (see EAGER_STEALING).
     """
     await dask_coded.register(c)
     a = _matrix(rows=800, cols=50)
@@ -391,10 +394,6 @@ async def test_a_slow_machine_computes_nothing_a_coded_call_waits_for(c, s, *wor
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    Version(distributed.__version__) < Version("2026.1"),
-    reason="known gap on distributed 2025.1: a decode can still be placed on the slow machine (issue 13)",
-)
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=120)
 async def test_every_group_of_a_grouped_code_outlasts_a_slow_machine(c, s, *workers):
     """12 chunks on 6 workers: groups of 4 data blocks and 2 parities, one member of each per worker.
@@ -422,12 +421,8 @@ async def test_every_group_of_a_grouped_code_outlasts_a_slow_machine(c, s, *work
         assert not on_slow, (label, on_slow)
 
 
-def _is_decode(ts):
-    return isinstance(ts.key, tuple) and str(ts.key[0]).startswith(DECODE)
-
-
 def _wait_for_go():
-    distributed.Event("go").wait()
+    Event("go").wait()
     return np.arange(60.0)
 
 
@@ -439,7 +434,7 @@ async def test_parity_members_run_after_the_data_members(c, s, *workers, on_the_
     a = _matrix(rows=1200, cols=60)
     plain = await c.persist(da.from_array(a, chunks=(100, 60)))  # 12 chunks: 3 groups of 4 + 2
     operand = plain if on_the_fly else await c.persist(dask_coded.encode(plain))
-    go = distributed.Event("go", client=c)
+    go = Event("go", client=c)
     x = da.from_delayed(dask.delayed(_wait_for_go)(), shape=(60,), dtype=float)
     result = c.compute(dask_coded.dot(operand, x))
     await async_poll_for(
@@ -459,6 +454,35 @@ async def test_parity_members_run_after_the_data_members(c, s, *workers, on_the_
             assert encodes and (on_the_fly or all(d.state == "memory" for d in encodes))
     await go.set()
     np.testing.assert_allclose(await result, a @ np.arange(60.0), rtol=1e-10)
+
+
+#: The memory monitor would resume a worker the test paused (its memory is below the threshold).
+NO_MEMORY_PAUSE = {**VALIDATE, "distributed.worker.memory.pause": False}
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=NO_MEMORY_PAUSE, timeout=TIMEOUT)
+async def test_a_decode_kept_off_a_slow_worker_runs_there_once_all_the_others_have_left(c, s, slow, b, d):
+    """Decodes are kept off a slow worker strictly; when every allowed worker has gone, that lifts."""
+    await dask_coded.register(c)
+    plugin = s.plugins[NAME]
+    a = _matrix()
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    plugin.duration_ratios.update({slow.address: 10.0, b.address: 1.0, d.address: 1.0})  # as measured
+    # Hold the call back: its x may only be computed on the slow worker, which is paused for now.
+    slow.status = Status.paused
+    await async_poll_for(lambda: s.workers[slow.address].status == Status.paused, timeout=30)
+    x = c.persist(da.arange(60.0, chunks=60), workers=[slow.address])
+    future = c.compute(dask_coded.dot(coded, x))
+    await async_poll_for(lambda: [k for k in s.tasks if str(k[0]).startswith(DECODE)], timeout=30)
+    decodes = [ts for ts in s.tasks.values() if str(ts.key[0]).startswith(DECODE)]
+    assert all(ts.worker_restrictions == {b.address, d.address} for ts in decodes)
+    assert not any(ts.loose_restrictions for ts in decodes)
+    # The allowed workers leave; only the slow one can finish the call (without hanging).
+    await b.close()
+    await d.close()
+    slow.status = Status.running
+    result = await future
+    assert relative_error(result, a @ np.arange(60.0)) < 1e-10
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=TIMEOUT)
@@ -509,7 +533,7 @@ def test_parity_follows_the_evidence_of_slow_workers(client_of):
 
     # Every worker runs tasks: the evidence says nothing straggles.
     client.gather([client.submit(np.ones, 1000, pure=False, workers=[w]) for w in workers for _ in range(3)])
-    distributed.utils_test.poll_for(measured(6), timeout=30)
+    poll_for(measured(6), timeout=30)
     assert dask_coded.encode(A).code == GroupedMDSCode(12, group_size=5, parity=1)
     # One worker is slow at everything: one more parity per group.
     model = FaultModel.slow_machine(workers=(workers[0],), factor=20, latency=0.01)

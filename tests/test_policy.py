@@ -72,11 +72,22 @@ def test_spread_is_round_robin_over_sorted_workers():
     assert spread_worker(0, []) is None
 
 
-def test_decode_avoids_workers_running_late_members():
-    assert decode_workers({"a", "b"}, busy={"b"}, running={"a", "b", "c"}) == {"a"}
-    assert decode_workers({"b"}, busy={"b"}, running={"a", "b"}) == {"a"}
-    assert decode_workers({"a"}, busy=set(), running={"a"}) == {"a"}
-    assert decode_workers(set(), busy={"a"}, running={"a"}) is None
+def test_decode_avoids_workers_running_late_members_and_slow_ones():
+    # An exclusion: every other worker is allowed (the scheduler prefers the holders among them).
+    assert decode_workers({"a", "b", "c"}, busy={"b"}, holders={"a", "b"}) == {"a", "c"}
+    assert decode_workers({"a", "b", "c"}, slow={"c"}, busy={"b"}) == {"a"}
+    # Nothing to avoid, or nothing else: no restriction.
+    assert decode_workers({"a", "b"}) is None
+    assert decode_workers({"a"}, busy={"a"}, holders={"a"}) is None
+    assert decode_workers({"a", "b"}, slow={"a", "b"}) is None
+
+
+def test_when_every_worker_runs_a_late_member_the_decode_stays_with_its_inputs():
+    # The first members are in while every worker runs another: a worker that finished none
+    # of them may be a slow machine nobody has measured yet.
+    assert decode_workers({"a", "b", "c", "d"}, busy={"a", "b", "c", "d"}, holders={"b"}) == {"b"}
+    # ...unless the holder is measured slow; then anywhere but the slow ones.
+    assert decode_workers({"a", "b", "c"}, slow={"b"}, busy={"a", "c"}, holders={"b"}) == {"a", "c"}
 
 
 def test_dropped_members_and_time_saved():
