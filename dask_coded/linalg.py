@@ -292,27 +292,26 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     other = other.rechunk({0 if left else other.ndim - 1: inner_chunks})
     token = tokenize(coded, other, max_errors)
     product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
-    # One set of products per output block along the uncoded axis: columns of `other` (left) or
-    # its rows (right).
+    # One set of products per block of `other` along the uncoded axis: its columns (left) or rows (right).
     matrix = other.ndim == 2
-    group_chunks: tuple[int | None, ...] = other.chunks[1 if left else 0] if matrix else (None,)
+    other_chunks: tuple[int | None, ...] = other.chunks[1 if left else 0] if matrix else (None,)
     inner = range(len(inner_chunks))
+    sizes = coded.chunks[coded.axis]
     products: dict[Any, Any] = {}
     decodes: dict[Any, Any] = {}
-    sizes = coded.chunks[coded.axis]
-    for g, other_size in enumerate(group_chunks):
-        keys_of = []
+    for o, other_size in enumerate(other_chunks):
+        members = []
         for i in range(code.n):
             if left:
                 lhs = [coded.block((i, kk)) for kk in inner]
-                rhs = [other.block((kk, g) if matrix else (kk,)) for kk in inner]
-                key = (product_name, i, g) if matrix else (product_name, i)
+                rhs = [other.block((kk, o) if matrix else (kk,)) for kk in inner]
+                key = (product_name, i, o) if matrix else (product_name, i)
             else:
-                lhs = [other.block((g, kk) if matrix else (kk,)) for kk in inner]
+                lhs = [other.block((o, kk) if matrix else (kk,)) for kk in inner]
                 rhs = [coded.block((kk, i)) for kk in inner]
-                key = (product_name, g, i) if matrix else (product_name, i)
+                key = (product_name, o, i) if matrix else (product_name, i)
             products[key] = CodedTask(key, product_block, List(*lhs), List(*rhs))
-            keys_of.append(key)
+            members.append(key)
         # Each output block is decoded from the members of its code group only.
         for group in code.groups:
             specs = {}
@@ -321,14 +320,14 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
                 shape: tuple[int, ...]
                 if other_size is None:
                     index, shape = (j,), (sizes[j],)
+                elif left:
+                    index, shape = (j, o), (sizes[j], other_size)
                 else:
-                    index, shape = (
-                        ((j, g), (sizes[j], other_size)) if left else ((g, j), (other_size, sizes[j]))
-                    )
+                    index, shape = (o, j), (other_size, sizes[j])
                 specs[index] = DecodeSpec(
                     group.code, local, shape, dtype, max_errors, first_position=group.members[0]
                 )
-            decodes.update(_decode_layer(out_name, [keys_of[i] for i in group.members], specs))
+            decodes.update(_decode_layer(out_name, [members[i] for i in group.members], specs))
     product_layer = GraphLayer(product_name, products, *coded.collections, *other.collections)
     coded_chunks = coded.chunks[coded.axis]
     if left:
