@@ -17,6 +17,7 @@ Tested against dask and distributed 2025.1.0 and the newest release.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import pickle
 from collections.abc import Callable
@@ -149,6 +150,8 @@ def intercept_graph_updates(scheduler: Any, before: Callable[[dict[Any, Any]], N
         return
     original = scheduler._generate_taskstates
 
+    # wraps: the signature stays the original's, so a plugin registered again passes the start-up check.
+    @functools.wraps(original)
     def _generate_taskstates(*args: Any, **kwargs: Any) -> Any:
         dsk = kwargs["dsk"] if "dsk" in kwargs else args[1]
         # distributed 2025.1 passes the graph's dependencies as a separate mapping (newer versions

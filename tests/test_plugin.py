@@ -1,5 +1,6 @@
 import asyncio
 import time
+import warnings
 from unittest import mock
 
 import dask
@@ -489,6 +490,26 @@ async def test_a_decode_kept_off_a_slow_worker_runs_there_once_all_the_others_ha
 async def test_the_running_versions_have_what_early_decoding_needs(c, s, a, b):
     # CI runs this on the oldest and the newest supported dask/distributed.
     assert _compat.missing_internals(s) == []
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
+async def test_registering_again_replaces_the_plugin_and_keeps_it_working(c, s, *workers):
+    """register() twice (a notebook cell run again, a benchmark changing options) must not disable it."""
+    a = _matrix()
+    for backup in ("off", "spark", "off"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DaskCodedWarning)  # no "lacks ..." warning
+            warnings.filterwarnings("ignore", "Scheduler already contains a plugin", UserWarning)
+            await dask_coded.register(c, backup=backup)
+        plugin = s.plugins[NAME]
+        assert plugin.scheduler is s and _compat.missing_internals(s) == []
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    (holder,) = s.tasks[(coded.name, 0, 0)].who_has
+    model = FaultModel(delay_shift=0.05, slow_workers=(holder.address,), slow_factor=100, tasks="products")
+    await c.register_plugin(FaultInjector(model), name="faults")
+    result = await c.compute(dask_coded.dot(coded, np.ones(60)))
+    np.testing.assert_allclose(result, a.sum(axis=1), rtol=1e-10)
+    assert s.plugins[NAME].counters["decodes_early"] >= 1
 
 
 def test_a_graph_form_the_plugin_cannot_read_is_detected(monkeypatch):
