@@ -6,16 +6,23 @@ worker). Three parts, on the same cluster:
 
 - sharded: X generated on the workers with ``da.random`` in one row chunk
   per worker and never sent anywhere; full-batch gradients of each worker's
-  shard. Sync, fixed K (the best is reported), adaptive K and gradient
-  coding (s = 1), with the client's resident memory sampled during ``fit``.
+  shard. Sync (first and last, as the load drifts), fixed K (the best is
+  reported), adaptive K from 1 and from P/2, and gradient coding (s = 1),
+  with the client's resident memory sampled during ``fit``.
 - bias: K-sync with K = P - m against m slow workers, after it has
   converged: the error floor, next to the one predicted from the optimum of
   the fast workers' rows (normal equations per chunk, on the workers), and
   gradient coding with s = m.
 - replicated: a NumPy X on the client, a replica on every worker,
-  mini-batches drawn from all rows (Dutta et al. 2018).
+  mini-batches drawn from all rows (Dutta et al. 2018); adaptive K's ratio
+  to the best fixed K as above.
 
-Run: python -m benchmarks.bench_sgd_sharded [--quick] [--scheduler ADDRESS]
+Run: python -m benchmarks.bench_sgd_sharded [--quick] [--scheduler ADDRESS] [--seeds 0 1 2]
+
+``--seeds`` repeats the sharded and replicated comparisons with other data and
+another slow worker (the bias part runs for the first seed); every seed's
+strategies run one after the other in the same run, so their ratios compare
+like with like while the machine's load changes between seeds.
 """
 
 from __future__ import annotations
@@ -106,6 +113,32 @@ def _best(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
     return min(rows, key=lambda r: (r[f"time_to_{target:g}"], r["final_error"]))
 
 
+def _speedups(rows: list[dict[str, Any]], max_time: float) -> None:
+    """Adaptive K's speed-up over the best fixed K (sync included; the fastest run of each) at each target.
+
+    None where adaptive K never got there; where no fixed K did within ``max_time``, the ratio is
+    infinite and the lower bound is ``max_time`` over adaptive K's time.
+    """
+    fixed = [r for r in rows if r["method"] in ("sync", "k-sync")]
+    for adaptive in [r for r in rows if r["method"] == "adaptive-k-sync"]:
+        for target in TARGETS:
+            best, reached = _best(fixed, target), adaptive[f"time_to_{target:g}"]
+            if np.isinf(reached):
+                ratio = bound = None
+            else:
+                ratio = best[f"time_to_{target:g}"] / reached
+                bound = max_time / reached if np.isinf(ratio) else ratio
+            adaptive[f"speedup_vs_best_fixed_k_at_{target:g}"] = ratio
+            adaptive[f"speedup_lower_bound_at_{target:g}"] = bound
+            shown = "not reached" if ratio is None else f"{ratio:.2f}x"
+            if ratio is not None and np.isinf(ratio):
+                shown = f"at least {bound:.2f}x (no fixed K got there in {max_time:g} s)"
+            print(
+                f"{adaptive['layout']}: adaptive K from {adaptive['k']} vs best fixed K "
+                f"({best['method']} K={best['k']}) at {target:g}: {shown}"
+            )
+
+
 def _warm_up(client: Client, X: Any, y: Any) -> None:
     """An untimed fit without faults: the first gradient task on a worker imports and unpickles the trainer's
     code, which a slow worker would otherwise multiply into the first update of the first method."""
@@ -118,29 +151,20 @@ def run_sharded(client: Client, p: dict[str, Any], seed: int) -> list[dict[str, 
     X, y = client.persist(X), client.persist(y)
     _warm_up(client, X, y)
     options = dict(learning_rate=0.5, batch_size=None, max_time=p["max_time"], target_error=1e-7)
+    # Sync runs first and last: the load on a shared machine drifts during the runs, and at each target
+    # the faster of the two is the baseline adaptive K is compared with (the one least in its favour).
     trainers = [SyncSGD(max_iterations=200, **options)]
     trainers += [KSyncSGD(k, max_iterations=p["k_sync_updates"], **options) for k in p["ks"]]
     trainers += [AdaptiveKSyncSGD(k, max_iterations=400, **options) for k in (1, workers // 2)]
     trainers += [GradientCodedSGD(1, max_iterations=200, **options)]
+    trainers += [SyncSGD(max_iterations=200, **options)]
     out = []
     with inject(client, seed=seed, slow_workers=1, **_stragglers(p)):
-        for trainer in trainers:
+        for order, trainer in enumerate(trainers):
             with _PeakMemory() as memory:
                 history = trainer.fit(X, y).history_
-            out.append(_row(trainer, history, "sharded", memory))
-    fixed = [r for r in out if r["method"] in ("sync", "k-sync")]
-    for adaptive in [r for r in out if r["method"] == "adaptive-k-sync"]:
-        for target in TARGETS:
-            best, reached = _best(fixed, target), adaptive[f"time_to_{target:g}"]
-            ratio = best[f"time_to_{target:g}"] / reached
-            # No fixed K got there within max_time: the speed-up is at least max_time / adaptive's time.
-            bound = p["max_time"] / reached if np.isinf(ratio) else ratio
-            adaptive[f"speedup_vs_best_fixed_k_at_{target:g}"] = ratio
-            adaptive[f"speedup_lower_bound_at_{target:g}"] = bound
-            print(
-                f"adaptive K from {adaptive['k']} vs best fixed K ({best['method']} K={best['k']}) "
-                f"at {target:g}: {ratio:.2f}x" + (f" (at least {bound:.2f}x)" if np.isinf(ratio) else "")
-            )
+            out.append({**_row(trainer, history, "sharded", memory), "order": order})
+    _speedups(out, p["max_time"])
     return out
 
 
@@ -188,14 +212,16 @@ def run_replicated(client: Client, p: dict[str, Any], seed: int) -> list[dict[st
     options = dict(
         learning_rate=0.2, batch_size=512, max_iterations=100_000, max_time=p["replicated_max_time"]
     )
+    workers = len(client.scheduler_info()["workers"])
     trainers = [SyncSGD(**options)] + [KSyncSGD(k, **options) for k in p["ks"]]
-    trainers += [AdaptiveKSyncSGD(1, **options)]
+    trainers += [AdaptiveKSyncSGD(k, **options) for k in (1, workers // 2)]
     trainers += [GradientCodedSGD(1, **{**options, "batch_size": None, "learning_rate": 0.5})]
     out = []
     _warm_up(client, X, y)
     with inject(client, seed=seed, slow_workers=1, **_stragglers(p)):
         for trainer in trainers:
             out.append(_row(trainer, trainer.fit(X, y).history_, "replicated"))
+    _speedups(out, p["replicated_max_time"])
     return out
 
 
@@ -205,19 +231,21 @@ def plot(rows: list[dict[str, Any]], path: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
+    seeds = sorted({r["seed"] for r in rows if "seed" in r})
     for ax, layout in zip(axes, ("replicated", "sharded")):
-        runs = [r for r in rows if r["layout"] == layout]
+        runs = [r for r in rows if r["layout"] == layout and r.get("seed") == seeds[0]]
         fixed = [r for r in runs if r["method"] == "k-sync"]
-        target = 1e-4 if layout == "sharded" else 1e-3
+        target = 1e-4 if layout == "sharded" else 1e-2
         shown = [r for r in runs if r["method"] != "k-sync"] + ([_best(fixed, target)] if fixed else [])
         for r in shown:
             label = r["method"] + {
                 "k-sync": f" (K={r['k']}, best fixed)",
                 "adaptive-k-sync": f" (K from {r['k']})",
+                "sync": f" (run {r['order'] + 1} of {len(runs)})" if "order" in r else "",
             }.get(r["method"], "")
             ax.semilogy(r["curve"]["time"], r["curve"]["error"], label=label)
-        ax.set_title(f"{layout} data", fontsize=10)
+        ax.set_title(f"{layout} data, seed {seeds[0]}", fontsize=10)
         ax.set_xlabel("wall time (s)")
         ax.set_ylabel("|w - w*| / |w*|")
         ax.legend(fontsize=8)
@@ -233,9 +261,46 @@ def plot(rows: list[dict[str, Any]], path: Any) -> None:
     ax.set_xticks(m)
     ax.set_title("bias under sharding", fontsize=10)
     ax.legend(fontsize=8)
+    ax = axes[3]
+    adaptive = [r for r in rows if r["layout"] == "sharded" and r["method"] == "adaptive-k-sync"]
+    for start, color in zip(sorted({r["k"] for r in adaptive}), ("C0", "C1")):
+        mine = [r for r in adaptive if r["k"] == start]
+        # A filled marker is a ratio; a triangle, a lower bound (no fixed K got there in the time allowed).
+        for bound, marker in ((False, "o"), (True, "^")):
+            shown = [r for r in mine if (r["speedup_vs_best_fixed_k_at_0.0001"] == np.inf) is bound]
+            ax.plot(
+                [r["seed"] for r in shown],
+                [r["speedup_lower_bound_at_0.0001"] or 0.0 for r in shown],
+                marker,
+                color=color,
+                label=f"adaptive K from {start}" + (" (at least)" if bound else ""),
+            )
+    ax.axhline(1.5, color="grey", linestyle=":", label="goal: 1.5x")
+    ax.axhline(1.0, color="black", linewidth=0.5)
+    ax.set_xticks(seeds)
+    ax.set_xlabel("seed (data and slow worker)")
+    ax.set_ylabel("time to 1e-4: best fixed K / adaptive K (0: never)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("sharded data: adaptive K's speed-up per seed", fontsize=10)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def summary(rows: list[dict[str, Any]]) -> None:
+    """Adaptive K's speed-up over the best fixed K, per seed and layout, at every target."""
+    print("layout      seed  adaptive K from   " + "".join(f"{t:>12g}" for t in TARGETS))
+    for r in rows:
+        if r.get("method") != "adaptive-k-sync":
+            continue
+        cells = []
+        for t in TARGETS:
+            ratio, bound = r[f"speedup_vs_best_fixed_k_at_{t:g}"], r[f"speedup_lower_bound_at_{t:g}"]
+            cells.append(
+                "never" if ratio is None else f">={bound:.2f}x" if np.isinf(ratio) else f"{ratio:.2f}x"
+            )
+        print(f"{r['layout']:10s} {r['seed']:5d}  {r['k']:>15d}   " + "".join(f"{c:>12s}" for c in cells))
 
 
 FULL = dict(
@@ -245,7 +310,7 @@ FULL = dict(
     delay=0.05,
     max_time=60.0,
     ks=(4, 6, 7),
-    k_sync_updates=60,
+    k_sync_updates=30,
     bias_updates=30,
     slow_counts=(1, 2, 3),
     replicated_rows=100_000,
@@ -265,16 +330,27 @@ QUICK = dict(
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = cluster_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    parser = cluster_arguments(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="repeat the sharded and replicated comparisons (default: --seed)"
+    )
+    args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
+    seeds = args.seeds or [args.seed]
 
     def run(client: Client) -> list[dict[str, Any]]:
         started = time.perf_counter()
-        rows = run_sharded(client, params, args.seed)
-        rows += run_bias(client, params, args.seed)
-        rows += run_replicated(client, params, args.seed)
+        rows = []
+        for seed in seeds:
+            print(f"-- seed {seed}", flush=True)
+            runs = run_sharded(client, params, seed)
+            if seed == seeds[0]:
+                runs += run_bias(client, params, seed)
+            runs += run_replicated(client, params, seed)
+            rows += [{**row, "seed": seed} for row in runs]
         for row in rows:
             row.update(params=dict(params), workers=len(client.scheduler_info()["workers"]))
+        summary(rows)
         print(f"{time.perf_counter() - started:.0f} s in all")
         return rows
 

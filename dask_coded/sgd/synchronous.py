@@ -100,9 +100,11 @@ class AdaptiveKSyncSGD(KSyncSGD):
     Each update's loss estimate is the mean row loss over the rows its K
     gradients used, at the parameters they were computed at (no extra
     work); :func:`~dask_coded.sgd.schedule.next_k` decides, from the
-    estimates since K last changed, when to wait for more workers. A small
-    K is fast but noisy (mini-batches) or biased towards the fast workers'
-    shards (sharded data); raising K to P ends as sync SGD, with neither.
+    recent estimates, when to wait for more workers. A small K is fast but
+    noisy (mini-batches) or biased towards the fast workers' shards
+    (sharded data); raising K to P ends as sync SGD, with neither. The first
+    stall takes two windows of updates; after a raise, one window at the
+    new K shows whether it lowered the loss, and K grows again if not.
 
     Parameters
     ----------
@@ -135,7 +137,7 @@ class AdaptiveKSyncSGD(KSyncSGD):
     method = "adaptive-k-sync"
 
     def __init__(
-        self, k: int = 1, *, window: int = 5, significance: float = 2.0, growth: float = 2.0, **options: Any
+        self, k: int = 1, *, window: int = 3, significance: float = 2.0, growth: float = 2.0, **options: Any
     ) -> None:
         super().__init__(k, **options)
         next_k(1, 1, [], window=window, significance=significance, growth=growth)  # checks the options
@@ -146,6 +148,7 @@ class AdaptiveKSyncSGD(KSyncSGD):
     def _train(self, client: Any, workers: list[str], data: Dataset) -> np.ndarray:
         self._current_k = self.k
         self._losses: list[float] = []
+        self._updates_at_k = 0
         self.k_schedule_ = [(0, self.k)]
         return super()._train(client, workers, data)
 
@@ -155,16 +158,19 @@ class AdaptiveKSyncSGD(KSyncSGD):
     def _updated(self, results: list[tuple[np.ndarray, int, float]], workers: int) -> None:
         rows = sum(r for _, r, _ in results)
         self._losses.append(sum(loss for _, _, loss in results) / max(rows, 1))
+        del self._losses[: -2 * self.window]  # all the rule reads
+        self._updates_at_k = min(self._updates_at_k + 1, len(self._losses))
         k = next_k(
             self._current_k,
             workers,
             self._losses,
+            updates_at_k=self._updates_at_k,
             window=self.window,
             significance=self.significance,
             growth=self.growth,
         )
         if k != self._current_k:
-            self._current_k, self._losses = k, []
+            self._current_k, self._updates_at_k = k, 0
             self.k_schedule_.append((len(self._record.parameters) - 1, k))
 
 
