@@ -34,28 +34,35 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def _oracle(stream: list[dict[str, Any]], start: float, k: int) -> tuple[float, float]:
+def _oracle(stream: list[dict[str, Any]], start: float, code: Any) -> tuple[float, float]:
     """(oracle, decoded): both seconds since ``start``, on the workers' clocks.
 
-    oracle: the k-th fastest product finished, plus the longest decode;
-    decoded: the last decode finished. Their ratio is how close the plugin
-    gets to the bound; what follows the decodes (assembling the result and
-    sending it to the client) is the same for plain Dask.
+    oracle: when every group of ``code`` had its fastest recovery set of
+    products (the ``k``-th fastest of the group's members for MDS groups),
+    plus the longest decode; decoded: the last decode finished. Their ratio
+    is how close the plugin gets to the bound; what follows the decodes
+    (assembling the result and sending it to the client) is the same for
+    plain Dask. Products are matvec products, keyed ``(name, i)``.
     """
-    finishes, decodes, decoded = [], [], 0.0
+    finishes: dict[int, float] = {}
+    decodes, decoded = [], 0.0
     for record in stream:
         name = keys.key_name(record["key"])
         compute = [s for s in record["startstops"] if s["action"] == "compute"]
         if not compute:
             continue
         if name.startswith(keys.PRODUCT):
-            finishes.append(compute[-1]["stop"] - start)
+            finishes[int(record["key"][1])] = compute[-1]["stop"] - start
         elif name.startswith(keys.DECODE):
             decodes.append(compute[-1]["stop"] - compute[-1]["start"])
             decoded = max(decoded, compute[-1]["stop"] - start)
-    if len(finishes) < k:
-        return float("nan"), decoded
-    return sorted(finishes)[k - 1] + (max(decodes) if decodes else 0.0), decoded
+    ready = 0.0
+    for group in code.groups:
+        times = sorted(finishes[i] for i in group.members if i in finishes)
+        if len(times) < group.code.recovery_threshold:
+            return float("nan"), decoded
+        ready = max(ready, times[group.code.recovery_threshold - 1])
+    return ready + (max(decodes) if decodes else 0.0), decoded
 
 
 def run(client: Client, rows: int, cols: int, repeats: int, parity: int, seed: int) -> list[dict[str, Any]]:
@@ -82,7 +89,7 @@ def run(client: Client, rows: int, cols: int, repeats: int, parity: int, seed: i
                     start = time.perf_counter()
                     result = dask_coded.dot(coded, x).compute()
                     coded_times.append(time.perf_counter() - start)
-                oracle, last_decode = _oracle(stream.data, wall, k)
+                oracle, last_decode = _oracle(stream.data, wall, coded.code)
                 oracles.append(oracle)
                 decoded.append(last_decode)
                 errors.append(float(np.abs(result - expected).max() / np.abs(expected).max()))

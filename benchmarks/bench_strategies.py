@@ -111,7 +111,7 @@ def run(client: Client, rows: int, cols: int, repeats: int, seed: int) -> list[d
                         times.append(time.perf_counter() - start)
                     code = strategy.get("code")
                     if code is not None:
-                        oracle, last = _oracle(stream.data, wall, code.recovery_threshold)
+                        oracle, last = _oracle(stream.data, wall, code)
                         oracles.append(oracle)
                         decoded.append(last)
                     products = code.n if code is not None else blocks
