@@ -85,22 +85,16 @@ def parity_for(workers: int | None) -> int:
 def encoding_name(prefix: str, code: Code, token: str) -> str:
     """The key name of an encoding: ``prefix + token``, with the group layout when the code has one.
 
-    A code whose groups are consecutive runs of data blocks, each followed
-    by its parities in group order (:class:`~dask_coded.GroupedMDSCode`),
-    names that layout (:func:`~dask_coded.keys.grouped_name`), so the plugin
-    places each group's members on distinct workers.
+    A code of several groups in the layout :attr:`Code.group_layout
+    <dask_coded.codes.Code.group_layout>` describes
+    (:class:`~dask_coded.GroupedMDSCode`) names it
+    (:func:`~dask_coded.keys.grouped_name`), so the plugin places each
+    group's members on distinct workers.
     """
-    groups = code.groups
-    if len(groups) == 1:
+    layout = code.group_layout
+    if layout is None or len(code.groups) == 1:
         return prefix + token
-    group_size = groups[0].code.k
-    parity = groups[0].code.n - group_size
-    for q, group in enumerate(groups):
-        start, stop = q * group_size, min(code.k, (q + 1) * group_size)
-        parities = range(code.k + q * parity, code.k + (q + 1) * parity)
-        if group.members != (*range(start, stop), *parities):
-            return prefix + token  # another layout: blocks are spread by their own index
-    return keys.grouped_name(prefix, code.k, group_size, parity, token)
+    return keys.grouped_name(prefix, code.k, *layout, token)
 
 
 def resolve_one_sided_code(code: Code | str | None, chunks: Chunking) -> Code:

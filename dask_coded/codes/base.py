@@ -292,6 +292,17 @@ class Code:
         """
         return (CodeGroup(self, tuple(range(self.n))),)
 
+    @property
+    def group_layout(self) -> tuple[int, int] | None:
+        """``(group_size, parity)`` of groups laid out as :class:`~dask_coded.GroupedMDSCode` does, else None.
+
+        That is: :attr:`groups` are runs of ``group_size`` data blocks (the
+        last may be smaller), each with ``parity`` parities appended in group
+        order. The plugin places such groups from their keys alone
+        (:func:`~dask_coded.keys.grouped_name`).
+        """
+        return None
+
     def copied_block(self, i: int) -> int | None:
         """The unknown that coded block ``i`` is an unchanged copy of, or None when it mixes several.
 

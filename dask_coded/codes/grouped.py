@@ -123,6 +123,10 @@ class GroupedMDSCode(Code):
             out.append(CodeGroup(codes[size], (*range(start, stop), *parities)))
         return tuple(out)
 
+    @property
+    def group_layout(self) -> tuple[int, int]:
+        return self.group_size, self.parity
+
     def group_of(self, block: int) -> int:
         """The group coded block ``block`` belongs to.
 
