@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import dask.array as da
@@ -97,13 +97,14 @@ def encoding_name(prefix: str, code: Code, token: str) -> str:
     return keys.grouped_name(prefix, code.k, *layout, token)
 
 
-def resolve_one_sided_code(code: Code | str | None, chunks: Chunking) -> Code:
+def resolve_one_sided_code(code: Code | str | None, chunks: Callable[[], Chunking]) -> Code:
     """A one-sided code from a code object, a registered name, or ``dask.config``'s ``coded.code``.
 
-    A name is built by its registered factory for ``chunks``
-    (:func:`dask_coded.codes.build_code`): with ``max_errors`` and the
-    cluster's ``workers``, the MDS code gets enough parities to correct that
-    many faulty workers, each computing several members
+    A name is built by its registered factory (:func:`dask_coded.codes.build_code`)
+    for ``chunks()``, which is called only then, because it asks the cluster
+    for its size and its evidence of slow workers: with ``max_errors`` and
+    the cluster's ``workers``, the MDS code gets enough parities to correct
+    that many faulty workers, each computing several members
     (:func:`dask_coded.codes.sizing.coded_block_count`).
     """
     if isinstance(code, Code):
@@ -117,7 +118,7 @@ def resolve_one_sided_code(code: Code | str | None, chunks: Chunking) -> Code:
                 f"code {name!r} cannot encode one array; encode takes a registered one-sided code "
                 f"({', '.join(registered_codes(ONE_SIDED))}); two-sided codes are chosen in dask_coded.dot"
             )
-        resolved = build_code(name, chunks)
+        resolved = build_code(name, chunks())
     if not resolved.systematic:
         raise ValueError(
             f"{resolved!r} is not systematic: a one-sided code's first k coded blocks must be its data "
@@ -387,7 +388,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     # The other operand is not known yet: its blocks count as 1.
     split, other_blocks = len(A.chunks[axis]), len(A.chunks[1 - axis]) if A.ndim == 2 else 1
     rows, cols = (split, 1) if axis == 0 else (1, split)
-    code = resolve_one_sided_code(code, chunking(rows, cols, other_blocks, blocks=split))
+    code = resolve_one_sided_code(code, lambda: chunking(rows, cols, other_blocks, blocks=split))
 
     # The axis (and a grouped code's layout) is in the name so the scheduler plugin can read a
     # block's index and group from its key.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dask.array as da
@@ -247,9 +247,10 @@ def _coded_operands(
     if kind == TWO_SIDED:
         resolved = name if isinstance(name, Code) else build_code(name, _chunking(a, b, 1, max_errors))
         return _two_sided(a, b, resolved, max_errors, dtype)
-    if a.ndim == 2:
-        return _one_sided(_encode_for(a, name, 0, _chunking(a, b, 0, max_errors)), b, dtype, max_errors)
-    return _one_sided(_encode_for(b, name, 1, _chunking(a, b, 1, max_errors)), a, dtype, max_errors)
+    axis = 0 if a.ndim == 2 else 1  # encode a's rows, or b's columns when a is a vector
+    coded, other = (a, b) if axis == 0 else (b, a)
+    encoded = _encode_for(coded, name, axis, lambda: _chunking(a, b, axis, max_errors))
+    return _one_sided(encoded, other, dtype, max_errors)
 
 
 def _chunking(a: Operand, b: Operand, split: int, max_errors: int) -> Chunking:
@@ -262,7 +263,9 @@ def _chunking(a: Operand, b: Operand, split: int, max_errors: int) -> Chunking:
     return chunking(rows, cols, len(a.chunks[-1]), rows if split == 0 else cols, max_errors)
 
 
-def _encode_for(operand: Operand, code: Code | str | None, axis: int, chunks: Chunking) -> CodedOperand:
+def _encode_for(
+    operand: Operand, code: Code | str | None, axis: int, chunks: Callable[[], Chunking]
+) -> CodedOperand:
     """``operand`` encoded along ``axis``: as a CodedArray (Dask) or with its blocks by value (NumPy)."""
     resolved = resolve_one_sided_code(code, chunks)
     if isinstance(operand.array, da.Array):
