@@ -39,10 +39,11 @@ client connection while it waits.
 
 Also, in ``update_graph``, coded blocks of encode layers are spread one per
 worker (coded block ``i`` on worker ``i mod W``, a loose restriction), so a
-straggler delays only its own blocks' products. Groups decoded with
-``max_errors=t`` go further: member ``i`` is pinned to worker ``i mod W``
-(a strict restriction, so work stealing cannot hand a faulty worker a second
-member of the same group and turn one wrong worker into two wrong results).
+straggler delays only its own blocks' products, and member ``i`` of a group
+is pinned to worker ``i mod W``: a strict restriction, so work stealing cannot
+hand a slow worker a second member of the same group (it looks idle once its
+late member is released, and would steal the parities queued elsewhere), nor
+turn one faulty worker into two wrong results under ``max_errors=t``.
 Decodes are kept off workers measured slow from the start (strictly, as
 above). When a worker leaves, its pinned tasks are freed to run anywhere, and
 so is a decode whose allowed workers have all gone.
@@ -77,8 +78,10 @@ from .errors import DaskCodedWarning
 from .policy import (
     BACKUP_PRESETS,
     BackupRule,
+    coded_block_index,
     decode_workers,
     dropped_members,
+    member_workers,
     plan_decode,
     slow_workers,
     spread_position,
@@ -120,6 +123,14 @@ def _is_parity_encode(ts: Any) -> bool:
         and isinstance(spec, Task)
         and spec.func in (scaled_parity_block, np.copy)
     )
+
+
+def _block_holders(member: Any) -> set[str]:
+    """Workers holding ``member``'s coded block (its largest one, for a two-sided product)."""
+    held = [d for d in member.dependencies if d.who_has and coded_block_index(d.key) is not None]
+    if not held:
+        return set()
+    return {ws.address for ws in max(held, key=lambda d: d.nbytes).who_has}
 
 
 def _member_worker(ts: Any) -> str:
@@ -265,8 +276,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 if avoid and self._keep_off(ts, avoid):
                     # A slow machine slows the decode too; keep it off before it is scheduled.
                     self.counters["placements"] += 1
-                if spec.max_errors:
-                    self._pin_members(ts, spec, workers)
+                self._pin_members(ts, spec, workers)
             position = spread_position(key)
             if position is not None:
                 worker = spread_worker(position, workers)
@@ -294,26 +304,35 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                     _compat.run_last(dependency)
 
     def _pin_members(self, ts: Any, spec: DecodeSpec, workers: list[str]) -> None:
-        """Pin member ``i`` of a ``max_errors`` group to its round-robin worker and tell the decode.
+        """Pin each member of a group to a worker of its own (:func:`~dask_coded.policy.member_workers`).
 
-        Work stealing could otherwise hand one faulty worker two members and
-        turn one bad worker into two wrong results. The decode learns which
-        worker computes each member (``DecodeSpec.suspects``), so a worker
-        with several members counts as one error. Only the spec's contents
-        change, not its dependencies, so a resubmitted graph matches it.
+        Work stealing could otherwise hand one worker a second member of the
+        same group. A slow worker whose late member was just released looks
+        idle to the scheduler and steals the members still queued elsewhere
+        (the parities, which run last), so the group waits for it after all;
+        and one faulty worker with two members gives two wrong results. A
+        ``max_errors`` decode learns which worker computes each member
+        (``DecodeSpec.suspects``), so a worker with several members counts as
+        one error. Only the spec's contents change, not its dependencies, so a
+        resubmitted graph matches it.
         """
+        members = [
+            self.scheduler.tasks.get(key) if key is not None else None
+            for key in map(reference_key, ts.run_spec.args[1:])
+        ]
+        if all(m is None or m.key in self._pinned for m in members):
+            homes: list[str | None] = [None] * len(members)  # every decode of the group after the first
+        else:
+            holders = [set() if m is None else _block_holders(m) for m in members]
+            homes = list(member_workers(spec.first_position, holders, workers))
         suspects: list[str | None] = []
-        for index, ref in enumerate(ts.run_spec.args[1:]):
-            key = reference_key(ref)
-            member = self.scheduler.tasks.get(key) if key is not None else None
-            worker = spread_worker(spec.first_position + index, workers)
-            if member is None or worker is None:
-                suspects.append(None)
-            elif self._place(member, {worker}, loose=False):
+        for member, worker in zip(members, homes):
+            # _place refuses a member the user placed, or one running or done already.
+            if member is not None and worker is not None and self._place(member, {worker}, loose=False):
                 self._pinned[member.key] = worker
-                suspects.append(worker)
-            else:  # placed by the user, or already pinned by an earlier graph
-                suspects.append(self._pinned.get(member.key))
+            suspects.append(None if member is None else self._pinned.get(member.key))
+        if not spec.max_errors:
+            return
         if ts.state in ("released", "waiting") and spec.suspects is None:
             new_spec = dataclasses.replace(spec, suspects=tuple(suspects))
             ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *ts.run_spec.args[1:])

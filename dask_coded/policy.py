@@ -20,6 +20,7 @@ __all__ = [
     "coded_block_index",
     "decode_workers",
     "dropped_members",
+    "member_workers",
     "plan_decode",
     "should_launch_backup",
     "slow_workers",
@@ -185,6 +186,48 @@ def spread_worker(index: int, workers: Sequence[str]) -> str | None:
     if not workers:
         return None
     return sorted(workers)[index % len(workers)]
+
+
+def member_workers(
+    first_position: int, holders: Sequence[Iterable[str]], workers: Sequence[str]
+) -> list[str]:
+    """Where each member of a group runs: one member per worker, beside its coded block where it can be.
+
+    ``holders[i]`` are the workers holding member ``i``'s coded block (empty
+    until it is computed). A block on its round-robin worker
+    (:func:`spread_worker` of position ``first_position + i``) keeps its
+    member there; a block elsewhere keeps its member beside it unless another
+    member has that worker (moving a block costs a transfer on every call);
+    every other member takes its round-robin worker, or the next one no
+    member has. So a group of at most ``len(workers)`` members has one per
+    worker, and a slow worker delays one member of it.
+
+    Examples
+    --------
+    >>> member_workers(0, [set(), set(), set()], ["a", "b", "c", "d"])  # not computed yet
+    ['a', 'b', 'c']
+    >>> member_workers(0, [{"d"}, {"b"}, {"b"}], ["a", "b", "c", "d"])  # two blocks on "b"
+    ['d', 'b', 'c']
+    """
+    ordered = sorted(workers)
+    if not ordered:
+        return []
+    round_robin = [ordered[(first_position + i) % len(ordered)] for i in range(len(holders))]
+    held = [set(h) for h in holders]
+    chosen: dict[int, str] = {i: w for i, w in enumerate(round_robin) if w in held[i]}
+    taken = set(chosen.values())
+    for i, candidates in enumerate(held):
+        free = sorted(candidates - taken)
+        if i not in chosen and free:
+            chosen[i] = free[0]
+            taken.add(free[0])
+    for i in range(len(holders)):
+        if i not in chosen:
+            start = first_position + i
+            cycle = (ordered[(start + step) % len(ordered)] for step in range(len(ordered)))
+            chosen[i] = next((w for w in cycle if w not in taken), round_robin[i])
+            taken.add(chosen[i])
+    return [chosen[i] for i in range(len(holders))]
 
 
 def decode_workers(

@@ -429,8 +429,13 @@ def _wait_for_go():
 
 @pytest.mark.parametrize("on_the_fly", [False, True])
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
-async def test_parity_members_run_after_the_data_members(c, s, *workers, on_the_fly):
-    """With nothing late a group decodes from its data products: parities (and their encodes) go last."""
+async def test_parity_members_run_last_on_a_worker_of_their_own(c, s, *workers, on_the_fly):
+    """With nothing late a group decodes from its data products: parities (and their encodes) go last.
+
+    Every member is pinned strictly to a worker no other member of its group has: work stealing
+    would otherwise move the queued parities to a slow worker that looks idle once its late
+    member is released (seen on a loaded machine), and the group would wait for it after all.
+    """
     await dask_coded.register(c)
     a = _matrix(rows=1200, cols=60)
     plain = await c.persist(da.from_array(a, chunks=(100, 60)))  # 12 chunks: 3 groups of 4 + 2
@@ -449,6 +454,9 @@ async def test_parity_members_run_after_the_data_members(c, s, *workers, on_the_
         data, parities = members[: spec.code.k], members[spec.code.k :]
         assert len(parities) == 2
         assert max(m.priority for m in data) < min(m.priority for m in parities), ts.key
+        pinned = [m.worker_restrictions for m in members]
+        assert all(len(w) == 1 for w in pinned) and not any(m.loose_restrictions for m in members)
+        assert len(set().union(*pinned)) == len(members), (ts.key, pinned)
         for member in parities:
             encodes = [d for d in member.dependencies if str(d.key[0]).startswith(ENCODE)]
             assert all(d.priority > max(m.priority for m in data) for d in encodes if d.state != "memory")

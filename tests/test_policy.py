@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dask_coded import GroupedMDSCode
 from dask_coded.codes import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
@@ -8,6 +10,7 @@ from dask_coded.policy import (
     coded_block_index,
     decode_workers,
     dropped_members,
+    member_workers,
     plan_decode,
     spread_position,
     spread_worker,
@@ -70,6 +73,42 @@ def test_spread_is_round_robin_over_sorted_workers():
         "tcp://b",
     ]
     assert spread_worker(0, []) is None
+
+
+def test_members_not_computed_yet_take_the_round_robin():
+    workers = ["c", "a", "b", "d"]
+    assert member_workers(2, [set()] * 3, workers) == ["c", "d", "a"]
+    assert member_workers(0, [set()] * 6, workers) == ["a", "b", "c", "d", "a", "b"]  # more than W
+    assert member_workers(0, [set()], []) == []
+
+
+def test_persisted_members_stay_beside_their_blocks_unless_another_member_is_there():
+    workers = ["a", "b", "c", "d"]
+    # Blocks persisted on a cluster that has changed since: each stays where it is.
+    assert member_workers(0, [{"b"}, {"c"}, {"d"}], workers) == ["b", "c", "d"]
+    # Two blocks on "b": the one whose round-robin worker it is stays; the other moves to a free one.
+    assert member_workers(0, [{"b"}, {"b"}, set()], workers) == ["a", "b", "c"]
+    # A replicated block prefers its round-robin worker among its holders.
+    assert member_workers(0, [{"a", "c"}, {"c"}], workers) == ["a", "c"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    workers=st.integers(1, 8),
+    first=st.integers(0, 20),
+    holders=st.lists(st.sets(st.integers(0, 7), max_size=3), min_size=1, max_size=10),
+)
+def test_a_group_never_shares_a_worker_it_could_avoid(workers, first, holders):
+    names = [f"w{i}" for i in range(workers)]
+    held = [{f"w{i}" for i in h if i < workers} for h in holders]
+    homes = member_workers(first, held, names)
+    assert len(homes) == len(held) and set(homes) <= set(names)
+    assert len(set(homes)) == min(len(held), workers)
+    for home, own, index in zip(homes, held, range(len(held))):
+        # A block on its round-robin worker never moves.
+        round_robin = spread_worker(first + index, names)
+        if round_robin in own:
+            assert home == round_robin
 
 
 def test_decode_avoids_workers_running_late_members_and_slow_ones():

@@ -10,7 +10,7 @@ import dask_coded
 from dask_coded import DecodingError, MDSCode
 from dask_coded.blocks import decode_block
 from dask_coded.faults import FaultInjector, FaultModel
-from dask_coded.keys import DECODE
+from dask_coded.keys import DECODE, PRODUCT
 from dask_coded.testing import relative_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
@@ -44,7 +44,9 @@ async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
         await _setup(c, [faulty], kind)
 
         wrong = await c.compute(da.dot(plain, x))
+        before = len(s.get_task_stream())
         right = await c.compute(dask_coded.dot(coded, x, max_errors=1))
+        ran_on_faulty = [r["key"] for r in s.get_task_stream()[before:] if r["worker"] == faulty.address]
 
     # Plain Dask under the same faults is wrong: the faults are real.
     expected = data @ x
@@ -53,8 +55,8 @@ async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
     stats = await dask_coded.plugin_stats(c)
     assert stats["corrections"] >= 1
     assert set(stats["corrections_by_worker"]) == {faulty.address}
-    # Group members are pinned: block i on the i-th worker, so every correction is at the faulty one's index.
-    faulty_block = sorted(w.address for w in workers).index(faulty.address)
+    # One member per worker, pinned: every correction is of the one member the faulty worker computed.
+    (faulty_block,) = [key[1] for key in ran_on_faulty if str(key[0]).startswith(PRODUCT)]
     assert stats["corrections_by_block"] == {faulty_block: stats["corrections"]}
 
 
