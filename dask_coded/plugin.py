@@ -330,6 +330,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             # _place refuses a member the user placed, or one running or done already.
             if member is not None and worker is not None and self._place(member, {worker}, loose=False):
                 self._pinned[member.key] = worker
+                for dependency in member.dependencies:
+                    if _is_parity_encode(dependency):  # an encode on the fly: stolen, it delays its member
+                        self._pin_beside(dependency, worker)
             suspects.append(None if member is None else self._pinned.get(member.key))
         if not spec.max_errors:
             return
@@ -345,6 +348,15 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 "raise DecodingError; build the product while a client is connected (so "
                 "dask_coded.dot sizes the code for the cluster) or add workers."
             )
+
+    def _pin_beside(self, ts: Any, worker: str) -> None:
+        """Pin ``ts`` to ``worker`` strictly, also where ``update_graph`` spread it there loosely."""
+        spread_there = ts.worker_restrictions == {worker} and ts.loose_restrictions
+        if spread_there and ts.state in ("released", "waiting"):
+            ts.loose_restrictions = False
+            self._pinned[ts.key] = worker
+        elif self._place(ts, {worker}, loose=False):
+            self._pinned[ts.key] = worker
 
     def _warn_clients(self, message: str) -> None:
         """A warning on every connected client (once per message), and in the scheduler's log."""

@@ -461,6 +461,9 @@ async def test_parity_members_run_last_on_a_worker_of_their_own(c, s, *workers, 
             encodes = [d for d in member.dependencies if str(d.key[0]).startswith(ENCODE)]
             assert all(d.priority > max(m.priority for m in data) for d in encodes if d.state != "memory")
             assert encodes and (on_the_fly or all(d.state == "memory" for d in encodes))
+            if on_the_fly:  # stolen, a parity encode would delay its parity product just the same
+                assert all(d.worker_restrictions == member.worker_restrictions for d in encodes)
+                assert not any(d.loose_restrictions for d in encodes)
     await go.set()
     np.testing.assert_allclose(await result, a @ np.arange(60.0), rtol=1e-10)
 
