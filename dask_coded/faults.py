@@ -97,6 +97,11 @@ class FaultModel:
     kill_workers, kill_after
         These workers die ``kill_after`` seconds after they start their first
         affected task.
+    min_run_time
+        A task that runs for less than this many seconds of its own gets no
+        modelled delay (a slow worker still multiplies its run time):
+        stragglers come from work, and a task that only hands on a block or
+        assembles a tuple has next to none. 0 (the default) delays every task.
     tasks
         Which tasks are affected: ``"all"``, or ``"products"``: the tasks
         that multiply blocks (``np.dot``/``matmul``/``tensordot`` chunks,
@@ -128,6 +133,7 @@ class FaultModel:
     error_kind: str = "noise"
     kill_workers: tuple[str, ...] = ()
     kill_after: float = 0.0
+    min_run_time: float = 0.0
     tasks: str = "all"
     prefixes: tuple[str, ...] = field(default_factory=tuple)
     trace: tuple[tuple[float, float, float, float, float], ...] = ()
@@ -140,7 +146,8 @@ class FaultModel:
             raise ValueError(f"unknown task selection {self.tasks!r}; choose one of {TASKS}")
         if self.error_kind not in ERRORS:
             raise ValueError(f"unknown error kind {self.error_kind!r}; choose one of {ERRORS}")
-        if min(self.delay_shift, self.delay_scale, self.kill_after) < 0 or self.slow_factor < 1:
+        times = (self.delay_shift, self.delay_scale, self.kill_after, self.min_run_time)
+        if min(times) < 0 or self.slow_factor < 1:
             raise ValueError("delays must be non-negative and slow_factor at least 1")
         if not 0 <= self.error_rate <= 1:
             raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate}")
@@ -285,9 +292,10 @@ def _matches(worker: Any, names: tuple[str, ...] | int) -> bool:
 
 def _faulty_result(call: dict[str, Any], result: Any) -> Any:
     """Run on the worker after the wrapped task: sleep the modelled delay, maybe corrupt the result."""
-    delay = call["delay"]
+    run_time = time.time() - call["start"]
+    delay = call["delay"] if run_time >= call["min_run_time"] else 0.0
     if call["slow_factor"] > 1:
-        delay = (delay + (time.time() - call["start"])) * call["slow_factor"] - (time.time() - call["start"])
+        delay = (delay + run_time) * call["slow_factor"] - run_time
     deadline = time.time() + max(delay, 0.0)
     while time.time() < deadline:
         if task_cancelled():
@@ -350,6 +358,7 @@ class FaultInjector(WorkerPlugin):
         call: dict[str, Any] = {
             "delay": delay,
             "slow_factor": model.slow_factor if self.slow else 1.0,
+            "min_run_time": model.min_run_time,
             "start": time.time(),
             "corrupt": bool(corrupt_it),
             "error_kind": model.error_kind,

@@ -23,6 +23,7 @@ TIMEOUT = 120
         ({"error_kind": "cosmic"}, "unknown error kind"),
         ({"tasks": "some"}, "unknown task selection"),
         ({"delay_shift": -1.0}, "non-negative"),
+        ({"min_run_time": -0.1}, "non-negative"),
         ({"slow_factor": 0.5}, "at least 1"),
         ({"error_rate": 2.0}, "error_rate"),
     ],
@@ -93,6 +94,22 @@ async def test_slow_worker_is_slow_for_plain_dask(c, s, a, b, w):
     # which worker applies the slow factor is the injectors' state.
     assert slow > 0.9 and fast >= 0.05, (slow, fast)
     assert [worker.plugins["faults"].slow for worker in (a, b, w)] == [True, False, False]
+
+
+def _work(seconds):
+    time.sleep(seconds)  # the task's own run time, as far as the fault model can tell
+    return seconds
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=TIMEOUT)
+async def test_only_tasks_with_min_run_time_of_work_are_delayed(c, s, a):
+    # 1000 s would outlast the test's time limit: a tiny task that returns was not delayed.
+    await c.register_plugin(FaultInjector(FaultModel(delay_shift=1000.0, min_run_time=0.05)), name="faults")
+    assert await c.submit(int, "7") == 7
+    await c.register_plugin(FaultInjector(FaultModel(delay_shift=0.3, min_run_time=0.05)), name="faults")
+    start = time.monotonic()
+    assert await c.submit(_work, 0.1, pure=False) == 0.1
+    assert time.monotonic() - start >= 0.4  # its 0.1 s of work, then the 0.3 s delay
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, timeout=TIMEOUT)
