@@ -45,8 +45,9 @@ hand a slow worker a second member of the same group (it looks idle once its
 late member is released, and would steal the parities queued elsewhere), nor
 turn one faulty worker into two wrong results under ``max_errors=t``.
 Decodes are kept off workers measured slow from the start (strictly, as
-above). When a worker leaves, its pinned tasks are freed to run anywhere, and
-so is a decode whose allowed workers have all gone.
+above). When a worker leaves or stops taking tasks (paused for memory,
+retiring), its pinned tasks are freed to run anywhere, and so is a decode
+whose allowed workers have all gone.
 """
 
 from __future__ import annotations
@@ -386,8 +387,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         worker when none of its allowed workers is idle (``_get_thief`` in
         ``distributed/stealing.py``, the same on 2025.1 and 2026.8), and a worker
         whose late members were just released is idle to the scheduler, however
-        slow it is. :meth:`remove_worker` lifts the restriction if all the
-        allowed workers leave.
+        slow it is. :meth:`_unpin` lifts the restriction if all the allowed
+        workers leave or stop taking tasks.
         """
         if ts.state not in ("released", "waiting"):
             return False
@@ -396,6 +397,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if ts.worker_restrictions and ts.key not in self._kept_off:
             return False  # the user placed it
         allowed = decode_workers(self.scheduler.workers, slow=slow, busy=busy, holders=holders)
+        running = {ws.address for ws in self.scheduler.running}
+        if allowed is not None and not allowed & running:  # only paused or retiring workers left
+            allowed = decode_workers(running, slow=slow, busy=busy, holders=holders)
         if allowed is None:
             return False
         ts.worker_restrictions = allowed
@@ -405,22 +409,31 @@ class CodedSchedulerPlugin(SchedulerPlugin):
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         self.duration_ratios.pop(worker, None)
-        freed = [key for key, pinned in self._pinned.items() if pinned == worker]
+        if self.scheduler is not None:
+            self._unpin(worker)
+
+    def _unpin(self, worker: str) -> None:
+        """Free what is pinned to ``worker``, which has left or stopped taking tasks (paused, retiring).
+
+        Its pinned members and encodes may run anywhere (the group has its
+        parities for a worker that is gone or stopped), and so may a decode
+        whose allowed workers have all gone: better a slow worker than none.
+        """
+        scheduler = self.scheduler
         recommendations = {}
-        for key in freed:
+        for key in [key for key, pinned in self._pinned.items() if pinned == worker]:
             del self._pinned[key]
             ts = scheduler.tasks.get(key)
             if ts is not None and ts.worker_restrictions == {worker}:
                 ts.loose_restrictions = True
                 if ts.state == "no-worker":
                     recommendations[key] = "processing"
-        present = set(scheduler.workers)
+        running = {ws.address for ws in scheduler.running} - {worker}
         for key in list(self._kept_off):
             ts = scheduler.tasks.get(key)
             if ts is None:
                 self._kept_off.discard(key)
-            elif not ts.loose_restrictions and not (ts.worker_restrictions or set()) & present:
-                # Every worker it may run on has gone: better a slow worker than none.
+            elif not ts.loose_restrictions and not (ts.worker_restrictions or set()) & running:
                 ts.loose_restrictions = True
                 if ts.state == "no-worker":
                     recommendations[key] = "processing"
@@ -558,7 +571,11 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         recommendations[ts.key] = "processing"
 
     def log_event(self, topic: str, msg: Any) -> None:
-        if topic != CORRECTIONS_TOPIC or not isinstance(msg, dict) or self.scheduler is None:
+        if not isinstance(msg, dict) or self.scheduler is None:
+            return
+        if msg.get("action") == "worker-status-change" and msg.get("status") != "running":
+            self._unpin(topic)  # the scheduler logs a worker's status change under its address
+        if topic != CORRECTIONS_TOPIC:
             return
         ts = self.scheduler.tasks.get(msg.get("key"))
         refs = ts.run_spec.args[1:] if ts is not None and _decode_spec(ts) is not None else ()

@@ -497,6 +497,32 @@ async def test_a_decode_kept_off_a_slow_worker_runs_there_once_all_the_others_ha
     assert relative_error(result, a @ np.arange(60.0)) < 1e-10
 
 
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=NO_MEMORY_PAUSE, timeout=TIMEOUT)
+async def test_members_pinned_to_paused_workers_run_elsewhere(c, s, *workers):
+    """Two of a group's three workers pause (memory) before its products start: the pins lift.
+
+    Plain Dask would run them elsewhere; strict pins would otherwise wait for the pause to end,
+    here forever (the test's time limit).
+    """
+    await dask_coded.register(c)
+    a = _matrix(rows=200, cols=60)
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60)), code=MDSCode(2, 3)))
+    go = Event("go", client=c)
+    x = da.from_delayed(dask.delayed(_wait_for_go)(), shape=(60,), dtype=float)  # holds the products
+    result = c.compute(dask_coded.dot(coded, x))
+    await async_poll_for(lambda: any(str(k[0]).startswith(PRODUCT) for k in _coded_keys(s.tasks)), 10)
+    members = [ts for ts in s.tasks.values() if str(ts.key[0]).startswith(PRODUCT)]
+    assert len(members) == 3 and all(len(ts.worker_restrictions) == 1 for ts in members)
+    pinned = sorted(next(iter(ts.worker_restrictions)) for ts in members)
+    assert len(set(pinned)) == 3
+    paused = [w for w in workers if w.address in pinned[:2]]
+    for worker in paused:
+        worker.status = Status.paused
+    await async_poll_for(lambda: all(s.workers[w.address].status == Status.paused for w in paused), 30)
+    await go.set()
+    np.testing.assert_allclose(await result, a @ np.arange(60.0), rtol=1e-10)
+
+
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=TIMEOUT)
 async def test_the_running_versions_have_what_early_decoding_needs(c, s, a, b):
     # CI runs this on the oldest and the newest supported dask/distributed.
