@@ -9,7 +9,8 @@ a fixed MDS code (k = W - 2, n = W, one coded block per worker), and what
 
 Fault models, injected at the worker into every task (operands, encodes,
 products, decodes, the final assembly), seeded: a slow machine (one worker
-10x slow at everything), a shifted exponential, Pareto, and a trace-driven
+10x slow at everything), a shifted exponential on every task with 0.5 ms of
+work (issue 12's model) and on every task, Pareto, and a trace-driven
 model replaying per-worker Gamma latencies with Markov slow episodes from
 ``benchmarks/traces/gamma_markov.json``.
 
@@ -43,7 +44,11 @@ TRACE = pathlib.Path(__file__).with_name("traces") / "gamma_markov.json"
 def models(seed: int) -> dict[str, FaultModel]:
     return {
         "slow-machine": FaultModel.slow_machine(workers=1, factor=10, latency=0.02, seed=seed),
+        # Issue 12's model: every task with at least 0.5 ms of work of its own waits; then every task.
         "shifted-exponential": FaultModel(
+            delay="shifted-exponential", delay_shift=0.05, delay_scale=0.1, min_run_time=0.0005, seed=seed
+        ),
+        "shifted-exponential-every-task": FaultModel(
             delay="shifted-exponential", delay_shift=0.05, delay_scale=0.1, seed=seed
         ),
         "pareto": FaultModel(delay="pareto", delay_shift=0.02, delay_scale=0.04, pareto_shape=1.5, seed=seed),
