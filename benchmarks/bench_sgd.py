@@ -54,7 +54,7 @@ def trainers(workers: int, options: dict[str, Any]) -> list[Any]:
 def run(
     client: Client, rows: int, cols: int, target: float, max_time: float, seed: int
 ) -> list[dict[str, Any]]:
-    workers = len(client.scheduler_info()["workers"])
+    workers = len(client.nthreads())
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((rows, cols))
     y = X @ rng.standard_normal(cols) + 0.01 * rng.standard_normal(rows)

@@ -146,7 +146,7 @@ def _warm_up(client: Client, X: Any, y: Any) -> None:
 
 
 def run_sharded(client: Client, p: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    workers = len(client.scheduler_info()["workers"])
+    workers = len(client.nthreads())
     X, y = _data(p["rows"], p["cols"], workers, p["noise"], seed)
     X, y = client.persist(X), client.persist(y)
     _warm_up(client, X, y)
@@ -170,7 +170,7 @@ def run_sharded(client: Client, p: dict[str, Any], seed: int) -> list[dict[str, 
 
 def run_bias(client: Client, p: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """The error floor of K-sync with K = P - m against m slow workers, and gradient coding with s = m."""
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(client.nthreads())
     X, y = _data(p["rows"], p["cols"], len(workers), p["noise"], seed)
     X, y = client.persist(X), client.persist(y)
     # Normal equations of each chunk, computed where the chunk is: the floors to expect.
@@ -212,7 +212,7 @@ def run_replicated(client: Client, p: dict[str, Any], seed: int) -> list[dict[st
     options = dict(
         learning_rate=0.2, batch_size=512, max_iterations=100_000, max_time=p["replicated_max_time"]
     )
-    workers = len(client.scheduler_info()["workers"])
+    workers = len(client.nthreads())
     trainers = [SyncSGD(**options)] + [KSyncSGD(k, **options) for k in p["ks"]]
     trainers += [AdaptiveKSyncSGD(k, **options) for k in (1, workers // 2)]
     trainers += [GradientCodedSGD(1, **{**options, "batch_size": None, "learning_rate": 0.5})]
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             runs += run_replicated(client, params, seed)
             rows += [{**row, "seed": seed} for row in runs]
         for row in rows:
-            row.update(params=dict(params), workers=len(client.scheduler_info()["workers"]))
+            row.update(params=dict(params), workers=len(client.nthreads()))
         summary(rows)
         print(f"{time.perf_counter() - started:.0f} s in all")
         return rows

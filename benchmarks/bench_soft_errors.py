@@ -28,7 +28,7 @@ PRODUCTS = ("numpy", "plain", "replication", "coded")
 def run(client: Client, samples: int, epochs: int, seed: int) -> list[dict[str, Any]]:
     X, y = synthetic_classification(samples + 1000, features=20, classes=5, seed=seed)
     train, test = slice(0, samples), slice(samples, None)
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(client.nthreads())
     dask_coded.register(client)
     params = {
         "tasks": "products",

@@ -66,7 +66,7 @@ def _oracle(stream: list[dict[str, Any]], start: float, code: Any) -> tuple[floa
 
 
 def run(client: Client, rows: int, cols: int, repeats: int, parity: int, seed: int) -> list[dict[str, Any]]:
-    workers = len(client.scheduler_info()["workers"])
+    workers = len(client.nthreads())
     k = workers - parity
     rng = np.random.default_rng(seed)
     plain = one_block_per_worker(client, rows, cols, seed=seed)

@@ -57,7 +57,7 @@ def models(seed: int) -> dict[str, FaultModel]:
 
 
 def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, dict[str, Any]]:
-    workers = len(client.scheduler_info()["workers"])
+    workers = len(client.nthreads())
     plain = one_block_per_worker(client, rows, cols, seed=seed)  # plain Dask's best layout
     # cubed judges only groups of at least 10 tasks: give it two blocks per worker.
     plain_twice = one_block_per_worker(client, rows, cols, blocks=2 * workers, seed=seed)

@@ -419,7 +419,7 @@ def inject(client: Any, model: FaultModel | None = None, **params: Any) -> Itera
     """
     model = model or FaultModel(**params)
     if isinstance(model.slow_workers, int):
-        addresses = list(client.scheduler_info()["workers"])
+        addresses = list(client.nthreads())
         model = dataclasses.replace(model, slow_workers=_choose(addresses, model.slow_workers, model.seed))
     client.register_plugin(FaultInjector(model), name=NAME)
     try:

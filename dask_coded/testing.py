@@ -70,7 +70,7 @@ def one_block_per_worker(
     ...         one_block_per_worker(client, 10, 3, seed=1).chunks
     ((5, 5), (3,))
     """
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(client.nthreads())
     blocks = len(workers) if blocks is None else blocks
     sizes = [len(part) for part in np.array_split(np.arange(rows), blocks)]
     pieces = [

@@ -30,7 +30,7 @@ def main():
         Client(cluster) as client,
     ):
         dask_coded.register(client)
-        faulty, slow = sorted(client.scheduler_info()["workers"])[1::5]
+        faulty, slow = sorted(client.nthreads())[1::5]
         faults = dict(
             tasks="products", error_workers=(faulty,), slow_workers=(slow,), slow_factor=10, delay_shift=0.005
         )

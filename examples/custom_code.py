@@ -59,7 +59,7 @@ if __name__ == "__main__":
         Client(cluster) as client,
     ):
         dask_coded.register(client)
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = sorted(client.nthreads())
         # One worker is 50x slow at its block products: the decode does not wait for it.
         with inject(client, tasks="products", delay_shift=0.02, slow_workers=workers[:1], slow_factor=50):
             y = dask_coded.dot(A, x, code="my-code").compute()

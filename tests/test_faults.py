@@ -135,7 +135,7 @@ async def test_error_rate_hits_some_tasks(c, s, *workers):
 def test_inject_context_manager_chooses_slow_workers(client):
     with inject(client, slow_workers=1, slow_factor=5, seed=2) as model:
         assert len(model.slow_workers) == 1
-        assert model.slow_workers[0] in client.scheduler_info()["workers"]
+        assert model.slow_workers[0] in client.nthreads()
         plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
         assert all("dask-coded-faults" in names for names in plugins.values())
     plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))

@@ -21,7 +21,7 @@ def test_coded_products_train_like_numpy_while_plain_dask_is_spoiled(client_of):
     X, y = synthetic_classification(100, features=6, classes=3)
     reference = _train("numpy", X, y)
     dask_coded.register(client)
-    faulty = sorted(client.scheduler_info()["workers"])[1]
+    faulty = sorted(client.nthreads())[1]
     with inject(client, tasks="products", error_workers=(faulty,), error_kind="noise"):
         plain = _train("plain", X, y, blocks=6)  # one block per worker, so one lands on the faulty one
         replicated, coded = _train("replication", X, y), _train("coded", X, y)

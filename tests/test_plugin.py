@@ -584,7 +584,7 @@ def test_parity_follows_the_evidence_of_slow_workers(client_of):
     dask_coded.register(client)
     A = da.ones((1200, 10), chunks=(100, 10))  # 12 chunks
     assert dask_coded.encode(A).code == GroupedMDSCode(12, group_size=4, parity=2)  # no evidence yet
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(client.nthreads())
 
     def measured(count):
         return lambda: len(dask_coded.plugin_stats(client)["duration_ratios"]) >= count

@@ -105,7 +105,7 @@ def processes_cluster(tmp_path, model, workers=5, slow=(), faulty=()):
 
 
 def _addresses_by_name(client):
-    return {info["name"]: address for address, info in client.scheduler_info()["workers"].items()}
+    return {name: address for address, name in client.run(lambda dask_worker: dask_worker.name).items()}
 
 
 def _plain_on_every_worker(client, data, names):

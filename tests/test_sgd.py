@@ -94,7 +94,7 @@ def test_coded_variants_follow_sync_iterates_under_stragglers(client):
 
 def test_async_runs_without_a_barrier_and_records_staleness(client):
     X, y = _least_squares()
-    slow = sorted(client.scheduler_info()["workers"])[0]
+    slow = sorted(client.nthreads())[0]
     # The slow worker's gradients take at least 0.5 s (a sleep), the others' 0.02 s plus overhead.
     with inject(client, slow_workers=(slow,), slow_factor=25, delay_shift=0.02, prefixes=GRADIENT_TASKS):
         model = AsyncSGD(learning_rate=0.05, batch_size=32, max_iterations=240).fit(X, y)
@@ -121,7 +121,7 @@ def test_k_sync_updates_use_the_fastest_k_and_ignore_a_stuck_worker(client):
     """
     X, y = _least_squares()
     k = P - 1
-    stuck = sorted(client.scheduler_info()["workers"])[0]
+    stuck = sorted(client.nthreads())[0]
     options = dict(learning_rate=0.1, batch_size=None, max_iterations=30)
     reference = SyncSGD(**options).fit(X, y).history_
     with inject(client, slow_workers=(stuck,), slow_factor=10_000, delay_shift=0.02, prefixes=GRADIENT_TASKS):
@@ -232,7 +232,7 @@ def test_sharded_fit_reaches_the_numpy_optimum(client):
     labels = (X @ np.array([1.5, -1.0, 0.5, 2.0, 0.0]) > 0).astype(float)
     problem = LogisticRegression(l2=0.1)
     data = ShardedData(Xd, labels)
-    data.place(client, sorted(client.scheduler_info()["workers"]), problem)
+    data.place(client, sorted(client.nthreads()), problem)
     reference = problem.optimum(X, labels)
     np.testing.assert_allclose(data.optimum(client, problem), reference, rtol=0, atol=1e-8)
     points = np.stack([reference, np.zeros(5), np.ones(5)])
@@ -300,7 +300,7 @@ def test_gradient_coding_removes_the_bias_k_sync_has_on_sharded_data(client):
     """One worker 30x slow: K-sync never applies its shard's gradient and plateaus at the optimum of the
     other shards' rows; gradient coding decodes the full gradient without it; adaptive K ends at P."""
     Xd, yd, X, y = _sharded_least_squares(client, noise=1.0, seed=3)
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(client.nthreads())
     slow = workers[0]  # one_block_per_worker put shard 0 there
     optimum = np.linalg.lstsq(X, y, rcond=None)[0]
     rows_elsewhere = np.arange(len(y)) >= Xd.chunks[0][0]

@@ -132,7 +132,7 @@ def test_one_faulty_worker_is_corrected_with_default_settings(client_of, n_worke
     dask_coded.register(client)
     data = np.random.default_rng(0).standard_normal((600, 30))
     x = np.random.default_rng(1).standard_normal(30)
-    faulty = sorted(client.scheduler_info()["workers"])[1]
+    faulty = sorted(client.nthreads())[1]
     client.register_plugin(
         FaultInjector(FaultModel(error_workers=(faulty,), error_kind=kind, tasks="products")), name="faults"
     )

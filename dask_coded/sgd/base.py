@@ -159,7 +159,9 @@ class Trainer:
         return self._fit(self.client or _current_client(), data, optimum)
 
     def _fit(self, client: Any, data: Dataset, optimum: np.ndarray | None) -> Trainer:
-        workers = sorted(client.scheduler_info()["workers"])
+        # Not scheduler_info()["workers"]: distributed's periodic refresh (totals only, no workers) can
+        # overwrite the answer before it is returned, and did under load.
+        workers = sorted(client.nthreads())
         if not workers:
             raise ValueError("the client's cluster has no workers")
         self._prepare_for(len(workers))
