@@ -55,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -321,11 +321,12 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             self.scheduler.tasks.get(key) if key is not None else None
             for key in map(reference_key, ts.run_spec.args[1:])
         ]
+        homes: Sequence[str | None]
         if all(m is None or m.key in self._pinned for m in members):
-            homes: list[str | None] = [None] * len(members)  # every decode of the group after the first
+            homes = [None] * len(members)  # every decode of the group after the first
         else:
             holders = [set() if m is None else _block_holders(m) for m in members]
-            homes = list(member_workers(spec.first_position, holders, workers))
+            homes = member_workers(spec.first_position, holders, workers)
         suspects: list[str | None] = []
         for member, worker in zip(members, homes):
             # _place refuses a member the user placed, or one running or done already.

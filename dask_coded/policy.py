@@ -213,7 +213,8 @@ def member_workers(
     if not ordered:
         return []
     round_robin = [ordered[(first_position + i) % len(ordered)] for i in range(len(holders))]
-    held = [set(h) & set(ordered) for h in holders]  # a paused or retiring holder takes no tasks
+    present = set(ordered)
+    held = [set(h) & present for h in holders]  # a paused or retiring holder takes no tasks
     chosen: dict[int, str] = {i: w for i, w in enumerate(round_robin) if w in held[i]}
     taken = set(chosen.values())
     for i, candidates in enumerate(held):

@@ -104,7 +104,7 @@ def test_a_group_never_shares_a_worker_it_could_avoid(workers, first, holders):
     homes = member_workers(first, held, names)
     assert len(homes) == len(held) and set(homes) <= set(names)
     assert len(set(homes)) == min(len(held), workers)
-    for home, own, index in zip(homes, held, range(len(held))):
+    for index, (home, own) in enumerate(zip(homes, held)):
         # A block on its round-robin worker never moves.
         round_robin = spread_worker(first + index, names)
         if round_robin in own:
