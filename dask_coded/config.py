@@ -39,7 +39,8 @@ def get(name: str) -> Any:
     ...     get("parity")
     4
     """
-    return dask.config.get(f"coded.{name}", default=_defaults()["coded"][name])
+    name = _canonical(name)
+    return dask.config.get(f"coded.{name}", default=_defaults()["coded"].get(name))
 
 
 def option_names() -> list[str]:
@@ -50,4 +51,11 @@ def option_names() -> list[str]:
     >>> "parity" in option_names()
     True
     """
-    return sorted(set(_defaults()["coded"]) | set(dask.config.get("coded", default={}) or {}))
+    user = dask.config.get("coded", default={}) or {}
+    return sorted(set(_defaults()["coded"]) | {_canonical(name) for name in user})
+
+
+def _canonical(name: str) -> str:
+    # dask.config reads DASK_CODED__MAX_ERRORS as "max_errors", and treats it as "max-errors".
+    hyphenated = name.replace("_", "-")
+    return hyphenated if hyphenated in _defaults()["coded"] else name

@@ -1,0 +1,33 @@
+import os
+import subprocess
+import sys
+
+import dask
+
+from dask_coded import config
+
+
+def test_packaged_defaults_and_user_settings():
+    assert config.get("parity") == "auto" and "parity" in config.option_names()
+    with dask.config.set({"coded.parity": 4, "coded.my-option": 1}):
+        assert config.get("parity") == 4 and "my-option" in config.option_names()
+
+
+def test_settings_spelled_with_underscores_are_the_hyphenated_options():
+    """dask.config reads DASK_CODED__MAX_ERRORS as coded.max_errors: the same option as max-errors."""
+    with dask.config.set({"coded": {"max_errors": 1, "group_size": 4}}):
+        assert config.get("max-errors") == 1 and config.get("group_size") == 4
+        assert "max_errors" not in config.option_names() and "max-errors" in config.option_names()
+
+
+def test_environment_variables_configure_a_coded_product():
+    script = (
+        "import dask.array as da, numpy as np, dask_coded\n"
+        "y = dask_coded.dot(da.ones((6, 4), chunks=(2, 4)), np.ones(4))\n"
+        "print(sorted({t.args[0].code.n for t in y.dask.values() if hasattr(t, 'args') and t.args "
+        "and hasattr(t.args[0], 'code')}), y.compute().tolist())\n"
+    )
+    env = {**os.environ, "DASK_CODED__PARITY": "3", "DASK_CODED__MAX_ERRORS": "0"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[6]", "[4.0,", "4.0,", "4.0,", "4.0,", "4.0,", "4.0]"]
