@@ -193,11 +193,20 @@ def test_history_is_a_table_of_arrays(client):
 
 
 def _sharded_least_squares(client, n=400, d=5, noise=1e-3, seed=0):
-    """X and y as Dask arrays, one row chunk per worker, generated there; and NumPy copies to check with."""
+    """X and y as Dask arrays, one row chunk per worker, generated there; and NumPy copies to check with.
+
+    Each chunk of y is computed on its X chunk's worker, strictly: a task stolen by another worker would
+    copy the X chunk there, and the trainers could then take that copy as the shard's home.
+    """
+    workers = sorted(client.nthreads())
     X = client.persist(one_block_per_worker(client, n, d, seed=seed))
     w = np.random.default_rng(seed).standard_normal(d)
-    noise_chunks = da.random.default_rng(seed + 1).standard_normal(n, chunks=(X.chunks[0],))
-    y = client.persist(X @ w + noise * noise_chunks)
+    y_chunks = []
+    for i, size in enumerate(X.chunks[0]):
+        noise_chunk = da.random.default_rng([seed + 1, i]).standard_normal(size, chunks=size)
+        y_chunk = X.blocks[i] @ w + noise * noise_chunk
+        y_chunks.append(client.persist(y_chunk, workers=[workers[i % len(workers)]]))
+    y = da.concatenate(y_chunks)
     wait([X, y])
     return X, y, X.compute(), y.compute()
 
