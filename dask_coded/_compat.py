@@ -33,6 +33,8 @@ __all__ = [
     "Task",
     "TaskRef",
     "drop_dependency",
+    "duration_ratios",
+    "duration_samples",
     "intercept_graph_updates",
     "make_alias",
     "missing_internals",
@@ -223,8 +225,10 @@ def worker_count() -> int | None:
     return int(info.get("n_workers") or len(info.get("workers", {}))) or None
 
 
-#: Where the scheduler plugin publishes its per-worker task-time ratios (scheduler metadata).
+#: Where the scheduler plugin publishes its per-worker task-time ratios (scheduler metadata):
+#: a running average per worker, and each worker's recent ratios.
 DURATION_RATIOS_METADATA = ["dask-coded", "duration-ratios"]
+DURATION_SAMPLES_METADATA = ["dask-coded", "duration-samples"]
 
 
 def duration_ratios() -> dict[str, float] | None:
@@ -233,10 +237,19 @@ def duration_ratios() -> dict[str, float] | None:
     None too for an asynchronous client: a graph is built synchronously, and
     it cannot wait for the answer.
     """
+    return _plugin_metadata(DURATION_RATIOS_METADATA)
+
+
+def duration_samples() -> dict[str, list[float]] | None:
+    """Each worker's recent task-time ratios, as :func:`duration_ratios` reads the averages."""
+    return _plugin_metadata(DURATION_SAMPLES_METADATA)
+
+
+def _plugin_metadata(keys: list[str]) -> Any:
     client = _default_client()
     if client is None or client.asynchronous:
         return None
-    return client.get_metadata(DURATION_RATIOS_METADATA, default=None)
+    return client.get_metadata(keys, default=None)
 
 
 def rekeyed(spec: Any, key: Any) -> Any:

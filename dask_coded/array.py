@@ -14,7 +14,7 @@ from . import _compat, config, keys
 from ._compat import Alias, Task, TaskRef
 from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
-from .codes.sizing import parity_from_evidence
+from .codes.sizing import delays_from_evidence, parity_from_evidence
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
 __all__ = [
@@ -44,8 +44,13 @@ def chunking(
     blocks: int,
     max_errors: int = 0,
     workers: int | None = None,
+    resplit: bool = False,
 ) -> Chunking:
     """A :class:`~dask_coded.codes.Chunking` with ``dask.config``'s ``coded.*`` options filled in.
+
+    With ``coded.parity: auto``, the scheduler plugin's evidence sizes the
+    code: the parity, and the delays a re-split operand's blocks are chosen
+    for.
 
     Examples
     --------
@@ -55,8 +60,20 @@ def chunking(
     options = {name: config.get(name) for name in config.option_names()}
     if workers is None:
         workers = _compat.worker_count()  # codes are sized for the cluster that will run them
+    delays = None
+    if resplit and workers and config.get("parity") == "auto":
+        delays = delays_from_evidence(_compat.duration_samples(), _compat.duration_ratios(), workers)
     return Chunking(
-        row_blocks, col_blocks, inner_blocks, blocks, parity_for(workers), max_errors, workers, options
+        row_blocks,
+        col_blocks,
+        inner_blocks,
+        blocks,
+        parity_for(workers),
+        max_errors,
+        workers,
+        options,
+        resplit=resplit,
+        delays=delays,
     )
 
 
@@ -80,6 +97,14 @@ def parity_for(workers: int | None) -> int:
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
         raise ValueError(f"coded.parity must be 'auto' or a non-negative integer, got {setting!r}")
     return setting
+
+
+def _resplits() -> bool:
+    """``coded.data-blocks``: ``auto`` (encode may re-split the coded axis) or ``keep``."""
+    setting = config.get("data-blocks")
+    if setting not in ("auto", "keep"):
+        raise ValueError(f"coded.data-blocks must be 'auto' or 'keep', got {setting!r}")
+    return setting == "auto"
 
 
 def encoding_name(prefix: str, code: Code, token: str) -> str:
@@ -131,7 +156,8 @@ class CodedArray(DaskMethodsMixin):
     """A Dask array encoded along one axis: ``k`` data blocks followed by ``n - k`` parity blocks.
 
     Built by :func:`encode`. Block ``i`` along the coded axis is data block
-    ``i`` for ``i < k`` (the original chunks, unchanged) and a parity block
+    ``i`` for ``i < k`` (the array's chunks, unchanged, or the array re-split
+    into ``k`` blocks: see :func:`encode`) and a parity block
     (zero-padded to the largest data block) after that. MDS parity blocks are
     equilibrated: they mix ``2**-e_j * A_j``, ``e_j`` from the largest
     magnitude of data block ``j``, and carry the exponents with them
@@ -347,7 +373,13 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         registered with :func:`dask_coded.codes.register_code`) or ``None``
         for ``dask.config``'s ``coded.code``. A name builds the code for A's
         chunks along ``axis``; a code object whose ``k`` differs from them
-        rechunks A into ``k`` equal blocks.
+        rechunks A into ``k`` equal blocks. On a cluster of ``W`` workers,
+        with ``coded.data-blocks: auto``, the MDS code re-splits an ``A`` of
+        at most ``W`` chunks (and at least ``W`` entries) along ``axis``
+        into the ``k`` data blocks of ``W`` coded blocks, one per worker,
+        with the least expected latency under the task times the scheduler
+        plugin measured (:func:`~dask_coded.codes.sizing.data_blocks_for`);
+        :attr:`CodedArray.chunks` says how.
     axis
         The axis to split: 0 for a left operand (rows), 1 for a right one (columns).
 
@@ -383,12 +415,19 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         raise ValueError(f"axis {axis} is out of bounds for a {A.ndim}-D array")
     if any(np.isnan(c) for chunks in A.chunks for c in chunks):
         raise ValueError("encode needs known chunk sizes; call A.compute_chunk_sizes() first")
-    if isinstance(code, Code) and code.k != len(A.chunks[axis]):
-        A = A.rechunk({axis: even_chunks(A.shape[axis], code.k)})
     # The other operand is not known yet: its blocks count as 1.
     split, other_blocks = len(A.chunks[axis]), len(A.chunks[1 - axis]) if A.ndim == 2 else 1
     rows, cols = (split, 1) if axis == 0 else (1, split)
-    code = resolve_one_sided_code(code, lambda: chunking(rows, cols, other_blocks, blocks=split))
+    length = A.shape[axis]
+
+    def sized() -> Chunking:
+        workers = _compat.worker_count()
+        resplit = _resplits() and workers is not None and length >= workers
+        return chunking(rows, cols, other_blocks, blocks=split, workers=workers, resplit=resplit)
+
+    code = resolve_one_sided_code(code, sized)
+    if code.k != split:
+        A = A.rechunk({axis: even_chunks(length, code.k)})
 
     # The axis (and a grouped code's layout) is in the name so the scheduler plugin can read a
     # block's index and group from its key.

@@ -98,7 +98,11 @@ logger = logging.getLogger(__name__)
 NAME = "dask-coded"
 #: Weight of the newest task in a worker's running average of duration ratios.
 _SMOOTHING = 0.3
-#: Where ``dropped_by_worker`` counts a late member that no worker had started.
+#: Duration ratios kept per worker for fitting the cluster's delays (the most recent ones).
+_SAMPLES_PER_WORKER = 32
+#: Kinds of task averaging less than this (seconds) say more about timer noise than about delays.
+_MIN_MODELLED_DURATION = 0.001
+#: Where ``dropped_by_worker`` counts a late member that no worker had started or was to run.
 UNASSIGNED = "unassigned"
 #: Task states after which a decode is no longer in flight.
 _SETTLED = frozenset({"memory", "erred", "released", "forgotten"})
@@ -134,12 +138,12 @@ def _block_holders(member: Any) -> set[str]:
     return {ws.address for ws in max(held, key=lambda d: d.nbytes).who_has}
 
 
-def _member_worker(ts: Any) -> str:
-    """The worker a late member was running on or is held by, or :data:`UNASSIGNED`."""
+def _member_worker(ts: Any, pinned: str | None = None) -> str:
+    """The worker a late member was running on, is held by or is ``pinned`` to, or :data:`UNASSIGNED`."""
     if ts.processing_on is not None:
         return ts.processing_on.address
     holders = sorted(ws.address for ws in ts.who_has or ())
-    return holders[0] if holders else UNASSIGNED
+    return holders[0] if holders else pinned or UNASSIGNED
 
 
 class CodedSchedulerPlugin(SchedulerPlugin):
@@ -194,6 +198,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.corrections_by_block: dict[int, int] = {}
         #: worker address -> running average of (task duration / cluster average for its kind)
         self.duration_ratios: dict[str, float] = {}
+        #: worker address -> its recent duration ratios, for fitting the cluster's delays
+        self.duration_samples: dict[str, list[float]] = {}
         #: worker address -> late members dropped that it was running or holding (UNASSIGNED: not started)
         self.dropped_by_worker: dict[str, int] = {}
         #: worker address -> late members cancelled while it was running them
@@ -232,6 +238,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.scheduler = scheduler
         # The same dict, kept up to date: clients read it to size codes (coded.parity: auto).
         scheduler.set_metadata(keys=_compat.DURATION_RATIOS_METADATA, value=self.duration_ratios)
+        scheduler.set_metadata(keys=_compat.DURATION_SAMPLES_METADATA, value=self.duration_samples)
         _compat.intercept_graph_updates(scheduler, self._before_graph_update)
         self._stop_backups()  # a plugin registered before this one (register() replaces it)
         if self.backup_rule is not None:
@@ -410,6 +417,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         self.duration_ratios.pop(worker, None)
+        self.duration_samples.pop(worker, None)
         if self.scheduler is not None:
             self._unpin(worker)
 
@@ -490,6 +498,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.duration_ratios[worker] = (
             ratio if previous is None else (1 - _SMOOTHING) * previous + _SMOOTHING * ratio
         )
+        if average >= _MIN_MODELLED_DURATION:
+            samples = self.duration_samples.setdefault(worker, [])
+            samples.append(ratio)
+            del samples[:-_SAMPLES_PER_WORKER]
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -548,12 +560,14 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         for i in dropped:
             member = members[i]
             _compat.drop_dependency(ts, member)
-            if member.processing_on is not None:
-                busy.add(member.processing_on.address)
+            # The worker late with this member, started or not (it may still be running a copy of
+            # a block the member needs): the decode must not queue behind it.
+            worker = _member_worker(member, self._pinned.get(member.key))
+            if worker != UNASSIGNED:
+                busy.add(worker)
             if member.waiters or member.who_wants or member.key in recommendations:
                 continue  # another task still needs it
             self.counters["members_dropped"] += 1
-            worker = _member_worker(member)
             self.dropped_by_worker[worker] = self.dropped_by_worker.get(worker, 0) + 1
             if member.state == "processing":
                 self.counters["members_cancelled"] += 1

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from .codes import Code
-from .codes.sizing import coded_block_count, slow_workers
+from .codes.sizing import (
+    coded_block_count,
+    data_blocks_for,
+    expected_latency,
+    fit_shifted_exponential,
+    slow_workers,
+)
 from .keys import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED, group_layout
 
 __all__ = [
@@ -18,8 +24,11 @@ __all__ = [
     "DecodePlan",
     "coded_block_count",
     "coded_block_index",
+    "data_blocks_for",
     "decode_workers",
     "dropped_members",
+    "expected_latency",
+    "fit_shifted_exponential",
     "member_workers",
     "plan_decode",
     "should_launch_backup",

@@ -27,7 +27,15 @@ from dask_coded.codes import (
 from dask_coded.codes.base import ONE_SIDED as KIND_ONE
 from dask_coded.codes.base import TWO_SIDED as KIND_TWO
 from dask_coded.codes.base import equilibration_exponents
-from dask_coded.codes.sizing import parity_from_evidence, slow_workers
+from dask_coded.codes.sizing import (
+    MIN_DELAY_SAMPLES,
+    data_blocks_for,
+    delays_from_evidence,
+    expected_latency,
+    fit_shifted_exponential,
+    parity_from_evidence,
+    slow_workers,
+)
 
 RTOL = {np.float64: 1e-10, np.complex128: 1e-10, np.float32: 1e-4}
 
@@ -796,3 +804,58 @@ def test_slow_workers_compare_with_the_median():
     assert slow_workers({"a": 1.0, "b": 0.9, "c": 1.1, "d": 8.0}) == {"d"}
     assert slow_workers({"a": 1.0, "b": 2.9}) == set()
     assert slow_workers({"a": 1.0}) == set()
+
+
+@pytest.mark.parametrize("shift,scale", [(1.0, 0.0), (0.5, 2.0), (0.0, 1.0), (3.0, 0.3)])
+def test_fit_shifted_exponential_recovers_the_parameters(shift, scale):
+    samples = shift + np.random.default_rng(1).exponential(scale, 50_000) if scale else [shift] * 100
+    fitted_shift, fitted_scale = fit_shifted_exponential(samples)
+    np.testing.assert_allclose([fitted_shift, fitted_scale], [shift, scale], atol=0.03 * (shift + scale))
+
+
+def test_fit_shifted_exponential_shrugs_off_a_few_extreme_samples():
+    quiet = list(1.0 + np.random.default_rng(2).uniform(-0.01, 0.01, 60))
+    shift, scale = fit_shifted_exponential(quiet + [50.0, 80.0, float("inf"), float("nan")])
+    assert scale < 0.05 and abs(shift - 1.0) < 0.05
+    assert fit_shifted_exponential([1.0] * (MIN_DELAY_SAMPLES - 1)) is None
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_expected_latency_matches_a_simulation(n):
+    """Lee et al.'s model: each of n workers takes (0.5 + Exp(2)) / k for 1/k of the work."""
+    whole_work = np.sort(0.5 + np.random.default_rng(n).exponential(2.0, (100_000, n)), axis=1)
+    for k in range(1, n + 1):
+        simulated = whole_work[:, k - 1].mean() / k  # the k-th fastest worker
+        np.testing.assert_allclose(expected_latency(k, n, 0.5, 2.0), simulated, rtol=0.02)
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        expected_latency(n + 1, n, 1.0, 1.0)
+
+
+@given(
+    workers=st.integers(1, 64),
+    parity=st.integers(1, 8),
+    delays=st.none() | st.tuples(st.floats(0, 10), st.floats(0, 10)),
+)
+@settings(deadline=None)
+def test_data_blocks_one_per_worker_at_most_twice_the_work(workers, parity, delays):
+    k = data_blocks_for(workers, parity, delays)
+    if k is None:
+        assert workers - parity < max(-(-workers // 2), 1)
+        return
+    assert -(-workers // 2) <= k <= workers - parity  # n = workers: n / k <= 2, and `parity` spare
+    if delays is None or delays[1] == 0:
+        assert k == workers - parity  # no tail to hedge against: the smallest blocks
+
+
+def test_data_blocks_shrink_as_the_tail_grows():
+    chosen = [data_blocks_for(8, 1, (1.0, scale)) for scale in (0.0, 0.5, 2.0, 10.0)]
+    assert chosen == sorted(chosen, reverse=True) and chosen[0] == 7 and chosen[-1] == 4
+    assert data_blocks_for(8, 3, (1.0, 0.0)) == 5  # two slow workers measured: their blocks are lost
+
+
+def test_delays_from_evidence_leaves_slow_workers_out():
+    quiet = {w: [1.0] * 8 for w in "abcde"}
+    ratios = {**dict.fromkeys("abcde", 1.0), "f": 20.0}
+    assert delays_from_evidence({**quiet, "f": [20.0] * 8}, ratios, workers=6) == (1.0, 0.0)
+    assert delays_from_evidence(quiet, dict.fromkeys("abcde", 1.0), workers=12) is None  # under half
+    assert delays_from_evidence(None, None, 6) is None and delays_from_evidence(quiet, None, None) is None

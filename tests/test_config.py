@@ -3,20 +3,22 @@ import subprocess
 import sys
 
 import dask
+import dask.array as da
+import pytest
 
-from dask_coded import config
+from dask_coded import config, encode
 
 
 def test_packaged_defaults_and_user_settings():
-    assert config.get("parity") == "auto" and "parity" in config.option_names()
+    assert config.get("data-blocks") == "auto" and "data-blocks" in config.option_names()
     with dask.config.set({"coded.parity": 4, "coded.my-option": 1}):
         assert config.get("parity") == 4 and "my-option" in config.option_names()
 
 
 def test_settings_spelled_with_underscores_are_the_hyphenated_options():
     """dask.config reads DASK_CODED__MAX_ERRORS as coded.max_errors: the same option as max-errors."""
-    with dask.config.set({"coded": {"max_errors": 1, "group_size": 4}}):
-        assert config.get("max-errors") == 1 and config.get("group_size") == 4
+    with dask.config.set({"coded": {"max_errors": 1, "data_blocks": "keep"}}):
+        assert config.get("max-errors") == 1 and config.get("data_blocks") == "keep"
         assert "max_errors" not in config.option_names() and "max-errors" in config.option_names()
 
 
@@ -31,3 +33,10 @@ def test_environment_variables_configure_a_coded_product():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[6]", "[4.0,", "4.0,", "4.0,", "4.0,", "4.0,", "4.0]"]
+
+
+@pytest.mark.parametrize("setting", ["yes", 3, None])
+def test_bad_data_blocks_setting_is_named(setting):
+    with dask.config.set({"coded.data-blocks": setting}):
+        with pytest.raises(ValueError, match="coded.data-blocks"):
+            encode(da.ones((4, 4), chunks=2))

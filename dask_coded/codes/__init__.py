@@ -21,7 +21,7 @@ from .matdot import MatDotCode
 from .mds import MDSCode
 from .polynomial import PolynomialCode
 from .replication import ReplicationCode
-from .sizing import coded_block_count
+from .sizing import coded_block_count, data_blocks_for
 
 __all__ = [
     "ONE_SIDED",
@@ -74,6 +74,14 @@ class Chunking:
         The cluster's number of workers, when a client is connected: groups
         put one member on each worker, and a faulty worker computes all its
         members wrong.
+    resplit
+        Whether the caller may re-split the operand into another number of
+        data blocks than ``blocks`` (``dask_coded.encode`` does, under
+        ``coded.data-blocks: auto``; ``dask_coded.dot`` keeps the chunks).
+    delays
+        ``(shift, scale)`` of the shifted exponential the cluster's task
+        times fit (:func:`~dask_coded.codes.sizing.delays_from_evidence`),
+        None without evidence or with ``coded.parity`` a number.
     options
         Every ``coded.*`` option (``generator``, ``seed``, ``replicas``,
         and any key of the user's own).
@@ -87,6 +95,8 @@ class Chunking:
     max_errors: int = 0
     workers: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    resplit: bool = False
+    delays: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +181,7 @@ def build_code(name: str, chunking: Chunking) -> Code:
     code = entry.from_chunking(chunking)
     if not isinstance(code, Code):
         raise TypeError(f"the factory of code {name!r} returned {type(code).__name__}, not a Code")
-    if entry.kind == ONE_SIDED and code.k != chunking.blocks:
+    if entry.kind == ONE_SIDED and code.k != chunking.blocks and not chunking.resplit:
         raise ValueError(f"code {name!r} built k={code.k} data blocks for an operand in {chunking.blocks}")
     return code
 
@@ -215,6 +225,17 @@ def _entry(name: str) -> _Entry:
 def _mds_for(chunking: Chunking) -> Code:
     k, options = chunking.blocks, chunking.options
     generator, seed = options.get("generator", "gaussian"), int(options.get("seed", 0))
+    if (
+        chunking.resplit
+        and chunking.workers is not None
+        and k <= chunking.workers
+        and not chunking.max_errors
+        and options.get("group-size", "auto") == "auto"
+    ):
+        # One coded block per worker, k chosen from the cluster's delays: the caller re-splits.
+        data_blocks = data_blocks_for(chunking.workers, chunking.parity, chunking.delays)
+        if data_blocks is not None:
+            return MDSCode(data_blocks, chunking.workers, generator=generator, seed=seed)
     group_size = _group_size(chunking)
     if k <= group_size:
         n = coded_block_count(k, chunking.parity, chunking.max_errors, chunking.workers)

@@ -1,12 +1,24 @@
-"""How many coded blocks a group needs to outlast slow and faulty workers."""
+"""How many coded blocks a group needs to outlast slow and faulty workers, and how many are data."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["coded_block_count", "parity_from_evidence", "slow_workers"]
+__all__ = [
+    "MIN_DELAY_SAMPLES",
+    "coded_block_count",
+    "data_blocks_for",
+    "delays_from_evidence",
+    "expected_latency",
+    "fit_shifted_exponential",
+    "parity_from_evidence",
+    "slow_workers",
+]
+
+#: Task times :func:`fit_shifted_exponential` needs before it fits anything.
+MIN_DELAY_SAMPLES = 16
 
 
 def coded_block_count(k: int, stragglers: int, max_errors: int = 0, workers: int | None = None) -> int:
@@ -93,3 +105,115 @@ def parity_from_evidence(
     if workers is None or not ratios or len(ratios) < max(2, workers / 2):
         return fallback
     return max(1, min(len(slow_workers(ratios, factor)) + 1, workers - 1))
+
+
+def fit_shifted_exponential(samples: Iterable[float]) -> tuple[float, float] | None:
+    """``(shift, scale)`` of ``shift + Exp(scale)`` fitted to task times (None: too few of them).
+
+    ``samples`` are task durations over the average duration of their kind
+    (as the scheduler plugin records them), so tasks of different sizes
+    pool (at least :data:`MIN_DELAY_SAMPLES`). The fit uses the median and the lower quartile, which the
+    shifted exponential puts at ``shift + scale * ln 2`` and ``shift + scale
+    * ln(4/3)``: a few extreme samples (a slow machine, a heavy tail) move
+    them little. On a quiet cluster both are close, and ``scale`` is near 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> times = 0.5 + np.random.default_rng(0).exponential(2.0, 20_000)
+    >>> [round(float(v), 1) for v in fit_shifted_exponential(times)]
+    [0.5, 2.0]
+    >>> fit_shifted_exponential([1.0] * 20)
+    (1.0, 0.0)
+    >>> fit_shifted_exponential([1.0, 2.0]) is None
+    True
+    """
+    values = np.asarray([float(v) for v in samples])
+    values = values[np.isfinite(values)]
+    if values.size < MIN_DELAY_SAMPLES:
+        return None
+    quartile, median = np.quantile(values, [0.25, 0.5])
+    scale = max(float(median - quartile) / float(np.log(2) - np.log(4 / 3)), 0.0)
+    return max(float(median) - scale * float(np.log(2)), 0.0), scale
+
+
+def delays_from_evidence(
+    samples: Mapping[str, Sequence[float]] | None,
+    ratios: Mapping[str, float] | None,
+    workers: int | None,
+    factor: float = 3.0,
+) -> tuple[float, float] | None:
+    """The delays of the workers not measured slow, fitted, or None before half the workers have run tasks.
+
+    ``samples`` maps a worker to its recent task-time ratios and ``ratios``
+    to their running average, as the scheduler plugin keeps them. Slow
+    workers (:func:`slow_workers`) are left out: they are counted by the
+    parity instead (:func:`parity_from_evidence`).
+
+    Examples
+    --------
+    >>> samples = {"a": [1.0] * 8, "b": [1.0] * 8, "c": [9.0] * 8}
+    >>> delays_from_evidence(samples, {"a": 1.0, "b": 1.0, "c": 9.0}, workers=3)
+    (1.0, 0.0)
+    >>> delays_from_evidence({"a": [1.0] * 20}, {"a": 1.0}, workers=4) is None  # one worker of four
+    True
+    """
+    if workers is None or not samples or len(samples) < max(2, workers / 2):
+        return None
+    slow = slow_workers(ratios or {}, factor)
+    pooled = (t for worker, times in samples.items() if worker not in slow for t in times)
+    return fit_shifted_exponential(pooled)
+
+
+def expected_latency(k: int, n: int, shift: float, scale: float) -> float:
+    """Expected time until ``k`` of ``n`` workers finish, each computing ``1/k`` of the work.
+
+    The model of Lee et al. (IEEE Trans. Inf. Theory 2018): a worker's time
+    for the whole work would be ``shift + Exp(scale)``; for ``1/k`` of it,
+    that over ``k``. The ``k``-th fastest of ``n`` then finishes, on
+    average, at ``(shift + scale * (H(n) - H(n - k))) / k``, ``H`` the
+    harmonic numbers. Larger ``k`` gives smaller blocks but waits for more
+    of them.
+
+    Examples
+    --------
+    >>> expected_latency(8, 8, shift=1.0, scale=0.0)  # nothing straggles: no waiting for a tail
+    0.125
+    >>> round(expected_latency(8, 8, 1.0, 2.0), 3), round(expected_latency(5, 8, 1.0, 2.0), 3)
+    (0.804, 0.554)
+    """
+    if not 1 <= k <= n:
+        raise ValueError(f"expected_latency needs 1 <= k <= n, got k={k}, n={n}")
+    tail = sum(1.0 / i for i in range(n - k + 1, n + 1))
+    return (shift + scale * tail) / k
+
+
+def data_blocks_for(workers: int, parity: int, delays: tuple[float, float] | None) -> int | None:
+    """Data blocks ``k`` of a code with one coded block per worker (``n = workers``), or None.
+
+    ``parity`` blocks of redundancy are the least (one per worker measured
+    slow, plus one: :func:`parity_from_evidence`); the slow ones'
+    blocks count as lost. With ``delays``, the ``(shift, scale)`` the other
+    workers' task times fit (:func:`fit_shifted_exponential`), ``k`` is the
+    one with the least :func:`expected_latency`; without, ``workers -
+    parity``. Never below half the workers, so a call does at most twice the
+    work of an uncoded one; None where that leaves no choice (too few
+    workers for ``parity``).
+
+    Examples
+    --------
+    >>> data_blocks_for(8, parity=1, delays=(1.0, 0.0))  # a quiet cluster: one parity
+    7
+    >>> data_blocks_for(8, parity=1, delays=(1.0, 2.0))  # a long tail: smaller blocks, more parities
+    5
+    >>> data_blocks_for(8, parity=2, delays=None), data_blocks_for(2, parity=2, delays=None)
+    (6, None)
+    """
+    largest = workers - parity
+    smallest = -(-workers // 2)
+    if largest < max(smallest, 1):
+        return None
+    if delays is None:
+        return largest
+    on_time = workers - (parity - 1)  # the slow workers' blocks never arrive in time
+    return min(range(smallest, largest + 1), key=lambda k: (expected_latency(k, on_time, *delays), -k))
