@@ -5,9 +5,10 @@ plain ``da.dot`` (one row block per worker), backup tasks with Spark 4's rule
 on that same array and with cubed's (which judges only groups of 10 tasks or
 more) on two blocks per worker, replication (k = W/2, 2 copies),
 a fixed MDS code (k = W - 2, n = W, one coded block per worker), and what
-``dask_coded.encode`` gives with default settings, on the plain array, once
-the scheduler plugin has seen the cluster at work under the fault model
-(a few plain calls: the evidence its code is chosen from).
+``dask_coded.encode`` gives on the plain array with default settings and
+with ``coded.data-blocks: auto`` (data blocks from the measured delays),
+once the scheduler plugin has seen the cluster at work under the fault
+model (a few plain calls: the evidence its code is chosen from).
 
 Fault models, injected at the worker into every task (operands, encodes,
 products, decodes, the final assembly), seeded: a slow machine (one worker
@@ -30,6 +31,7 @@ import pathlib
 import time
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 from distributed import Client, get_task_stream, wait
@@ -86,7 +88,8 @@ def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, di
             "call": lambda x: dask_coded.dot(mds, x),
             "code": mds.code,
         },
-        "coded-default": {"backup": "off", "data": plain, "encode_by_default": True},
+        "coded-default": {"backup": "off", "data": plain, "encode_with": {}},
+        "coded-adaptive": {"backup": "off", "data": plain, "encode_with": {"coded.data-blocks": "auto"}},
     }
 
 
@@ -94,12 +97,15 @@ def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, di
 EVIDENCE_CALLS = 4
 
 
-def _encode_by_default(client: Client, data: Any, model: FaultModel, x: np.ndarray) -> dict[str, Any]:
+def _encode_after_evidence(
+    client: Client, data: Any, model: FaultModel, x: np.ndarray, settings: dict[str, Any]
+) -> dict[str, Any]:
     """What ``dask_coded.encode`` gives a user on this cluster once the plugin has seen it at work."""
     with inject(client, model):
         for _ in range(EVIDENCE_CALLS):
             da.dot(data, x).compute()
-        coded = client.persist(dask_coded.encode(data))
+        with dask.config.set(settings):
+            coded = client.persist(dask_coded.encode(data))
         wait(coded)
     return {"call": lambda x: dask_coded.dot(coded, x), "code": coded.code}
 
@@ -113,8 +119,9 @@ def run(client: Client, rows: int, cols: int, repeats: int, seed: int) -> list[d
         for name, strategy in strategies.items():
             dask_coded.register(client, backup=strategy["backup"])
             x = rng.standard_normal(cols)
-            if strategy.get("encode_by_default"):
-                strategy.update(_encode_by_default(client, strategy["data"], model, x))
+            if "encode_with" in strategy:
+                settings = strategy["encode_with"]
+                strategy.update(_encode_after_evidence(client, strategy["data"], model, x, settings))
             strategy["call"](x).compute()  # warm up: imports and deserialisation on every worker
             times, oracles, decoded, started, errors = [], [], [], [], []
             blocks = len(strategy["data"].chunks[0])

@@ -372,9 +372,8 @@ async def test_a_slow_machine_computes_nothing_a_coded_call_waits_for(c, s, *wor
     await dask_coded.register(c)
     a = _matrix(rows=800, cols=50)
     plain = await c.persist(da.from_array(a, chunks=(200, 50)))
-    coded = await c.persist(dask_coded.encode(plain))  # re-split: k=2, n=4, a coded block on every worker
-    assert coded.code == MDSCode(2, 4)
-    # The slow machine holds a block of the plain array, so the on-the-fly encode (k=4, n=6) needs it.
+    coded = await c.persist(dask_coded.encode(plain))  # k=4, n=6: a coded block on every worker
+    # The slow machine holds a block of the plain array too, so the on-the-fly encode needs it.
     slow = min(ws.address for ws in s.tasks[plain.__dask_keys__()[0][0]].who_has)
     model = FaultModel.slow_machine(workers=(slow,), factor=1000, latency=0.01)  # 10 s a task there
     await c.register_plugin(FaultInjector(model), name="faults")
@@ -586,12 +585,11 @@ def test_data_blocks_follow_the_evidence_of_delays(client_of):
     dask_coded.register(client)
     a = _matrix(rows=600, cols=10)
     A = da.from_array(a, chunks=(100, 10))  # 6 chunks on 6 workers
-    coded = dask_coded.encode(A)
-    assert coded.code == MDSCode(4, 6) and coded.chunks[0] == (150,) * 4  # no evidence: 2 parities
-    x = np.arange(10.0)
-    np.testing.assert_allclose(dask_coded.dot(coded, x).compute(), a @ x, rtol=1e-12, atol=1e-12)
-    np.testing.assert_array_equal(coded.compute(), a)
     workers = sorted(client.nthreads())
+
+    def encode_auto():
+        with dask.config.set({"coded.data-blocks": "auto"}):
+            return dask_coded.encode(A)
 
     def run_everywhere(model, phase):
         # 32 tasks a worker refill every worker's window of samples; named keys draw seeded delays.
@@ -599,12 +597,16 @@ def test_data_blocks_follow_the_evidence_of_delays(client_of):
             keys = [(w, f"{phase}-{w}-{i}") for w in workers for i in range(32)]
             client.gather([client.submit(np.ones, 10, key=key, workers=[w]) for w, key in keys])
 
+    coded = encode_auto()
+    assert coded.code == MDSCode(4, 6) and coded.chunks[0] == (150,) * 4  # no evidence: 2 parities
+    x = np.arange(10.0)
+    np.testing.assert_allclose(dask_coded.dot(coded, x).compute(), a @ x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(coded.compute(), a)
     run_everywhere(FaultModel(delay="none", delay_shift=0.05), "quiet")  # every task alike: no tail
-    assert dask_coded.encode(A).code == MDSCode(5, 6)
+    assert encode_auto().code == MDSCode(5, 6)
     run_everywhere(FaultModel(delay="shifted-exponential", delay_scale=0.05), "tail")
-    assert dask_coded.encode(A).code == MDSCode(3, 6)  # at most twice the work
-    with dask.config.set({"coded.data-blocks": "keep"}):
-        assert dask_coded.encode(A).chunks == A.chunks  # A's own chunks
+    assert encode_auto().code == MDSCode(3, 6)  # at most twice the work
+    assert dask_coded.encode(A).chunks == A.chunks  # the default, keep: A's own chunks
 
 
 @pytest.mark.slow
