@@ -560,10 +560,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         for i in dropped:
             member = members[i]
             _compat.drop_dependency(ts, member)
-            # The worker late with this member, started or not (it may still be running a copy of
-            # a block the member needs): the decode must not queue behind it.
             worker = _member_worker(member, self._pinned.get(member.key))
-            if worker != UNASSIGNED:
+            if worker != UNASSIGNED and member.state != "memory":
+                # Late with this member, started or not (it may still be running a copy of a block
+                # the member needs): the decode must not queue behind it.
                 busy.add(worker)
             if member.waiters or member.who_wants or member.key in recommendations:
                 continue  # another task still needs it

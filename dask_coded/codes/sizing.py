@@ -112,10 +112,11 @@ def fit_shifted_exponential(samples: Iterable[float]) -> tuple[float, float] | N
 
     ``samples`` are task durations over the average duration of their kind
     (as the scheduler plugin records them), so tasks of different sizes
-    pool (at least :data:`MIN_DELAY_SAMPLES`). The fit uses the median and the lower quartile, which the
-    shifted exponential puts at ``shift + scale * ln 2`` and ``shift + scale
-    * ln(4/3)``: a few extreme samples (a slow machine, a heavy tail) move
-    them little. On a quiet cluster both are close, and ``scale`` is near 0.
+    pool; at least :data:`MIN_DELAY_SAMPLES` of them. The fit uses the
+    median and the lower quartile, which the shifted exponential puts at
+    ``shift + scale * ln 2`` and ``shift + scale * ln(4/3)``: a few extreme
+    samples (a slow machine, a heavy tail) move them little. On a quiet
+    cluster both are close, and ``scale`` is near 0.
 
     Examples
     --------
