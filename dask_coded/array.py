@@ -14,7 +14,7 @@ from . import _compat, config, keys
 from ._compat import Alias, Task, TaskRef
 from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
-from .codes.sizing import delays_from_evidence, parity_from_evidence
+from .codes.sizing import auto_or_count, delays_from_evidence, parity_from_evidence
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
 __all__ = [
@@ -60,15 +60,17 @@ def chunking(
     options = {name: config.get(name) for name in config.option_names()}
     if workers is None:
         workers = _compat.worker_count()  # codes are sized for the cluster that will run them
+    evidence = workers and config.get("parity") == "auto"
+    ratios = _compat.duration_ratios() if evidence else None
     delays = None
-    if resplit and workers and config.get("parity") == "auto":
-        delays = delays_from_evidence(_compat.duration_samples(), _compat.duration_ratios(), workers)
+    if resplit and evidence:
+        delays = delays_from_evidence(_compat.duration_samples(), ratios, workers)
     return Chunking(
         row_blocks,
         col_blocks,
         inner_blocks,
         blocks,
-        parity_for(workers),
+        _parity(workers, ratios),
         max_errors,
         workers,
         options,
@@ -91,12 +93,13 @@ def parity_for(workers: int | None) -> int:
     ...     parity_for(workers=8)
     3
     """
-    setting = config.get("parity")
-    if setting == "auto":
-        return parity_from_evidence(_compat.duration_ratios() if workers else None, workers)
-    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
-        raise ValueError(f"coded.parity must be 'auto' or a non-negative integer, got {setting!r}")
-    return setting
+    evidence = workers and config.get("parity") == "auto"
+    return _parity(workers, _compat.duration_ratios() if evidence else None)
+
+
+def _parity(workers: int | None, ratios: Mapping[str, float] | None) -> int:
+    setting = auto_or_count("coded.parity", config.get("parity"), minimum=0)
+    return parity_from_evidence(ratios, workers) if setting == "auto" else int(setting)
 
 
 def _resplits() -> bool:

@@ -40,3 +40,13 @@ def test_bad_data_blocks_setting_is_named(setting):
     with dask.config.set({"coded.data-blocks": setting}):
         with pytest.raises(ValueError, match="coded.data-blocks"):
             encode(da.ones((4, 4), chunks=2))
+
+
+@pytest.mark.parametrize(
+    ("option", "setting"),
+    [("parity", -1), ("parity", "many"), ("parity", True), ("parity", 1.5), ("group-size", 0), ("group-size", "big")],
+)
+def test_bad_count_setting_is_named(option, setting):
+    with dask.config.set({f"coded.{option}": setting}):
+        with pytest.raises(ValueError, match=f"coded.{option} must be 'auto' or an integer"):
+            encode(da.ones((8, 4), chunks=(2, 4)))

@@ -21,7 +21,7 @@ from .matdot import MatDotCode
 from .mds import MDSCode
 from .polynomial import PolynomialCode
 from .replication import ReplicationCode
-from .sizing import coded_block_count, data_blocks_for
+from .sizing import auto_or_count, coded_block_count, data_blocks_for
 
 __all__ = [
     "ONE_SIDED",
@@ -248,12 +248,10 @@ def _mds_for(chunking: Chunking) -> Code:
 
 def _group_size(chunking: Chunking) -> int:
     """``coded.group-size``: a number, or ``auto`` (:func:`~dask_coded.codes.grouped.group_size_for`)."""
-    setting = chunking.options.get("group-size", "auto")
+    setting = auto_or_count("coded.group-size", chunking.options.get("group-size", "auto"), minimum=1)
     if setting == "auto":
         return group_size_for(chunking.workers, chunking.parity + 2 * chunking.max_errors)
-    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
-        raise ValueError(f"coded.group-size must be 'auto' or a positive integer, got {setting!r}")
-    return setting
+    return int(setting)
 
 
 def _replication_for(chunking: Chunking) -> Code:

@@ -8,6 +8,7 @@ import numpy as np
 
 __all__ = [
     "MIN_DELAY_SAMPLES",
+    "auto_or_count",
     "coded_block_count",
     "data_blocks_for",
     "delays_from_evidence",
@@ -19,6 +20,25 @@ __all__ = [
 
 #: Task times :func:`fit_shifted_exponential` needs before it fits anything.
 MIN_DELAY_SAMPLES = 16
+
+
+def auto_or_count(name: str, setting: object, minimum: int) -> int | str:
+    """An option that is ``'auto'`` or an integer of at least ``minimum``, checked.
+
+    Examples
+    --------
+    >>> auto_or_count("coded.parity", 3, minimum=0)
+    3
+    >>> auto_or_count("coded.parity", -1, minimum=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: coded.parity must be 'auto' or an integer of at least 0, got -1
+    """
+    if setting == "auto":
+        return "auto"
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < minimum:
+        raise ValueError(f"{name} must be 'auto' or an integer of at least {minimum}, got {setting!r}")
+    return setting
 
 
 def coded_block_count(k: int, stragglers: int, max_errors: int = 0, workers: int | None = None) -> int:
