@@ -226,7 +226,7 @@ def worker_count() -> int | None:
 
 
 #: Where the scheduler plugin publishes its per-worker task-time ratios (scheduler metadata):
-#: a running average per worker, and each worker's recent ratios.
+#: the median of each worker's recent ratios, and its recent ratios (:class:`~dask_coded.stats.TaskTimes`).
 DURATION_RATIOS_METADATA = ["dask-coded", "duration-ratios"]
 DURATION_SAMPLES_METADATA = ["dask-coded", "duration-samples"]
 

@@ -59,6 +59,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from dask.utils import key_split
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
@@ -89,6 +90,7 @@ from .policy import (
     spread_worker,
     time_saved,
 )
+from .stats import TaskTimes
 
 __all__ = ["CodedSchedulerPlugin", "register", "plugin_stats"]
 
@@ -96,12 +98,6 @@ logger = logging.getLogger(__name__)
 
 #: The plugin's name on the scheduler (``scheduler.plugins[NAME]``).
 NAME = "dask-coded"
-#: Weight of the newest task in a worker's running average of duration ratios.
-_SMOOTHING = 0.3
-#: Duration ratios kept per worker for fitting the cluster's delays (the most recent ones).
-_SAMPLES_PER_WORKER = 32
-#: Kinds of task averaging less than this (seconds) say more about timer noise than about delays.
-_MIN_MODELLED_DURATION = 0.001
 #: Where ``dropped_by_worker`` counts a late member that no worker had started or was to run.
 UNASSIGNED = "unassigned"
 #: Task states after which a decode is no longer in flight.
@@ -196,10 +192,12 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.corrections_by_worker: dict[str, int] = {}
         #: coded-block index -> wrong products corrected at that index
         self.corrections_by_block: dict[int, int] = {}
-        #: worker address -> running average of (task duration / cluster average for its kind)
-        self.duration_ratios: dict[str, float] = {}
+        #: each worker's task durations relative to the cluster's, for the same kind of task
+        self.task_times = TaskTimes()
+        #: worker address -> median of its recent duration ratios (``task_times.ratios``)
+        self.duration_ratios = self.task_times.ratios
         #: worker address -> its recent duration ratios, for fitting the cluster's delays
-        self.duration_samples: dict[str, list[float]] = {}
+        self.duration_samples = self.task_times.samples
         #: worker address -> late members dropped that it was running or holding (UNASSIGNED: not started)
         self.dropped_by_worker: dict[str, int] = {}
         #: worker address -> late members cancelled while it was running them
@@ -416,8 +414,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         return True
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
-        self.duration_ratios.pop(worker, None)
-        self.duration_samples.pop(worker, None)
+        self.task_times.forget(worker)
         if self.scheduler is not None:
             self._unpin(worker)
 
@@ -471,7 +468,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             if start == "processing" and "worker" in kwargs:
                 if keys.key_name(key).startswith(keys.PRODUCT):  # only members are ever looked up
                     self._computed_by[key] = kwargs["worker"]
-                self._record_duration(ts, kwargs["worker"], kwargs.get("startstops"))
+                duration = _compat.task_duration(kwargs.get("startstops"))
+                if duration is not None:
+                    self.task_times.record(key_split(key), kwargs["worker"], duration)
             for dependent in ts.dependents:
                 if dependent.state == "waiting" and _decode_spec(dependent) is not None:
                     self._pending.add(dependent.key)
@@ -487,21 +486,6 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.scheduler.loop.add_callback(self._flush)
-
-    def _record_duration(self, ts: Any, worker: str, startstops: Any) -> None:
-        duration = _compat.task_duration(startstops)
-        average = ts.prefix.duration_average
-        if duration is None or not average or average <= 0:
-            return
-        ratio = duration / average
-        previous = self.duration_ratios.get(worker)
-        self.duration_ratios[worker] = (
-            ratio if previous is None else (1 - _SMOOTHING) * previous + _SMOOTHING * ratio
-        )
-        if average >= _MIN_MODELLED_DURATION:
-            samples = self.duration_samples.setdefault(worker, [])
-            samples.append(ratio)
-            del samples[:-_SAMPLES_PER_WORKER]
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -83,9 +83,9 @@ def coded_block_count(k: int, stragglers: int, max_errors: int = 0, workers: int
 def slow_workers(ratios: Mapping[str, float], factor: float = 3.0) -> set[str]:
     """Workers whose tasks take ``factor`` times longer than the median worker's.
 
-    ``ratios`` maps a worker to a running average of its task durations over
-    the cluster-wide average for the same kind of task, so workers that ran
-    different work compare fairly.
+    ``ratios`` maps a worker to its task durations over the cluster's for
+    the same kind of task (the scheduler plugin keeps the median of each
+    worker's recent ones), so workers that ran different work compare fairly.
 
     Examples
     --------
@@ -167,7 +167,7 @@ def delays_from_evidence(
     """The delays of the workers not measured slow, fitted, or None before half the workers have run tasks.
 
     ``samples`` maps a worker to its recent task-time ratios and ``ratios``
-    to their running average, as the scheduler plugin keeps them. Slow
+    to their median, as the scheduler plugin keeps them. Slow
     workers (:func:`slow_workers`) are left out: they are counted by the
     parity instead (:func:`parity_from_evidence`).
 

@@ -1,0 +1,76 @@
+"""Per-worker task-time statistics: how much slower each worker runs the same kind of task."""
+
+from __future__ import annotations
+
+import statistics
+
+__all__ = ["TaskTimes"]
+
+#: Recent durations of a kind of task that a new one of that kind is compared with.
+_REFERENCE_DURATIONS = 15
+#: A kind needs this many durations on record before its tasks are compared with them.
+_MIN_REFERENCE_DURATIONS = 3
+#: Recent ratios whose median is a worker's ratio: few enough to notice a machine that turns slow
+#: within a call, enough to outvote a task that a busy core held up once.
+_RATIOS_PER_WORKER = 9
+#: Ratios kept per worker for fitting the cluster's delays (the most recent ones).
+_SAMPLES_PER_WORKER = 32
+#: Kinds of task taking less than this (seconds) say more about timer noise than about delays.
+_MIN_MODELLED_DURATION = 0.001
+
+
+class TaskTimes:
+    """Each worker's task durations relative to the cluster's, for the same kind of task.
+
+    A finished task's *ratio* is its duration over the median of the last
+    durations of its kind (its key prefix) on any worker, taken before it. The
+    median is not pulled up by a slow machine's own tasks, and a task is not
+    compared with itself, so a machine 10x slower shows ratios near 10 (an
+    average that includes the task, as the scheduler's per-prefix average
+    does, caps them below 2). A worker's ratio (:attr:`ratios`) is the median
+    of its recent ones; :attr:`samples` keeps its recent ratios of kinds long
+    enough to model delays (:func:`~dask_coded.codes.sizing.fit_shifted_exponential`).
+
+    Both dicts are updated in place, so a reference to them stays current.
+
+    Examples
+    --------
+    >>> times = TaskTimes()
+    >>> for worker, duration in [("a", 0.01), ("b", 0.01), ("c", 0.01), ("a", 0.01), ("c", 0.1)]:
+    ...     times.record("product", worker, duration)
+    >>> times.ratios
+    {'a': 1.0, 'c': 10.0}
+    """
+
+    def __init__(self) -> None:
+        #: worker address -> median of its recent duration ratios
+        self.ratios: dict[str, float] = {}
+        #: worker address -> its recent ratios of kinds taking at least a millisecond
+        self.samples: dict[str, list[float]] = {}
+        self._recent_ratios: dict[str, list[float]] = {}
+        self._durations_by_kind: dict[str, list[float]] = {}
+
+    def record(self, kind: str, worker: str, duration: float) -> None:
+        """Note that ``worker`` ran a task of ``kind`` in ``duration`` seconds."""
+        durations = self._durations_by_kind.setdefault(kind, [])
+        reference = statistics.median(durations) if len(durations) >= _MIN_REFERENCE_DURATIONS else None
+        durations.append(duration)
+        del durations[:-_REFERENCE_DURATIONS]
+        if not reference:
+            return
+        ratio = duration / reference
+        recent = _keep_last(self._recent_ratios.setdefault(worker, []), ratio, _RATIOS_PER_WORKER)
+        self.ratios[worker] = statistics.median(recent)
+        if reference >= _MIN_MODELLED_DURATION:
+            _keep_last(self.samples.setdefault(worker, []), ratio, _SAMPLES_PER_WORKER)
+
+    def forget(self, worker: str) -> None:
+        """Drop what is known of ``worker`` (it left the cluster)."""
+        for by_worker in (self.ratios, self.samples, self._recent_ratios):
+            by_worker.pop(worker, None)
+
+
+def _keep_last(values: list[float], value: float, count: int) -> list[float]:
+    values.append(value)
+    del values[:-count]
+    return values

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dask_coded.codes.sizing import slow_workers
+from dask_coded.stats import TaskTimes
+
+WORKERS = [f"w{i}" for i in range(8)]
+
+
+def _calls(times, count, duration_of, kind="product"):
+    """``count`` calls of one task per worker, the slow ones finishing last, as they would."""
+    for call in range(count):
+        for worker in sorted(WORKERS, key=lambda w: duration_of(w, call)):
+            times.record(kind, worker, duration_of(worker, call))
+
+
+@pytest.mark.parametrize("factor", [4, 10, 100])
+def test_a_slow_machine_shows_its_factor_and_is_flagged_after_one_call(factor):
+    """Its task is the last of its kind in every call: the reference excludes it, so its ratio is not capped."""
+    times = TaskTimes()
+    _calls(times, 1, lambda w, call: 0.02 * (factor if w == "w0" else 1))
+    np.testing.assert_allclose(times.ratios["w0"], factor, rtol=1e-12)
+    assert slow_workers(times.ratios) == {"w0"}
+    _calls(times, 3, lambda w, call: 0.02 * (factor if w == "w0" else 1))
+    np.testing.assert_allclose(times.ratios["w0"], factor, rtol=1e-12)
+    assert all(times.ratios[w] == pytest.approx(1.0) for w in WORKERS[1:])
+
+
+def test_one_task_held_up_once_does_not_make_a_worker_slow():
+    times = TaskTimes()
+    _calls(times, 5, lambda w, call: 0.02 * (50 if (w, call) == ("w3", 4) else 1))
+    assert times.samples["w3"][-1] == pytest.approx(50.0)  # the fit still sees the tail
+    assert slow_workers(times.ratios) == set()
+
+
+def test_a_machine_that_turns_slow_is_flagged_within_a_few_calls():
+    times = TaskTimes()
+    _calls(times, 10, lambda w, call: 0.02)
+    _calls(times, 5, lambda w, call: 0.02 * (10 if w == "w5" else 1))
+    assert slow_workers(times.ratios) == {"w5"}
+
+
+def test_kinds_compare_with_their_own_kind_only():
+    """A worker running only long tasks of a kind is not slow next to workers running short ones."""
+    times = TaskTimes()
+    for _ in range(4):
+        for worker in WORKERS[:4]:
+            times.record("short", worker, 0.002)
+        for worker in WORKERS[4:]:
+            times.record("long", worker, 0.2)
+    assert slow_workers(times.ratios) == set()
+    assert set(times.ratios) == set(WORKERS)
+
+
+def test_tasks_under_a_millisecond_count_for_slowness_but_not_for_the_delay_fit():
+    times = TaskTimes()
+    _calls(times, 3, lambda w, call: 1e-5 * (10 if w == "w0" else 1), kind="getitem")
+    assert slow_workers(times.ratios) == {"w0"} and times.samples == {}
+
+
+def test_a_kind_is_compared_only_once_it_has_a_reference():
+    times = TaskTimes()
+    for worker in WORKERS[:3]:
+        times.record("product", worker, 0.01)
+    assert times.ratios == {} and times.samples == {}
+    times.record("product", "w3", 0.03)
+    assert times.ratios == {"w3": pytest.approx(3.0)}
+
+
+def test_forget_drops_a_worker_that_left():
+    times = TaskTimes()
+    _calls(times, 2, lambda w, call: 0.01)
+    ratios, samples = times.ratios, times.samples
+    times.forget("w1")
+    assert "w1" not in times.ratios and "w1" not in times.samples
+    assert times.ratios is ratios and times.samples is samples  # published references stay current
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    durations=st.lists(
+        st.tuples(st.sampled_from(WORKERS), st.floats(1e-4, 10.0, allow_nan=False)), min_size=1, max_size=60
+    ),
+    scale=st.floats(1e-3, 1e3),
+)
+def test_ratios_do_not_depend_on_the_unit_of_time(durations, scale):
+    """Property: a cluster that runs every task ``scale`` times longer has the same ratios."""
+    times, scaled = TaskTimes(), TaskTimes()
+    for worker, duration in durations:
+        times.record("product", worker, duration)
+        scaled.record("product", worker, duration * scale)
+    assert times.ratios.keys() == scaled.ratios.keys()
+    for worker, ratio in times.ratios.items():
+        np.testing.assert_allclose(scaled.ratios[worker], ratio, rtol=1e-9)
+        assert ratio > 0
