@@ -290,7 +290,12 @@ def _matches(worker: Any, names: tuple[str, ...] | int) -> bool:
     return str(worker.name) in names or worker.address in names
 
 
-def _faulty_result(call: dict[str, Any], result: Any) -> Any:
+def _mark_start(call: dict[str, Any]) -> None:
+    """Run on the worker's thread just before the wrapped task: its own run time starts here."""
+    call["start"] = time.time()
+
+
+def _faulty_result(call: dict[str, Any], started: None, result: Any) -> Any:
     """Run on the worker after the wrapped task: sleep the modelled delay, maybe corrupt the result."""
     run_time = time.time() - call["start"]
     delay = call["delay"] if run_time >= call["min_run_time"] else 0.0
@@ -359,13 +364,14 @@ class FaultInjector(WorkerPlugin):
             "delay": delay,
             "slow_factor": model.slow_factor if self.slow else 1.0,
             "min_run_time": model.min_run_time,
-            "start": time.time(),
             "corrupt": bool(corrupt_it),
             "error_kind": model.error_kind,
             "rng_seed": int(rng.integers(2**63)),
         }
         if call["delay"] or call["slow_factor"] > 1 or call["corrupt"]:
-            ts.run_spec = Task(key, _faulty_result, call, ts.run_spec)
+            # The start is taken on the thread that runs the task, not here on the event loop: the wait
+            # for a free thread is not work of the task's own (min_run_time).
+            ts.run_spec = Task(key, _faulty_result, call, Task(None, _mark_start, call), ts.run_spec)
         if self.killer and not self._kill_armed:
             self._kill_armed = True
             self.worker.loop.call_later(model.kill_after, self._kill)

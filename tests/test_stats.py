@@ -18,7 +18,7 @@ def _calls(times, count, duration_of, kind="product"):
 
 @pytest.mark.parametrize("factor", [4, 10, 100])
 def test_a_slow_machine_shows_its_factor_and_is_flagged_after_one_call(factor):
-    """Its task is the last of its kind in every call: the reference excludes it, so its ratio is not capped."""
+    """Its task is the last of its kind in each call: left out of the reference, its ratio is not capped."""
     times = TaskTimes()
     _calls(times, 1, lambda w, call: 0.02 * (factor if w == "w0" else 1))
     np.testing.assert_allclose(times.ratios["w0"], factor, rtol=1e-12)
