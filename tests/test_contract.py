@@ -439,4 +439,9 @@ def test_property_dot_is_da_dot(data, m, k, n):
             warnings.simplefilter("always")
             result = dask_coded.dot(a, b, code=code)
         assert [type(w.message) for w in record] == [FallbackWarning]
-    assert_like_dask(result, reference)
+    with warnings.catch_warnings():
+        if code in ("polynomial", "matdot"):
+            # Decoding through evaluation points can amplify float32 round-off past float32's accuracy
+            # target, and the decode says so (ConditioningWarning); the values are still checked.
+            warnings.simplefilter("ignore", dask_coded.ConditioningWarning)
+        assert_like_dask(result, reference)

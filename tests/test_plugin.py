@@ -621,8 +621,9 @@ def test_parity_follows_the_evidence_of_slow_workers(client_of):
     def measured(count):
         return lambda: len(dask_coded.plugin_stats(client)["duration_ratios"]) >= count
 
-    # Every worker runs tasks: the evidence says nothing straggles.
-    client.gather([client.submit(np.ones, 1000, pure=False, workers=[w]) for w in workers for _ in range(3)])
+    # Every worker runs tasks: the evidence says nothing straggles. A kind of task is compared with
+    # the 3 before it, so 4 a worker give each one a ratio whatever the order they finish in.
+    client.gather([client.submit(np.ones, 1000, pure=False, workers=[w]) for w in workers for _ in range(4)])
     poll_for(measured(6), timeout=30)
     assert dask_coded.encode(A).code == GroupedMDSCode(12, group_size=5, parity=1)
     # One worker is slow at everything: one more parity per group.

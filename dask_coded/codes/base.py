@@ -19,6 +19,7 @@ the search runs on a handful of numbers per block instead of whole blocks.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import warnings
@@ -406,22 +407,7 @@ class Code:
         array([[1., 0.],
                [0., 1.]])
         """
-        indices = self._validate_indices(indices)
-        cache = self.__dict__.setdefault("_weights_cache", {})
-        if indices not in cache:
-            self._require_recovery_set(indices)
-            rows = self.generator[list(indices)]
-            weights = self.targets @ np.linalg.pinv(rows)
-            # A target that one finished block computes directly (a data
-            # block of a systematic code, a replica) is taken exactly, so
-            # those decodes cost nothing and lose nothing.
-            for r, target in enumerate(self.targets):
-                same = np.flatnonzero((rows == target).all(axis=1))
-                if len(same):
-                    weights[r] = 0.0
-                    weights[r, same[0]] = 1.0
-            cache[indices] = (weights, _condition(rows))
-        return cache[indices][0]
+        return _decoding_weights(self, self._validate_indices(indices))[0]
 
     def output_recovery_set(self, output: int, indices: Iterable[int]) -> tuple[int, ...] | None:
         """The smallest set within ``indices`` that decodes target ``output``, or None.
@@ -442,10 +428,9 @@ class Code:
         (1, 2, 4)
         """
         indices = self._validate_indices(indices)
-        target = self.targets[output]
-        for i in indices:
-            if np.array_equal(self.generator[i], target):
-                return (i,)
+        direct = self.direct_block(output, indices)
+        if direct is not None:
+            return (direct,)
         return self.choose_recovery_set(indices) if self.redundancy(indices) >= 0 else None
 
     def output_weights(self, outputs: Sequence[int], recovery_set: Iterable[int]) -> np.ndarray:
@@ -462,9 +447,7 @@ class Code:
 
     def decoding_condition(self, indices: Iterable[int]) -> float:
         """The condition number of the decode from ``indices`` (a recovery set)."""
-        indices = self._validate_indices(indices)
-        self.decoding_weights(indices)
-        return self.__dict__["_weights_cache"][indices][1]
+        return _decoding_weights(self, self._validate_indices(indices))[1]
 
     def condition_number(self, samples: int | None = 2000, seed: int = 0) -> float:
         """Worst condition number over the minimal recovery sets.
@@ -541,11 +524,8 @@ class Code:
         >>> MDSCode(k=3, n=5).direct_block(1, [1, 4]), MDSCode(k=3, n=5).direct_block(0, [1, 4])
         (1, None)
         """
-        target = self.targets[output]
-        for i in self._validate_indices(indices):
-            if np.array_equal(self.generator[i], target):
-                return i
-        return None
+        copies = _copies_of_targets(self)[output]
+        return next((i for i in self._validate_indices(indices) if i in copies), None)
 
     def decode(
         self,
@@ -643,7 +623,6 @@ class Code:
                 for o, row in zip(outputs, weights):
                     decoded[o] = self._result(arrays, chosen[_selected_block(row)])  # type: ignore[index]
             else:
-                self._refuse_non_finite(arrays, chosen, weights, outputs)
                 decoded.update(self._solve(arrays, chosen, weights, outputs, scales))
         else:
             if max_errors:
@@ -674,24 +653,6 @@ class Code:
         if index not in arrays:
             raise DecodingError(f"the decode of {self!r} needs the result of block {index}")
         return arrays[index]
-
-    def _refuse_non_finite(
-        self,
-        arrays: Mapping[int, np.ndarray],
-        chosen: tuple[int, ...],
-        weights: np.ndarray,
-        outputs: Sequence[int],
-    ) -> None:
-        """Raise rather than mix a non-finite result into another block's output."""
-        used = [chosen[c] for c in range(len(chosen)) if weights[:, c].any() and chosen[c] in arrays]
-        bad = tuple(i for i in used if not _all_finite(arrays[i]))
-        if bad:
-            raise DecodingError(
-                f"decoding output(s) {list(outputs)} of {self!r} from blocks {list(chosen)} would mix the "
-                f"non-finite (NaN or inf) results of blocks {list(bad)} into them and spread NaN/inf to "
-                "blocks that have none; decode from finite results or wait for the outputs' own blocks",
-                suspects=bad,
-            )
 
     def _finite_recovery_set(
         self, arrays: Mapping[int, np.ndarray], indices: tuple[int, ...], outputs: Sequence[int]
@@ -741,16 +702,30 @@ class Code:
             )
         weights = weights[:, used]
         blocks = [arrays[chosen[c]] for c in used]
+        # One pass over each block: its magnitude says whether it is finite, and how much
+        # round-off it brings into the outputs.
+        sizes = np.array([max_abs(b) for b in blocks])
+        bad = tuple(chosen[c] for c, size in zip(used, sizes) if not math.isfinite(size))
+        if bad and not _selects(weights):
+            raise DecodingError(
+                f"decoding output(s) {list(outputs)} of {self!r} from blocks {list(chosen)} would mix the "
+                f"non-finite (NaN or inf) results of blocks {list(bad)} into them and spread NaN/inf to "
+                "blocks that have none; decode from finite results or wait for the outputs' own blocks",
+                suspects=bad,
+            )
         if scales is not None:
             unknowns = [_selected_block(self.generator[chosen[c]]) for c in used]
             blocks = [
                 b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
                 for j, b in zip(unknowns, blocks)
             ]
+            sizes = np.array(
+                [size if j is None else math.ldexp(size, -int(scales[j])) for j, size in zip(unknowns, sizes)]
+            )
         dtype = _working_dtype(np.result_type(*blocks))
         out = combine(weights, blocks, dtype)
         if not _selects(weights):
-            self._warn_if_inaccurate(chosen, weights, blocks, out, outputs, dtype)
+            self._warn_if_inaccurate(chosen, weights, sizes, out, outputs, dtype)
         if scales is not None:
             targets = [_selected_block(self.targets[o]) for o in outputs]
             out = [scale_by_power_of_two(o, int(scales[t])) for o, t in zip(out, targets)]  # type: ignore[index]
@@ -760,7 +735,7 @@ class Code:
         self,
         chosen: tuple[int, ...],
         weights: np.ndarray,
-        blocks: Sequence[np.ndarray],
+        sizes: np.ndarray,
         out: Sequence[np.ndarray],
         outputs: Sequence[int],
         dtype: np.dtype,
@@ -775,7 +750,6 @@ class Code:
         eps = float(np.finfo(dtype).eps)
         target = accuracy_target(dtype)
         condition = self.decoding_condition(chosen)
-        sizes = np.array([max_abs(b) for b in blocks])
         worst, where = condition * eps, None
         for o, row, block in zip(outputs, weights, out):
             size = max_abs(block)
@@ -922,11 +896,6 @@ class Code:
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return (type(self).__name__, self._params())
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_weights_cache", None)  # rebuilt on the worker, on demand
-        return state
-
 
 def scaled_rows(matrix: np.ndarray, exponents: np.ndarray) -> np.ndarray:
     """``matrix`` with every row that mixes blocks multiplied by ``2**-exponents`` column-wise.
@@ -944,6 +913,37 @@ def scaled_rows(matrix: np.ndarray, exponents: np.ndarray) -> np.ndarray:
 def _selects(weights: np.ndarray) -> bool:
     """Whether every row picks one block unchanged (nothing is lost, whatever the condition)."""
     return bool(((weights != 0).sum(axis=1) == 1).all() and (weights.max(axis=1) == 1).all())
+
+
+@functools.lru_cache(maxsize=256)
+def _copies_of_targets(code: Code) -> tuple[frozenset[int], ...]:
+    """For each target, the coded blocks that compute it directly (cached like :func:`_decoding_weights`)."""
+    return tuple(
+        frozenset(np.flatnonzero((code.generator == target).all(axis=1)).tolist()) for target in code.targets
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """The decoding weights from recovery set ``indices``, and the decode's condition number.
+
+    Cached by value across code objects: every decode task deserializes its
+    own copy of the code, and a pseudo-inverse and an SVD per task cost more
+    than the decode's arithmetic on small blocks. The weights are read-only.
+    """
+    code._require_recovery_set(indices)
+    rows = code.generator[list(indices)]
+    weights = code.targets @ np.linalg.pinv(rows)
+    # A target that one finished block computes directly (a data block of a
+    # systematic code, a replica) is taken exactly, so those decodes cost
+    # nothing and lose nothing.
+    for r, target in enumerate(code.targets):
+        same = np.flatnonzero((rows == target).all(axis=1))
+        if len(same):
+            weights[r] = 0.0
+            weights[r, same[0]] = 1.0
+    weights.flags.writeable = False
+    return weights, _condition(rows)
 
 
 def _condition(rows: np.ndarray) -> float:
