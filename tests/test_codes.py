@@ -859,3 +859,19 @@ def test_delays_from_evidence_leaves_slow_workers_out():
     assert delays_from_evidence({**quiet, "f": [20.0] * 8}, ratios, workers=6) == (1.0, 0.0)
     assert delays_from_evidence(quiet, dict.fromkeys("abcde", 1.0), workers=12) is None  # under half
     assert delays_from_evidence(None, None, 6) is None and delays_from_evidence(quiet, None, None) is None
+
+
+def test_decoding_weights_are_cached_by_code_value_and_read_only():
+    """Every decode task deserializes its own code: equal codes must share the solved weights."""
+    first, second = MDSCode(4, 6), MDSCode(4, 6)
+    weights = first.decoding_weights([0, 2, 4, 5])
+    assert second.decoding_weights([5, 4, 2, 0]) is weights
+    with pytest.raises(ValueError, match="read-only"):
+        weights[0, 0] = 2.0
+    assert first.decoding_condition([0, 2, 4, 5]) == second.decoding_condition([0, 2, 4, 5])
+    # Big codes are not cached (their n x n weights would crowd a worker's memory).
+    big = MDSCode(70, 72)
+    recovery = list(range(2, 72))
+    assert big.decoding_weights(recovery) is not MDSCode(70, 72).decoding_weights(recovery)
+    decoded = big.decoding_weights(recovery) @ big.generator[recovery]
+    np.testing.assert_allclose(decoded, np.eye(70), atol=1e-8)

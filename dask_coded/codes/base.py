@@ -400,6 +400,8 @@ class Code:
     def decoding_weights(self, indices: Iterable[int]) -> np.ndarray:
         """``W`` with ``targets = W @ generator[indices]``: decode is ``W @ results``.
 
+        Read-only for codes of at most 64 blocks: equal codes share one cached copy.
+
         Examples
         --------
         >>> from dask_coded.codes import MDSCode
@@ -407,7 +409,7 @@ class Code:
         array([[1., 0.],
                [0., 1.]])
         """
-        return _decoding_weights(self, self._validate_indices(indices))[0]
+        return _weights_and_condition(self, self._validate_indices(indices))[0]
 
     def output_recovery_set(self, output: int, indices: Iterable[int]) -> tuple[int, ...] | None:
         """The smallest set within ``indices`` that decodes target ``output``, or None.
@@ -447,7 +449,7 @@ class Code:
 
     def decoding_condition(self, indices: Iterable[int]) -> float:
         """The condition number of the decode from ``indices`` (a recovery set)."""
-        return _decoding_weights(self, self._validate_indices(indices))[1]
+        return _weights_and_condition(self, self._validate_indices(indices))[1]
 
     def condition_number(self, samples: int | None = 2000, seed: int = 0) -> float:
         """Worst condition number over the minimal recovery sets.
@@ -915,22 +917,40 @@ def _selects(weights: np.ndarray) -> bool:
     return bool(((weights != 0).sum(axis=1) == 1).all() and (weights.max(axis=1) == 1).all())
 
 
+#: Codes of at most this many blocks have their decoding weights cached: each entry is at most
+#: ``n x n`` numbers (32 KiB), so the cache stays under 16 MiB; bigger codes' pseudo-inverses cost
+#: little next to their blocks' arithmetic.
+_CACHED_CODE_SIZE = 64
+
+
 @functools.lru_cache(maxsize=256)
 def _copies_of_targets(code: Code) -> tuple[frozenset[int], ...]:
-    """For each target, the coded blocks that compute it directly (cached like :func:`_decoding_weights`)."""
+    """For each target, the coded blocks that compute it directly (cached by code value)."""
     return tuple(
         frozenset(np.flatnonzero((code.generator == target).all(axis=1)).tolist()) for target in code.targets
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
+def _weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
     """The decoding weights from recovery set ``indices``, and the decode's condition number.
 
-    Cached by value across code objects: every decode task deserializes its
-    own copy of the code, and a pseudo-inverse and an SVD per task cost more
-    than the decode's arithmetic on small blocks. The weights are read-only.
+    Cached by value across code objects for small codes: every decode task
+    deserializes its own copy of the code, and a pseudo-inverse and an SVD
+    per task cost more than the decode's arithmetic on small blocks.
     """
+    if code.n <= _CACHED_CODE_SIZE:
+        return _cached_weights_and_condition(code, indices)
+    return _decoding_weights(code, indices)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    weights, condition = _decoding_weights(code, indices)
+    weights.flags.writeable = False  # shared by every decode that hits the cache
+    return weights, condition
+
+
+def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
     code._require_recovery_set(indices)
     rows = code.generator[list(indices)]
     weights = code.targets @ np.linalg.pinv(rows)
@@ -942,7 +962,6 @@ def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray,
         if len(same):
             weights[r] = 0.0
             weights[r, same[0]] = 1.0
-    weights.flags.writeable = False
     return weights, _condition(rows)
 
 
