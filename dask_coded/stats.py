@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 __all__ = ["TaskTimes"]
@@ -17,6 +18,8 @@ _RATIOS_PER_WORKER = 9
 _SAMPLES_PER_WORKER = 32
 #: Kinds of task taking less than this (seconds) say more about timer noise than about delays.
 _MIN_MODELLED_DURATION = 0.001
+#: Kinds of task remembered; the one seen first is forgotten beyond that (it starts over if it returns).
+_MAX_KINDS = 1000
 
 
 class TaskTimes:
@@ -27,9 +30,11 @@ class TaskTimes:
     median is not pulled up by a slow machine's own tasks, and a task is not
     compared with itself, so a machine 10x slower shows ratios near 10 (an
     average that includes the task, as the scheduler's per-prefix average
-    does, caps them below 2). A worker's ratio (:attr:`ratios`) is the median
-    of its recent ones; :attr:`samples` keeps its recent ratios of kinds long
-    enough to model delays (:func:`~dask_coded.codes.sizing.fit_shifted_exponential`).
+    does, caps them below 2). Kinds taking under a millisecond are not
+    compared: their times are mostly the noise of a busy process. A worker's
+    ratio (:attr:`ratios`) is the median of its recent ones, and
+    :attr:`samples` keeps its recent ratios to model delays
+    (:func:`~dask_coded.codes.sizing.fit_shifted_exponential`).
 
     Both dicts are updated in place, so a reference to them stays current.
 
@@ -51,21 +56,46 @@ class TaskTimes:
         self._durations_by_kind: dict[str, list[float]] = {}
 
     def record(self, kind: str, worker: str, duration: float) -> None:
-        """Note that ``worker`` ran a task of ``kind`` in ``duration`` seconds."""
-        durations = self._durations_by_kind.setdefault(kind, [])
-        reference = statistics.median(durations) if len(durations) >= _MIN_REFERENCE_DURATIONS else None
-        durations.append(duration)
-        del durations[:-_REFERENCE_DURATIONS]
-        if not reference:
+        """Note that ``worker`` ran a task of ``kind`` in ``duration`` seconds.
+
+        Durations that are not positive and finite (a clock that jumped) are ignored.
+
+        Examples
+        --------
+        >>> times = TaskTimes()
+        >>> for duration in [0.02, 0.02, 0.02, 0.06, float("nan")]:
+        ...     times.record("decode", "a", duration)
+        >>> times.ratios, times.samples
+        ({'a': 3.0}, {'a': [3.0]})
+        """
+        if not (duration > 0 and math.isfinite(duration)):
+            return
+        durations = self._durations_by_kind.get(kind)
+        if durations is None:
+            if len(self._durations_by_kind) >= _MAX_KINDS:
+                del self._durations_by_kind[next(iter(self._durations_by_kind))]
+            durations = self._durations_by_kind[kind] = []
+        reference = statistics.median(durations) if len(durations) >= _MIN_REFERENCE_DURATIONS else 0.0
+        _keep_last(durations, duration, _REFERENCE_DURATIONS)
+        if reference < _MIN_MODELLED_DURATION:
             return
         ratio = duration / reference
         recent = _keep_last(self._recent_ratios.setdefault(worker, []), ratio, _RATIOS_PER_WORKER)
         self.ratios[worker] = statistics.median(recent)
-        if reference >= _MIN_MODELLED_DURATION:
-            _keep_last(self.samples.setdefault(worker, []), ratio, _SAMPLES_PER_WORKER)
+        _keep_last(self.samples.setdefault(worker, []), ratio, _SAMPLES_PER_WORKER)
 
     def forget(self, worker: str) -> None:
-        """Drop what is known of ``worker`` (it left the cluster)."""
+        """Drop what is known of ``worker`` (it left the cluster).
+
+        Examples
+        --------
+        >>> times = TaskTimes()
+        >>> for duration in [0.02, 0.02, 0.02, 0.02]:
+        ...     times.record("decode", "a", duration)
+        >>> times.forget("a")
+        >>> times.ratios
+        {}
+        """
         for by_worker in (self.ratios, self.samples, self._recent_ratios):
             by_worker.pop(worker, None)
 

@@ -869,9 +869,11 @@ def test_decoding_weights_are_cached_by_code_value_and_read_only():
     with pytest.raises(ValueError, match="read-only"):
         weights[0, 0] = 2.0
     assert first.decoding_condition([0, 2, 4, 5]) == second.decoding_condition([0, 2, 4, 5])
-    # Big codes are not cached (their n x n weights would crowd a worker's memory).
+    # Big codes are cached per object only (their n x n weights would crowd a worker's memory).
     big = MDSCode(70, 72)
     recovery = list(range(2, 72))
+    assert big.decoding_weights(recovery) is big.decoding_weights(recovery)
     assert big.decoding_weights(recovery) is not MDSCode(70, 72).decoding_weights(recovery)
+    assert "_weights_memo" not in pickle.loads(pickle.dumps(big)).__dict__
     decoded = big.decoding_weights(recovery) @ big.generator[recovery]
     np.testing.assert_allclose(decoded, np.eye(70), atol=1e-8)

@@ -621,15 +621,16 @@ def test_parity_follows_the_evidence_of_slow_workers(client_of):
     def measured(count):
         return lambda: len(dask_coded.plugin_stats(client)["duration_ratios"]) >= count
 
-    # Every worker runs tasks: the evidence says nothing straggles. A kind of task is compared with
-    # the 3 before it, so 4 a worker give each one a ratio whatever the order they finish in.
-    client.gather([client.submit(np.ones, 1000, pure=False, workers=[w]) for w in workers for _ in range(4)])
+    # Every worker runs tasks of 20 ms (kinds under 1 ms are timer noise, not evidence): nothing
+    # straggles. A task is compared with the 3 of its kind before it, so 4 a worker give each a ratio.
+    work = [client.submit(time.sleep, 0.02, pure=False, workers=[w]) for w in workers for _ in range(4)]
+    client.gather(work)
     poll_for(measured(6), timeout=30)
     assert dask_coded.encode(A).code == GroupedMDSCode(12, group_size=5, parity=1)
     # One worker is slow at everything: one more parity per group.
     model = FaultModel.slow_machine(workers=(workers[0],), factor=20, latency=0.01)
     with dask_coded.faults.inject(client, model):
-        for _ in range(30):  # until the running averages show it
+        for _ in range(30):  # until the recent ratios show it
             client.gather([client.submit(np.ones, 1000, pure=False, workers=[w]) for w in workers])
             if dask_coded.plugin_stats(client)["slow_workers"]:
                 break

@@ -400,7 +400,7 @@ class Code:
     def decoding_weights(self, indices: Iterable[int]) -> np.ndarray:
         """``W`` with ``targets = W @ generator[indices]``: decode is ``W @ results``.
 
-        Read-only for codes of at most 64 blocks: equal codes share one cached copy.
+        Read-only: cached, and for codes of at most 64 blocks shared by equal codes.
 
         Examples
         --------
@@ -898,6 +898,11 @@ class Code:
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return (type(self).__name__, self._params())
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_weights_memo", None)  # rebuilt on the worker, on demand
+        return state
+
 
 def scaled_rows(matrix: np.ndarray, exponents: np.ndarray) -> np.ndarray:
     """``matrix`` with every row that mixes blocks multiplied by ``2**-exponents`` column-wise.
@@ -940,13 +945,20 @@ def _weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.nda
     """
     if code.n <= _CACHED_CODE_SIZE:
         return _cached_weights_and_condition(code, indices)
-    return _decoding_weights(code, indices)
+    # A big code: once per code object, as the decodes of one graph share it (not pickled).
+    memo = code.__dict__.setdefault("_weights_memo", {})
+    if indices not in memo:
+        memo[indices] = _read_only(*_decoding_weights(code, indices))
+    return memo[indices]
 
 
 @functools.lru_cache(maxsize=512)
 def _cached_weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
-    weights, condition = _decoding_weights(code, indices)
-    weights.flags.writeable = False  # shared by every decode that hits the cache
+    return _read_only(*_decoding_weights(code, indices))
+
+
+def _read_only(weights: np.ndarray, condition: float) -> tuple[np.ndarray, float]:
+    weights.flags.writeable = False  # shared by every decode that reads the cache
     return weights, condition
 
 

@@ -270,7 +270,7 @@ class GroupedMDSCode(Code):
         return [decoded[o] for o in outputs]
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         for cached in ("generator", "targets", "groups"):  # rebuilt on demand
             state.pop(cached, None)
         return state
