@@ -1,9 +1,17 @@
 """Pytest hooks for the whole repository (the tests and the package's doctests)."""
 
+import os
 import re
 
 import pytest
 from _pytest.doctest import DoctestItem
+from hypothesis import settings
+
+# Property tests draw the same examples on every run, as Hypothesis does on CI, so the suite passes or
+# fails the same way each time it is run; HYPOTHESIS_PROFILE=explore draws new ones to hunt for bugs.
+settings.register_profile("repeatable", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 #: A doctest that starts a cluster takes seconds and threads; the fast selection skips it.
 _STARTS_A_CLUSTER = re.compile(r"\bLocalCluster\(|\bClient\(\s*\)")

@@ -101,12 +101,15 @@ def test_forget_drops_a_worker_that_left():
 @settings(max_examples=50, deadline=None)
 @given(
     durations=st.lists(
-        st.tuples(st.sampled_from(WORKERS), st.floats(1e-4, 10.0, allow_nan=False)), min_size=1, max_size=60
+        st.tuples(st.sampled_from(WORKERS), st.floats(1e-3, 10.0, allow_nan=False)), min_size=1, max_size=60
     ),
-    scale=st.floats(1e-3, 1e3),
+    scale=st.floats(1.0, 1e3),
 )
 def test_ratios_do_not_depend_on_the_unit_of_time(durations, scale):
-    """Property: a cluster that runs every task ``scale`` times longer has the same ratios."""
+    """Property: a cluster that runs every task ``scale`` times longer has the same ratios.
+
+    (Above the millisecond under which kinds are not compared, on both clocks.)
+    """
     times, scaled = TaskTimes(), TaskTimes()
     for worker, duration in durations:
         times.record("product", worker, duration)
