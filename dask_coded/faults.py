@@ -296,7 +296,10 @@ def _mark_start(call: dict[str, Any]) -> None:
 
 
 def _faulty_result(call: dict[str, Any], started: None, result: Any) -> Any:
-    """Run on the worker after the wrapped task: sleep the modelled delay, maybe corrupt the result."""
+    """Run on the worker after the wrapped task: sleep the modelled delay, maybe corrupt the result.
+
+    ``started`` is :func:`_mark_start`'s None: evaluated first, it timed the task's own work.
+    """
     run_time = time.time() - call["start"]
     delay = call["delay"] if run_time >= call["min_run_time"] else 0.0
     if call["slow_factor"] > 1:

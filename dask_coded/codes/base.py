@@ -708,7 +708,7 @@ class Code:
         # round-off it brings into the outputs.
         sizes = np.array([max_abs(b) for b in blocks])
         bad = tuple(chosen[c] for c, size in zip(used, sizes) if not math.isfinite(size))
-        if bad and not _selects(weights):
+        if bad:  # only mixing decodes get here: a copy's own NaN is its own
             raise DecodingError(
                 f"decoding output(s) {list(outputs)} of {self!r} from blocks {list(chosen)} would mix the "
                 f"non-finite (NaN or inf) results of blocks {list(bad)} into them and spread NaN/inf to "

@@ -130,8 +130,8 @@ def parity_from_evidence(
 def fit_shifted_exponential(samples: Iterable[float]) -> tuple[float, float] | None:
     """``(shift, scale)`` of ``shift + Exp(scale)`` fitted to task times (None: too few of them).
 
-    ``samples`` are task durations over the average duration of their kind
-    (as the scheduler plugin records them), so tasks of different sizes
+    ``samples`` are task durations over the median duration of the tasks of
+    their kind before them (as the scheduler plugin records them), so tasks of different sizes
     pool; at least :data:`MIN_DELAY_SAMPLES` of them. The fit uses the
     median and the lower quartile, which the shifted exponential puts at
     ``shift + scale * ln 2`` and ``shift + scale * ln(4/3)``: a few extreme
