@@ -99,7 +99,7 @@ def parity_for(workers: int | None) -> int:
 
 def _parity(workers: int | None, ratios: Mapping[str, float] | None) -> int:
     setting = auto_or_count("coded.parity", config.get("parity"), minimum=0)
-    return parity_from_evidence(ratios, workers) if setting == "auto" else int(setting)
+    return parity_from_evidence(ratios, workers) if setting == "auto" else setting
 
 
 def _resplits() -> bool:

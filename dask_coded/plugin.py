@@ -469,8 +469,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 if keys.key_name(key).startswith(keys.PRODUCT):  # only members are ever looked up
                     self._computed_by[key] = kwargs["worker"]
                 duration = _compat.task_duration(kwargs.get("startstops"))
-                if duration is not None:
-                    self.task_times.record(key_split(key), kwargs["worker"], duration)
+                self.task_times.record(key_split(key), kwargs["worker"], duration)
             for dependent in ts.dependents:
                 if dependent.state == "waiting" and _decode_spec(dependent) is not None:
                     self._pending.add(dependent.key)

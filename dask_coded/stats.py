@@ -55,10 +55,11 @@ class TaskTimes:
         self._recent_ratios: dict[str, list[float]] = {}
         self._durations_by_kind: dict[str, list[float]] = {}
 
-    def record(self, kind: str, worker: str, duration: float) -> None:
+    def record(self, kind: str, worker: str, duration: float | None) -> None:
         """Note that ``worker`` ran a task of ``kind`` in ``duration`` seconds.
 
-        Durations that are not positive and finite (a clock that jumped) are ignored.
+        Durations that are unknown (``None``), not positive or not finite (a clock
+        that jumped) are ignored.
 
         Examples
         --------
@@ -68,7 +69,7 @@ class TaskTimes:
         >>> times.ratios, times.samples
         ({'a': 3.0}, {'a': [3.0]})
         """
-        if not (duration > 0 and math.isfinite(duration)):
+        if duration is None or not (duration > 0 and math.isfinite(duration)):
             return
         durations = self._durations_by_kind.get(kind)
         if durations is None:

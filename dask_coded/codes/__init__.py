@@ -251,7 +251,7 @@ def _group_size(chunking: Chunking) -> int:
     setting = auto_or_count("coded.group-size", chunking.options.get("group-size", "auto"), minimum=1)
     if setting == "auto":
         return group_size_for(chunking.workers, chunking.parity + 2 * chunking.max_errors)
-    return int(setting)
+    return setting
 
 
 def _replication_for(chunking: Chunking) -> Code:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -22,7 +23,7 @@ __all__ = [
 MIN_DELAY_SAMPLES = 16
 
 
-def auto_or_count(name: str, setting: object, minimum: int) -> int | str:
+def auto_or_count(name: str, setting: object, minimum: int) -> Literal["auto"] | int:
     """An option that is ``'auto'`` or an integer of at least ``minimum``, checked.
 
     Examples
