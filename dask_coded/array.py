@@ -11,8 +11,15 @@ from dask.base import DaskMethodsMixin, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _compat, config, keys
-from ._compat import Alias, Task, TaskRef
-from .blocks import CodedTask, block_exponents, block_max_abs, scaled_parity_block, transpose_block
+from ._compat import Task, TaskRef
+from .blocks import (
+    CodedTask,
+    aligned_block,
+    block_exponents,
+    block_max_abs,
+    scaled_parity_block,
+    transpose_block,
+)
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
 from .codes.sizing import auto_or_count, delays_from_evidence, parity_from_evidence
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
@@ -445,7 +452,10 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
 
     for other in other_axis_blocks:
         for j in range(code.k):
-            layer[key(name, j, other)] = Alias(key(name, j, other), key(A.name, j, other))
+            # A task, not an alias: the block is moved to its own worker, and aligned once there.
+            layer[key(name, j, other)] = CodedTask(
+                key(name, j, other), aligned_block, TaskRef(key(A.name, j, other))
+            )
     max_name = keys.MAX_ABS + tokenize(name)
     for q, group in enumerate(code.groups):
         data = group.members[: group.code.k]

@@ -423,6 +423,26 @@ async def test_every_group_of_a_grouped_code_outlasts_a_slow_machine(c, s, *work
         assert not on_slow, (label, on_slow)
 
 
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
+async def test_data_blocks_moved_to_their_workers_are_aligned(c, s, *workers):
+    """A block that travelled may start at any byte (distributed reads it into its message's buffer),
+    and NumPy multiplies it without BLAS; the persisted data blocks, spread from one worker, are not so."""
+    await dask_coded.register(c)
+    a = _matrix(rows=4000, cols=500)
+    plain = await c.persist(da.from_array(a, chunks=(1000, 500)), workers=[workers[0].address])
+    coded = await c.persist(dask_coded.encode(plain, code=MDSCode(4, 6)))
+    stored = {
+        key: (worker.address, value)
+        for worker in workers
+        for key, value in worker.data.items()
+        if isinstance(key, tuple) and key[0] == coded.name and key[1] < 4
+    }
+    assert {holder for holder, _ in stored.values()} - {workers[0].address}, "no data block travelled"
+    assert all(value.flags.aligned for _, value in stored.values())
+    for (_, index, _), (_, value) in stored.items():
+        np.testing.assert_array_equal(value, a[1000 * index : 1000 * (index + 1)])
+
+
 def _wait_for_go():
     Event("go").wait()
     return np.arange(60.0)
