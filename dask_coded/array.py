@@ -387,8 +387,8 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         with ``coded.data-blocks: auto``, the MDS code re-splits an ``A`` of
         at most ``W`` chunks (and at least ``W`` entries) along ``axis``
         into the ``k`` data blocks of ``W`` coded blocks, one per worker,
-        with the least expected latency under the task times the scheduler
-        plugin measured (:func:`~dask_coded.codes.sizing.data_blocks_for`);
+        ``k`` chosen from the task times the scheduler plugin measured
+        (:func:`~dask_coded.codes.sizing.data_blocks_for`);
         :attr:`CodedArray.chunks` says how.
     axis
         The axis to split: 0 for a left operand (rows), 1 for a right one (columns).

@@ -848,9 +848,31 @@ def test_data_blocks_one_per_worker_at_most_twice_the_work(workers, parity, dela
 
 
 def test_data_blocks_shrink_as_the_tail_grows():
-    chosen = [data_blocks_for(8, 1, (1.0, scale)) for scale in (0.0, 0.5, 2.0, 10.0)]
+    chosen = [data_blocks_for(8, 1, (1.0, scale)) for scale in (0.0, 0.1, 0.2, 0.5, 2.0, 10.0)]
     assert chosen == sorted(chosen, reverse=True) and chosen[0] == 7 and chosen[-1] == 4
     assert data_blocks_for(8, 3, (1.0, 0.0)) == 5  # two slow workers measured: their blocks are lost
+
+
+@pytest.mark.parametrize("delays", [(1.0, 0.1), (1.0, 0.5), (0.43, 0.82), (0.2, 3.0)])
+def test_data_blocks_hedge_between_delays_that_scale_with_work_and_delays_that_do_not(delays):
+    """Simulated, not from the formula: the chosen k is never far from the best k of either reading."""
+    workers, parity = 8, 1
+    draws = delays[0] + np.random.default_rng(0).exponential(delays[1], (20_000, workers))
+    kth_fastest = np.sort(draws, axis=1)  # the k-th fastest worker's delay, for every k
+    choices = range(4, workers - parity + 1)
+    scaling = {k: kth_fastest[:, k - 1].mean() / k for k in choices}  # delays grow with 1/k of the work
+    fixed = {k: kth_fastest[:, k - 1].mean() for k in choices}  # delays that do not
+    k = data_blocks_for(workers, parity, delays)
+    worst = max(scaling[k] / min(scaling.values()), fixed[k] / min(fixed.values()))
+    for other in choices:
+        other_worst = max(scaling[other] / min(scaling.values()), fixed[other] / min(fixed.values()))
+        assert worst <= other_worst * 1.01, (k, other)
+    # Lee et al.'s rule alone takes the k best under delays that scale: the hedge never keeps fewer
+    # spare blocks, and under the strategies benchmark's tail (in units of the median task) more.
+    lee = min(choices, key=scaling.get)
+    assert k <= lee
+    if delays == (0.43, 0.82):
+        assert k == 4 < lee
 
 
 def test_delays_from_evidence_leaves_slow_workers_out():

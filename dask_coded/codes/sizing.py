@@ -216,18 +216,25 @@ def data_blocks_for(workers: int, parity: int, delays: tuple[float, float] | Non
     ``parity`` blocks of redundancy are the least (one per worker measured
     slow, plus one: :func:`parity_from_evidence`); the slow ones'
     blocks count as lost. With ``delays``, the ``(shift, scale)`` the other
-    workers' task times fit (:func:`fit_shifted_exponential`), ``k`` is the
-    one with the least :func:`expected_latency`; without, ``workers -
-    parity``. Never below half the workers, so a call does at most twice the
-    work of an uncoded one; None where that leaves no choice (too few
-    workers for ``parity``).
+    workers' task times fit (:func:`fit_shifted_exponential`), ``k`` hedges
+    between two readings of them that task times of one size cannot tell
+    apart: delays that grow with a task's work (Lee et al.'s model,
+    :func:`expected_latency`, where smaller blocks finish sooner) and delays
+    that do not (a pause, a busy neighbour: only the wait for the ``k``-th
+    fastest of ``n`` counts). It is the ``k`` whose expected latency is
+    closest to the best under either reading (least maximum regret). Without
+    ``delays``, ``workers - parity``. Never below half the workers, so a call
+    does at most twice the work of an uncoded one; None where that leaves no
+    choice (too few workers for ``parity``).
 
     Examples
     --------
     >>> data_blocks_for(8, parity=1, delays=(1.0, 0.0))  # a quiet cluster: one parity
     7
-    >>> data_blocks_for(8, parity=1, delays=(1.0, 2.0))  # a long tail: smaller blocks, more parities
-    5
+    >>> data_blocks_for(8, parity=1, delays=(1.0, 0.2))  # a short tail: one more parity
+    6
+    >>> data_blocks_for(8, parity=1, delays=(1.0, 2.0))  # a long tail: half the blocks are spare
+    4
     >>> data_blocks_for(8, parity=2, delays=None), data_blocks_for(2, parity=2, delays=None)
     (6, None)
     """
@@ -238,4 +245,14 @@ def data_blocks_for(workers: int, parity: int, delays: tuple[float, float] | Non
     if delays is None:
         return largest
     on_time = workers - (parity - 1)  # the slow workers' blocks never arrive in time
-    return min(range(smallest, largest + 1), key=lambda k: (expected_latency(k, on_time, *delays), -k))
+    choices = range(smallest, largest + 1)
+    scaling = _regrets([expected_latency(k, on_time, *delays) for k in choices])
+    fixed = _regrets([k * expected_latency(k, on_time, *delays) for k in choices])
+    regrets = [max(pair) for pair in zip(scaling, fixed)]
+    return max(k for k, regret in zip(choices, regrets) if regret == min(regrets))
+
+
+def _regrets(latencies: Sequence[float]) -> list[float]:
+    """How much slower each choice is than the best one, as a fraction of the best."""
+    best = min(latencies)
+    return [latency / best - 1 if best > 0 else 0.0 for latency in latencies]
