@@ -167,7 +167,8 @@ def aligned_block(block: Any) -> Any:
     so a block that travelled between workers may start at any byte, and
     NumPy multiplies such a block without BLAS, several times slower. A data
     block of a persisted :class:`~dask_coded.CodedArray` is moved to its
-    worker once and multiplied on every call: it is aligned once, here.
+    worker once and multiplied on every call: it is aligned once, here (a
+    block moved again later, off a retiring worker, is not).
 
     Examples
     --------

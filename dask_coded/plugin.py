@@ -59,7 +59,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from dask.utils import key_split
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
@@ -90,7 +89,7 @@ from .policy import (
     spread_worker,
     time_saved,
 )
-from .stats import TaskTimes
+from .stats import TaskTimes, task_kind
 
 __all__ = ["CodedSchedulerPlugin", "register", "plugin_stats"]
 
@@ -469,7 +468,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 if keys.key_name(key).startswith(keys.PRODUCT):  # only members are ever looked up
                     self._computed_by[key] = kwargs["worker"]
                 duration = _compat.task_duration(kwargs.get("startstops"))
-                self.task_times.record(key_split(key), kwargs["worker"], duration)
+                self.task_times.record(task_kind(key, ts.run_spec), kwargs["worker"], duration)
             for dependent in ts.dependents:
                 if dependent.state == "waiting" and _decode_spec(dependent) is not None:
                     self._pending.add(dependent.key)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
-__all__ = ["TaskTimes"]
+from dask.utils import key_split
+
+__all__ = ["TaskTimes", "task_kind"]
 
 #: Recent durations of a kind of task that a new one of that kind is compared with.
 _REFERENCE_DURATIONS = 15
@@ -22,11 +25,32 @@ _MIN_MODELLED_DURATION = 0.001
 _MAX_KINDS = 1000
 
 
+def task_kind(key: Any, run_spec: Any) -> str:
+    """What a task's duration is compared with: its key prefix, and its function where it has one.
+
+    One prefix can hold different work: an encoding's data blocks are copied
+    where they moved, its parities mix ``k`` blocks each; compared with one
+    another, the parities' workers would look slow.
+
+    Examples
+    --------
+    >>> from dask._task_spec import Task
+    >>> task_kind(("coded-encode-rows-mds-0b4676e025c788125458fc6b7105baea", 4, 0), Task("x", sum, [1.0]))
+    'coded-encode-rows-mds.sum'
+    >>> task_kind("finalize-0b4676e025c788125458fc6b7105baea", None)
+    'finalize'
+    """
+    function = getattr(run_spec, "func", None)
+    if function is None:
+        return key_split(key)
+    return f"{key_split(key)}.{getattr(function, '__name__', type(function).__name__)}"
+
+
 class TaskTimes:
     """Each worker's task durations relative to the cluster's, for the same kind of task.
 
     A finished task's *ratio* is its duration over the median of the last
-    durations of its kind (its key prefix) on any worker, taken before it. The
+    durations of its kind (:func:`task_kind`) on any worker, taken before it. The
     median is not pulled up by a slow machine's own tasks, and a task is not
     compared with itself, so a machine 10x slower shows ratios near 10 (an
     average that includes the task, as the scheduler's per-prefix average

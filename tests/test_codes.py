@@ -851,6 +851,10 @@ def test_data_blocks_shrink_as_the_tail_grows():
     chosen = [data_blocks_for(8, 1, (1.0, scale)) for scale in (0.0, 0.1, 0.2, 0.5, 2.0, 10.0)]
     assert chosen == sorted(chosen, reverse=True) and chosen[0] == 7 and chosen[-1] == 4
     assert data_blocks_for(8, 3, (1.0, 0.0)) == 5  # two slow workers measured: their blocks are lost
+    assert data_blocks_for(8, 0, (1.0, 0.05)) == 7  # no parity asked: still no more than W workers
+    for delays in [(float("inf"), 1.0), (1.0, float("nan")), (-1.0, 1.0)]:
+        with pytest.raises(ValueError, match="finite, non-negative delays"):
+            data_blocks_for(8, 1, delays)
 
 
 @pytest.mark.parametrize("delays", [(1.0, 0.1), (1.0, 0.5), (0.43, 0.82), (0.2, 3.0)])

@@ -1,10 +1,12 @@
+import dask.array as da
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dask_coded
 from dask_coded.codes.sizing import slow_workers
-from dask_coded.stats import TaskTimes
+from dask_coded.stats import TaskTimes, task_kind
 
 WORKERS = [f"w{i}" for i in range(8)]
 
@@ -118,3 +120,27 @@ def test_ratios_do_not_depend_on_the_unit_of_time(durations, scale):
     for worker, ratio in times.ratios.items():
         np.testing.assert_allclose(scaled.ratios[worker], ratio, rtol=1e-9)
         assert ratio > 0
+
+
+def test_an_encodings_copies_and_parities_are_different_kinds():
+    """Data blocks that moved are copied (a few ms), parities mix k blocks: one prefix, different work.
+
+    Compared with each other, the workers computing parities would look slow on a quiet cluster.
+    """
+    coded = dask_coded.encode(da.ones((400, 50), chunks=(100, 50)), code=dask_coded.MDSCode(4, 6))
+    graph = coded.__dask_graph__()
+    kinds = {key[1]: task_kind(key, graph[key]) for key in graph if key[0] == coded.name}
+    assert len({kinds[i] for i in range(4)}) == 1 and len({kinds[i] for i in (4, 5)}) == 1
+    assert kinds[0] != kinds[4] and kinds[0].startswith("coded-encode-rows")
+    # One call encoding 4 column blocks: a copy of each data chunk (5 ms), then each parity chunk (17 ms).
+    data = [("a", 0, 0.005), ("b", 1, 0.005), ("c", 2, 0.005), ("d", 3, 0.005)]
+    records = [*data, ("e", 4, 0.017), ("f", 5, 0.017)] * 4
+
+    def ratios(kind_of):
+        times = TaskTimes()
+        for worker, index, duration in records:
+            times.record(kind_of(index), worker, duration)
+        return times.ratios
+
+    assert slow_workers(ratios(lambda index: "coded-encode-rows-mds")) == {"e", "f"}  # one kind: wrong
+    assert not slow_workers(ratios(kinds.get))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
@@ -220,9 +221,10 @@ def data_blocks_for(workers: int, parity: int, delays: tuple[float, float] | Non
     between two readings of them that task times of one size cannot tell
     apart: delays that grow with a task's work (Lee et al.'s model,
     :func:`expected_latency`, where smaller blocks finish sooner) and delays
-    that do not (a pause, a busy neighbour: only the wait for the ``k``-th
-    fastest of ``n`` counts). It is the ``k`` whose expected latency is
-    closest to the best under either reading (least maximum regret). Without
+    that do not (a pause, a busy neighbour: a task takes as long at any
+    ``k``, and only the wait for the ``k``-th fastest of ``n`` counts). It
+    is the ``k`` whose expected latency is closest to the best under either
+    reading (least worst regret; the largest such ``k`` on a tie). Without
     ``delays``, ``workers - parity``. Never below half the workers, so a call
     does at most twice the work of an uncoded one; None where that leaves no
     choice (too few workers for ``parity``).
@@ -244,7 +246,9 @@ def data_blocks_for(workers: int, parity: int, delays: tuple[float, float] | Non
         return None
     if delays is None:
         return largest
-    on_time = workers - (parity - 1)  # the slow workers' blocks never arrive in time
+    if not all(math.isfinite(value) and value >= 0 for value in delays):
+        raise ValueError(f"data_blocks_for needs finite, non-negative delays, got {delays}")
+    on_time = workers - max(parity - 1, 0)  # the slow workers' blocks never arrive in time
     choices = range(smallest, largest + 1)
     scaling = _regrets([expected_latency(k, on_time, *delays) for k in choices])
     fixed = _regrets([k * expected_latency(k, on_time, *delays) for k in choices])
