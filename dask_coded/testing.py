@@ -6,6 +6,8 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 from distributed.diagnostics.plugin import WorkerPlugin
 
 __all__ = ["KeyRecorder", "assert_eq", "keys_received", "one_block_per_worker", "relative_error"]
@@ -60,7 +62,9 @@ def one_block_per_worker(
     Plain Dask's best layout for a blocked product on a cluster, and the fair
     baseline for a coded one: each block is generated on its worker (nothing
     large travels in the graph), so a slow worker delays only its own blocks.
-    ``blocks`` defaults to the number of workers.
+    ``blocks`` defaults to the number of workers. The blocks are the array's
+    own keys, already in memory: persisting it runs nothing (a concatenation
+    of persisted pieces would run one alias task per block, on any worker).
 
     Examples
     --------
@@ -72,15 +76,20 @@ def one_block_per_worker(
     """
     workers = sorted(client.nthreads())
     blocks = len(workers) if blocks is None else blocks
-    sizes = [len(part) for part in np.array_split(np.arange(rows), blocks)]
-    pieces = [
-        client.persist(
-            da.random.default_rng([seed, i]).standard_normal((size, cols), chunks=(size, cols)),
-            workers=[workers[i % len(workers)]],
+    sizes = tuple(len(part) for part in np.array_split(np.arange(rows), blocks))
+    name = "random-rows-" + tokenize(rows, cols, blocks, seed, workers)
+    futures: dict[Any, Any] = {
+        (name, i, 0): client.submit(
+            _standard_normal, (seed, i), (size, cols), key=(name, i, 0), workers=[workers[i % len(workers)]]
         )
         for i, size in enumerate(sizes)
-    ]
-    return da.concatenate(pieces)
+    }
+    graph = HighLevelGraph.from_collections(name, futures, dependencies=())
+    return da.Array(graph, name, (sizes, (cols,)), dtype=np.float64, meta=np.empty((0, 0)))
+
+
+def _standard_normal(seed: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
 
 
 class KeyRecorder(WorkerPlugin):

@@ -3,7 +3,8 @@
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import get_client, wait
+from dask.core import flatten
+from distributed import futures_of, get_client, wait
 
 import dask_coded
 from dask_coded.faults import inject
@@ -199,7 +200,7 @@ def _sharded_least_squares(client, n=400, d=5, noise=1e-3, seed=0):
     copy the X chunk there, and the trainers could then take that copy as the shard's home.
     """
     workers = sorted(client.nthreads())
-    X = client.persist(one_block_per_worker(client, n, d, seed=seed))
+    X = one_block_per_worker(client, n, d, seed=seed)
     w = np.random.default_rng(seed).standard_normal(d)
     y_chunks = []
     for i, size in enumerate(X.chunks[0]):
@@ -208,7 +209,11 @@ def _sharded_least_squares(client, n=400, d=5, noise=1e-3, seed=0):
         y_chunks.append(client.persist(y_chunk, workers=[workers[i % len(workers)]]))
     y = da.concatenate(y_chunks)
     wait([X, y])
-    return X, y, X.compute(), y.compute()
+    # Gathered to the client: X.compute() would copy every chunk to the worker assembling them, one more
+    # holder of each shard until those copies are dropped.
+    chunks = {future.key: future for future in futures_of(X)}
+    X_local = np.concatenate(client.gather([chunks[key] for key in flatten(X.__dask_keys__())]))
+    return X, y, X_local, y.compute()
 
 
 SHARDED_TRAINERS = [
