@@ -250,9 +250,9 @@ def data_blocks_for(workers: int, parity: int, delays: tuple[float, float] | Non
         raise ValueError(f"data_blocks_for needs finite, non-negative delays, got {delays}")
     on_time = workers - max(parity - 1, 0)  # the slow workers' blocks never arrive in time
     choices = range(smallest, largest + 1)
-    scaling = _regrets([expected_latency(k, on_time, *delays) for k in choices])
-    fixed = _regrets([k * expected_latency(k, on_time, *delays) for k in choices])
-    regrets = [max(pair) for pair in zip(scaling, fixed)]
+    scaling = [expected_latency(k, on_time, *delays) for k in choices]
+    fixed = [k * latency for k, latency in zip(choices, scaling)]  # the whole task, at any k
+    regrets = [max(pair) for pair in zip(_regrets(scaling), _regrets(fixed))]
     return max(k for k, regret in zip(choices, regrets) if regret == min(regrets))
 
 
