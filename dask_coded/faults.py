@@ -98,8 +98,9 @@ class FaultModel:
         These workers die ``kill_after`` seconds after they start their first
         affected task.
     min_run_time
-        A task that runs for less than this many seconds of its own gets no
-        modelled delay (a slow worker still multiplies its run time):
+        A task that uses less than this many seconds of CPU time on its
+        thread gets no modelled delay (a slow worker still multiplies its
+        run time):
         stragglers come from work, and a task that only hands on a block or
         assembles a tuple has next to none. 0 (the default) delays every task.
     tasks
@@ -293,6 +294,7 @@ def _matches(worker: Any, names: tuple[str, ...] | int) -> bool:
 def _mark_start(call: dict[str, Any]) -> None:
     """Run on the worker's thread just before the wrapped task: its own run time starts here."""
     call["start"] = time.time()
+    call["cpu_start"] = time.thread_time()
 
 
 def _faulty_result(call: dict[str, Any], started: None, result: Any) -> Any:
@@ -301,7 +303,10 @@ def _faulty_result(call: dict[str, Any], started: None, result: Any) -> Any:
     ``started`` is :func:`_mark_start`'s None: evaluated first, it timed the task's own work.
     """
     run_time = time.time() - call["start"]
-    delay = call["delay"] if run_time >= call["min_run_time"] else 0.0
+    # Work is the CPU time of the task's thread: on a worker whose event loop holds the GIL, or a
+    # machine with more workers than cores, a task of microseconds can take milliseconds to run.
+    work = time.thread_time() - call["cpu_start"]
+    delay = call["delay"] if work >= call["min_run_time"] else 0.0
     if call["slow_factor"] > 1:
         delay = (delay + run_time) * call["slow_factor"] - run_time
     deadline = time.time() + max(delay, 0.0)

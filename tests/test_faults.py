@@ -97,7 +97,14 @@ async def test_slow_worker_is_slow_for_plain_dask(c, s, a, b, w):
 
 
 def _work(seconds):
-    time.sleep(seconds)  # the task's own run time, as far as the fault model can tell
+    end = time.thread_time() + seconds  # CPU time of this thread: the task's own work
+    while time.thread_time() < end:
+        pass
+    return seconds
+
+
+def _wait(seconds):
+    time.sleep(seconds)
     return seconds
 
 
@@ -106,6 +113,7 @@ async def test_only_tasks_with_min_run_time_of_work_are_delayed(c, s, a):
     # 1000 s would outlast the test's time limit: a tiny task that returns was not delayed.
     await c.register_plugin(FaultInjector(FaultModel(delay_shift=1000.0, min_run_time=0.05)), name="faults")
     assert await c.submit(int, "7") == 7
+    assert await c.submit(_wait, 0.1, pure=False) == 0.1  # waiting is not work
     await c.register_plugin(FaultInjector(FaultModel(delay_shift=0.3, min_run_time=0.05)), name="faults")
     start = time.monotonic()
     assert await c.submit(_work, 0.1, pure=False) == 0.1
