@@ -26,7 +26,7 @@ from dask_coded.codes import (
 )
 from dask_coded.codes.base import ONE_SIDED as KIND_ONE
 from dask_coded.codes.base import TWO_SIDED as KIND_TWO
-from dask_coded.codes.base import equilibration_exponents
+from dask_coded.codes.base import _decode_plan, equilibration_exponents
 from dask_coded.codes.sizing import (
     MIN_DELAY_SAMPLES,
     data_blocks_for,
@@ -903,3 +903,16 @@ def test_decoding_weights_are_cached_by_code_value_and_read_only():
     assert "_weights_memo" not in pickle.loads(pickle.dumps(big)).__dict__
     decoded = big.decoding_weights(recovery) @ big.generator[recovery]
     np.testing.assert_allclose(decoded, np.eye(70), atol=1e-8)
+
+
+def test_decode_plans_are_cached_by_code_value():
+    """A decode from the plugin's recovery set looks its weights and condition up once per worker."""
+    plan = _decode_plan(MDSCode(4, 6), (0, 2, 4, 5), (1,))
+    assert _decode_plan(MDSCode(4, 6), (0, 2, 4, 5), (1,)) is plan
+    assert plan.copies is None and plan.used == (0, 2, 4, 5) and not plan.weights.flags.writeable
+    assert plan.condition == MDSCode(4, 6).decoding_condition([0, 2, 4, 5])
+    assert _decode_plan(MDSCode(4, 6), (0, 2, 4, 5), (2,)).copies == (2,)
+    blocks = [np.full(3, float(j + 1)) for j in range(4)]
+    results = {i: b for i, b in enumerate(MDSCode(4, 6).encode(blocks)) if i in plan.used}
+    (solved,) = MDSCode(4, 6).decode(results, outputs=[1], recovery_set=(0, 2, 4, 5))
+    np.testing.assert_allclose(solved, blocks[1], rtol=1e-12)

@@ -619,13 +619,12 @@ class Code:
                 raise ValueError(
                     "recovery_set and max_errors cannot be combined: checking needs every result"
                 )
-            chosen = self._validate_indices(recovery_set)
-            weights = self.output_weights(outputs, chosen)
-            if _selects(weights):
-                for o, row in zip(outputs, weights):
-                    decoded[o] = self._result(arrays, chosen[_selected_block(row)])  # type: ignore[index]
+            plan = _decode_plan(self, self._validate_indices(recovery_set), tuple(outputs))
+            if plan.copies is not None:
+                for o, copied in zip(outputs, plan.copies):
+                    decoded[o] = self._result(arrays, copied)
             else:
-                decoded.update(self._solve(arrays, chosen, weights, outputs, scales))
+                decoded.update(self._solve(arrays, plan, outputs, scales))
         else:
             if max_errors:
                 wrong = self.locate_errors(arrays, max_errors=max_errors, exponents=scales, suspects=suspects)
@@ -639,8 +638,7 @@ class Code:
                     decoded[o] = arrays[direct]
             if rest:
                 chosen = self._finite_recovery_set(arrays, indices, rest)
-                weights = self.decoding_weights(chosen)[rest]
-                decoded.update(self._solve(arrays, chosen, weights, rest, scales))
+                decoded.update(self._solve(arrays, _decode_plan(self, chosen, tuple(rest)), rest, scales))
         out = [decoded[o] for o in outputs]
         if shapes is not None:
             if len(shapes) != len(out):
@@ -683,12 +681,11 @@ class Code:
     def _solve(
         self,
         arrays: Mapping[int, np.ndarray],
-        chosen: tuple[int, ...],
-        weights: np.ndarray,
+        plan: _DecodePlan,
         outputs: Sequence[int],
         scales: np.ndarray | None,
     ) -> dict[int, np.ndarray]:
-        """Targets ``outputs`` as ``weights @ results[chosen]``, un-equilibrated, with an accuracy check.
+        """Targets ``outputs`` as ``plan.weights @ results[plan.used]``, un-equilibrated and checked.
 
         With ``scales`` (an equilibrated encoding), parities computed
         ``generator[i] @ (2**-e * unknowns)`` while data blocks (rows that copy
@@ -696,27 +693,25 @@ class Code:
         ``2**-e`` first, the scaled unknowns solved for, and the outputs scaled
         back. Powers of two make both steps exact.
         """
-        used = [c for c in range(len(chosen)) if weights[:, c].any()]
-        absent = [chosen[c] for c in used if chosen[c] not in arrays]
+        absent = [i for i in plan.used if i not in arrays]
         if absent:
             raise DecodingError(
-                f"the decode of {self!r} from {list(chosen)} needs the results of blocks {absent}"
+                f"the decode of {self!r} from {list(plan.chosen)} needs the results of blocks {absent}"
             )
-        weights = weights[:, used]
-        blocks = [arrays[chosen[c]] for c in used]
+        blocks = [arrays[i] for i in plan.used]
         # One pass over each block: its magnitude says whether it is finite, and how much
         # round-off it brings into the outputs.
         sizes = np.array([max_abs(b) for b in blocks])
-        bad = tuple(chosen[c] for c, size in zip(used, sizes) if not math.isfinite(size))
+        bad = tuple(i for i, size in zip(plan.used, sizes) if not math.isfinite(size))
         if bad:  # only mixing decodes get here: a copy's own NaN is its own
             raise DecodingError(
-                f"decoding output(s) {list(outputs)} of {self!r} from blocks {list(chosen)} would mix the "
-                f"non-finite (NaN or inf) results of blocks {list(bad)} into them and spread NaN/inf to "
+                f"decoding output(s) {list(outputs)} of {self!r} from blocks {list(plan.chosen)} would mix "
+                f"the non-finite (NaN or inf) results of blocks {list(bad)} into them and spread NaN/inf to "
                 "blocks that have none; decode from finite results or wait for the outputs' own blocks",
                 suspects=bad,
             )
         if scales is not None:
-            unknowns = [_selected_block(self.generator[chosen[c]]) for c in used]
+            unknowns = [self.copied_block(i) for i in plan.used]
             blocks = [
                 b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
                 for j, b in zip(unknowns, blocks)
@@ -725,9 +720,9 @@ class Code:
                 [size if j is None else math.ldexp(size, -int(scales[j])) for j, size in zip(unknowns, sizes)]
             )
         dtype = _working_dtype(np.result_type(*blocks))
-        out = combine(weights, blocks, dtype)
-        if not _selects(weights):
-            self._warn_if_inaccurate(chosen, weights, sizes, out, outputs, dtype)
+        out = combine(plan.weights, blocks, dtype)
+        if plan.copies is None:
+            self._warn_if_inaccurate(plan, sizes, out, outputs, dtype)
         if scales is not None:
             targets = [_selected_block(self.targets[o]) for o in outputs]
             out = [scale_by_power_of_two(o, int(scales[t])) for o, t in zip(out, targets)]  # type: ignore[index]
@@ -735,8 +730,7 @@ class Code:
 
     def _warn_if_inaccurate(
         self,
-        chosen: tuple[int, ...],
-        weights: np.ndarray,
+        plan: _DecodePlan,
         sizes: np.ndarray,
         out: Sequence[np.ndarray],
         outputs: Sequence[int],
@@ -751,9 +745,8 @@ class Code:
         """
         eps = float(np.finfo(dtype).eps)
         target = accuracy_target(dtype)
-        condition = self.decoding_condition(chosen)
-        worst, where = condition * eps, None
-        for o, row, block in zip(outputs, weights, out):
+        worst, where = plan.condition * eps, None
+        for o, row, block in zip(outputs, plan.weights, out):
             size = max_abs(block)
             if size > 0 and np.isfinite(size):
                 estimate = eps * float(np.abs(row) @ sizes) / size
@@ -762,7 +755,7 @@ class Code:
         if worst > target:
             what = f"output block {where}" if where is not None else "the decode"
             warnings.warn(
-                f"decoding {self!r} from blocks {list(chosen)} (condition number {condition:.3g}): "
+                f"decoding {self!r} from blocks {list(plan.chosen)} (condition number {plan.condition:.3g}): "
                 f"the relative error of {what} may reach {worst:.2g}, more than {target:g}, the accuracy "
                 f"dask-coded promises for {dtype}; encode with equilibration_exponents, decode in a "
                 "wider dtype or use a better-conditioned code",
@@ -955,6 +948,48 @@ def _weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.nda
 @functools.lru_cache(maxsize=512)
 def _cached_weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
     return _read_only(*_decoding_weights(code, indices))
+
+
+class _DecodePlan(NamedTuple):
+    """What a decode of ``outputs`` from recovery set ``chosen`` needs besides the results."""
+
+    chosen: tuple[int, ...]
+    #: The blocks with a nonzero weight, and the weights of the outputs on them.
+    used: tuple[int, ...]
+    weights: np.ndarray
+    #: The block each output copies unchanged, when every output copies one; else None.
+    copies: tuple[int, ...] | None
+    #: The decode's condition number (1.0 for copies).
+    condition: float
+
+
+def _decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> _DecodePlan:
+    """The plan of a decode, cached by value like the weights.
+
+    With it, a decode task of a small block costs little more than the arithmetic on its blocks,
+    and a task with less work is less exposed to the stragglers the code hedges against.
+    """
+    if code.n <= _CACHED_CODE_SIZE:
+        return _cached_decode_plan(code, chosen, outputs)
+    return _build_decode_plan(code, chosen, outputs)
+
+
+def _build_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> _DecodePlan:
+    weights = code.output_weights(outputs, chosen)
+    columns = np.flatnonzero(weights.any(axis=0))
+    selected = [_selected_block(row) for row in weights]
+    if all(c is not None for c in selected):
+        copies = tuple(chosen[c] for c in selected)  # type: ignore[index]
+        return _DecodePlan(chosen, tuple(chosen[c] for c in columns), weights[:, columns], copies, 1.0)
+    used = tuple(chosen[c] for c in columns)
+    return _DecodePlan(chosen, used, weights[:, columns], None, code.decoding_condition(chosen))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> _DecodePlan:
+    plan = _build_decode_plan(code, chosen, outputs)
+    plan.weights.flags.writeable = False
+    return plan
 
 
 def _read_only(weights: np.ndarray, condition: float) -> tuple[np.ndarray, float]:
