@@ -190,6 +190,7 @@ class CodedArray(DaskMethodsMixin):
         chunks: tuple[tuple[int, ...], ...],
         dtype: np.dtype,
         axis: int,
+        source_chunks: tuple[int, ...] | None = None,
     ) -> None:
         self.dask = graph
         self.name = name
@@ -197,6 +198,8 @@ class CodedArray(DaskMethodsMixin):
         self.chunks = chunks
         self.dtype = np.dtype(dtype)
         self.axis = axis
+        # The encoded array's chunks along the axis, before any re-split: products are returned in them.
+        self._source_chunks = chunks[axis] if source_chunks is None else source_chunks
 
     # -- array-like attributes -------------------------------------------------
 
@@ -237,7 +240,9 @@ class CodedArray(DaskMethodsMixin):
             for j in range(len(self.coded_chunks[1]))
         }
         graph = HighLevelGraph.from_collections(name, layer, dependencies=[cast(Any, self)])
-        return CodedArray(graph, name, self.code, self.chunks[::-1], self.dtype, 1 - self.axis)
+        return CodedArray(
+            graph, name, self.code, self.chunks[::-1], self.dtype, 1 - self.axis, self._source_chunks
+        )
 
     def __repr__(self) -> str:
         return (
@@ -292,7 +297,7 @@ class CodedArray(DaskMethodsMixin):
         name = rename.get(self.name, self.name) if rename else self.name
         if not isinstance(graph, HighLevelGraph):
             graph = HighLevelGraph.from_collections(name, dict(graph), dependencies=())
-        return CodedArray(graph, name, self.code, self.chunks, self.dtype, self.axis)
+        return CodedArray(graph, name, self.code, self.chunks, self.dtype, self.axis, self._source_chunks)
 
     # -- products --------------------------------------------------------------
 
@@ -436,6 +441,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         return chunking(rows, cols, other_blocks, blocks=split, workers=workers, resplit=resplit)
 
     code = resolve_one_sided_code(code, sized)
+    source_chunks = A.chunks[axis]
     if code.k != split:
         A = A.rechunk({axis: even_chunks(length, code.k)})
 
@@ -488,4 +494,4 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     task = CodedTask(parity_key, scaled_parity_block, weights, exponents, *refs)
                 layer[parity_key] = task
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
-    return CodedArray(graph, name, code, A.chunks, A.dtype, axis)
+    return CodedArray(graph, name, code, A.chunks, A.dtype, axis, source_chunks)

@@ -43,8 +43,16 @@ def _as_input(x: Any, name: str) -> Any:
 
 
 def _plain(x: Any) -> Any:
-    """What ``da.dot`` is given in place of ``x``: a CodedArray's data blocks as a Dask array."""
-    return data_array(x) if isinstance(x, CodedArray) else x
+    """What ``da.dot`` is given in place of ``x``: a CodedArray's data as the array that was encoded.
+
+    In that array's chunks: ``encode(A) @ x`` has the chunks of ``A @ x`` even when encode re-split
+    ``A`` into other data blocks (the decoded blocks are rechunked).
+    """
+    if not isinstance(x, CodedArray):
+        return x
+    data = data_array(x)
+    source = x._source_chunks
+    return data if data.chunks[x.axis] == source else data.rechunk({x.axis: source})
 
 
 def _check_inner(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> None:

@@ -101,6 +101,18 @@ def test_code_objects_rechunk_to_fit(code):
     assert {spec.code for spec in specs} == {code}
 
 
+def test_a_re_split_coded_array_gives_the_chunks_of_the_array_it_encoded():
+    """``encode(A) @ x`` is a drop-in for ``A @ x``: encode's own data blocks do not leak out."""
+    rng = np.random.default_rng(1)
+    a_np, x_np = rng.standard_normal((11, 7)), rng.standard_normal((7, 5))
+    plain = da.from_array(a_np, chunks=(3, 7))
+    coded = dask_coded.encode(plain, MDSCode(2, 4))
+    assert coded.chunks == ((6, 5), (7,))  # re-split into the code's 2 data blocks
+    assert_eq(coded @ x_np, a_np @ x_np, scheduler="sync", like=da.matmul(plain, x_np))
+    # The transpose is coded along axis 1: the right operand.
+    assert_eq(x_np.T @ coded.T, x_np.T @ a_np.T, scheduler="sync", like=da.matmul(x_np.T, plain.T))
+
+
 def test_named_codes_take_their_size_from_config():
     a, b, _, _, _ = _operands("square", "float64", "dask", None)
     with dask.config.set({"coded.parity": 3}):
