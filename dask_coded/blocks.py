@@ -366,6 +366,24 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     return np.asarray(out).astype(dtype, copy=False)
 
 
+def assembled_block(grid: tuple[int, ...], slices: Sequence[tuple[slice, ...]], *blocks: Any) -> np.ndarray:
+    """One block cut from the ``blocks`` it overlaps: ``blocks[i][slices[i]]``, laid out in ``grid``.
+
+    Examples
+    --------
+    >>> a, b = np.arange(4.0), np.arange(4.0, 6.0)
+    >>> assembled_block((2,), [(slice(3, 4),), (slice(0, 2),)], a, b).tolist()
+    [3.0, 4.0, 5.0]
+    """
+    pieces = [np.asarray(block)[where] for block, where in zip(blocks, slices)]
+    if len(pieces) == 1:
+        return pieces[0]
+    if len(grid) == 1:
+        return np.concatenate(pieces)
+    rows = [pieces[r * grid[1] : (r + 1) * grid[1]] for r in range(grid[0])]
+    return np.block(rows)
+
+
 def _trimmed(out: np.ndarray, spec: DecodeSpec) -> np.ndarray:
     """A product as the output block: cut to its true shape, in the output dtype."""
     if out.shape != tuple(spec.shape):

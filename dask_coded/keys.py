@@ -19,6 +19,7 @@ __all__ = [
     "EXPONENTS",
     "MAX_ABS",
     "PRODUCT",
+    "RECHUNK",
     "SGD",
     "SGD_GRADIENT",
     "SGD_SHARD",
@@ -42,6 +43,8 @@ TRANSPOSE = "coded-transpose-"
 #: The coded block products of a group, and the decode of each output block.
 PRODUCT = "coded-product-"
 DECODE = "coded-decode-"
+#: Decoded blocks cut into the chunks ``da.dot`` gives, when the code split an operand its own way.
+RECHUNK = "coded-rechunk-"
 #: Backup copies of late tasks (speculative execution).
 BACKUP = "coded-backup-"
 #: The SGD trainers' tasks: gradients, and copies of shards placed for gradient coding.

@@ -21,9 +21,9 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import config, keys
-from ._compat import List, TaskRef
+from ._compat import List, Task, TaskRef
 from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
-from .blocks import CodedTask, DecodeSpec, decode_block, parity_block, product_block
+from .blocks import CodedTask, DecodeSpec, assembled_block, decode_block, parity_block, product_block
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
 from .codes.base import check_max_errors
 from .errors import DaskCodedWarning
@@ -204,8 +204,47 @@ def _contract(operation: str, a: Any, b: Any, code: Code | str | None, max_error
         return reference
     out = _coded(operation, a, b, code, max_errors, reference.dtype)
     if out.chunks != reference.chunks:
-        # A code object chose its own number of blocks; the result still has da.dot's chunks.
-        out = out.rechunk(reference.chunks)
+        # A code chose its own number of blocks; the result still has da.dot's chunks.
+        out = _in_chunks(out, reference.chunks)
+    return out
+
+
+def _in_chunks(out: da.Array, chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+    """``out`` in ``chunks``: one task per new block, cutting it from the decoded blocks it overlaps.
+
+    ``da.rechunk`` splits and merges in two layers of tasks, and under stragglers every layer of
+    tasks is one more wait for the slowest.
+    """
+    name = keys.RECHUNK + tokenize(out, chunks)
+    pieces = [_overlaps(old, new) for old, new in zip(out.chunks, chunks)]
+    layer: dict[Any, Any] = {}
+    for index in itertools.product(*(range(len(c)) for c in chunks)):
+        grid = [pieces[axis][i] for axis, i in enumerate(index)]
+        overlapped = list(itertools.product(*grid))
+        refs = [TaskRef((out.name, *(block for block, _ in piece))) for piece in overlapped]
+        slices = [tuple(where for _, where in piece) for piece in overlapped]
+        shape = tuple(len(g) for g in grid)
+        layer[(name, *index)] = Task((name, *index), assembled_block, shape, slices, *refs)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[out])
+    return da.Array(graph, name, chunks, meta=out._meta)
+
+
+def _overlaps(old: tuple[int, ...], new: tuple[int, ...]) -> list[list[tuple[int, slice]]]:
+    """For each new chunk along an axis, the old chunks it overlaps and the slice of each it takes."""
+    bounds = np.cumsum((0, *old)).tolist()
+    out, start, first = [], 0, 0
+    for size in new:
+        stop = start + size
+        while first < len(old) - 1 and bounds[first + 1] <= start:
+            first += 1
+        taken, i = [], first
+        while i < len(old) and (bounds[i] < stop or not taken):
+            taken.append(
+                (i, slice(max(start, bounds[i]) - bounds[i], max(min(stop, bounds[i + 1]) - bounds[i], 0)))
+            )
+            i += 1
+        out.append(taken)
+        start = stop
     return out
 
 

@@ -4,13 +4,16 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dask_coded
 from dask_coded import GroupedMDSCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode
 from dask_coded._compat import reference_key
 from dask_coded.blocks import DecodeSpec, decode_block
 from dask_coded.errors import DaskCodedWarning
-from dask_coded.keys import DECODE, PRODUCT
+from dask_coded.keys import DECODE, PRODUCT, RECHUNK
+from dask_coded.linalg import _in_chunks
 from dask_coded.testing import assert_eq
 
 RTOL = {"float64": 1e-10, "complex128": 1e-10, "float32": 1e-4, "int64": 0}
@@ -111,6 +114,27 @@ def test_a_re_split_coded_array_gives_the_chunks_of_the_array_it_encoded():
     assert_eq(coded @ x_np, a_np @ x_np, scheduler="sync", like=da.matmul(plain, x_np))
     # The transpose is coded along axis 1: the right operand.
     assert_eq(x_np.T @ coded.T, x_np.T @ a_np.T, scheduler="sync", like=da.matmul(x_np.T, plain.T))
+    # One task per output block cuts it from the decoded blocks: no second layer of tasks to straggle.
+    result = coded @ x_np
+    (decoded,) = result.dask.dependencies[result.name]
+    assert result.name.startswith(RECHUNK) and decoded.startswith(DECODE)
+
+
+def _chunking(draw, size):
+    cuts = sorted(draw(st.lists(st.integers(0, size), max_size=4)))
+    return tuple(b - a for a, b in zip([0, *cuts], [*cuts, size]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_decoded_blocks_are_cut_into_any_chunks(data):
+    shape = tuple(data.draw(st.lists(st.integers(0, 9), min_size=1, max_size=2)))
+    old = tuple(_chunking(data.draw, n) for n in shape)
+    new = tuple(_chunking(data.draw, n) for n in shape)
+    x = np.arange(float(np.prod(shape))).reshape(shape)
+    result = _in_chunks(da.from_array(x, chunks=old), new)
+    assert result.chunks == new
+    np.testing.assert_array_equal(result.compute(scheduler="sync"), x)
 
 
 def test_named_codes_take_their_size_from_config():
