@@ -100,9 +100,10 @@ class FaultModel:
     min_run_time
         A task that uses less than this many seconds of CPU time on its
         thread gets no modelled delay (a slow worker still multiplies its
-        run time):
-        stragglers come from work, and a task that only hands on a block or
-        assembles a tuple has next to none. 0 (the default) delays every task.
+        wall run time, waits included): stragglers come from work, and a
+        task that only hands on a block or assembles a tuple has next to
+        none. Threads a task starts (a multithreaded BLAS) are not counted.
+        0 (the default) delays every task.
     tasks
         Which tasks are affected: ``"all"``, or ``"products"``: the tasks
         that multiply blocks (``np.dot``/``matmul``/``tensordot`` chunks,

@@ -252,11 +252,6 @@ def _coded(
     operation: str, a: Any, b: Any, code: Code | str | None, max_errors: int, dtype: np.dtype
 ) -> da.Array:
     """The coded graph of ``a @ b`` (1-D or 2-D operands that :func:`fallback_reason` accepted)."""
-    if a.ndim == 1 and b.ndim == 1:
-        # vector . vector: a 1 x K row times the vector, then the scalar. da.dot computes a NumPy
-        # scalar and da.matmul a 0-d array; indexing and squeezing give the same.
-        row = _coded_operands(Operand(a).expand(0), Operand(b), code, max_errors, dtype)
-        return row.squeeze(0) if operation == "matmul" else row[0]
     if isinstance(a, CodedArray) and isinstance(b, CodedArray):
         raise ValueError("only one operand of dask_coded.dot may be a CodedArray")
     for coded, side, axis in ((a, "left", 0), (b, "right", 1)):
@@ -264,11 +259,18 @@ def _coded(
             if code is not None and code != coded.code:
                 raise ValueError(f"{coded!r} is already encoded with {coded.code!r}, not {code!r}")
             if coded.axis != axis or coded.ndim != 2:
+                # Its parities code the other axis (or, 1-D, the inner dimension): nothing to decode.
                 raise ValueError(
-                    f"a CodedArray used as the {side} operand must be 2-D and encoded along axis {axis}"
+                    f"a CodedArray used as the {side} operand must be 2-D and encoded along axis {axis}, "
+                    f"got a {coded.ndim}-D one encoded along axis {coded.axis}; dot its data_array instead"
                 )
             other = Operand(b if side == "left" else a)
             return _one_sided(CodedOperand.of_coded_array(coded), other, dtype, max_errors)
+    if a.ndim == 1 and b.ndim == 1:
+        # vector . vector: a 1 x K row times the vector, then the scalar. da.dot computes a NumPy
+        # scalar and da.matmul a 0-d array; indexing and squeezing give the same.
+        row = _coded_operands(Operand(a).expand(0), Operand(b), code, max_errors, dtype)
+        return row.squeeze(0) if operation == "matmul" else row[0]
     return _coded_operands(Operand(a), Operand(b), code, max_errors, dtype)
 
 
