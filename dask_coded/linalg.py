@@ -223,21 +223,23 @@ def _in_chunks(out: da.Array, chunks: tuple[tuple[int, ...], ...]) -> da.Array:
         overlapped = list(itertools.product(*grid))
         refs = [TaskRef((out.name, *(block for block, _ in piece))) for piece in overlapped]
         slices = [tuple(where for _, where in piece) for piece in overlapped]
-        shape = tuple(len(g) for g in grid)
-        layer[(name, *index)] = Task((name, *index), assembled_block, shape, slices, *refs)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[out])
+        key = (name, *index)
+        layer[key] = Task(key, assembled_block, tuple(len(g) for g in grid), slices, *refs)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[out])  # type: ignore[list-item]
     return da.Array(graph, name, chunks, meta=out._meta)
 
 
 def _overlaps(old: tuple[int, ...], new: tuple[int, ...]) -> list[list[tuple[int, slice]]]:
     """For each new chunk along an axis, the old chunks it overlaps and the slice of each it takes."""
     bounds = np.cumsum((0, *old)).tolist()
-    out, start, first = [], 0, 0
+    out: list[list[tuple[int, slice]]] = []
+    start = first = 0
     for size in new:
         stop = start + size
         while first < len(old) - 1 and bounds[first + 1] <= start:
             first += 1
-        taken, i = [], first
+        taken: list[tuple[int, slice]] = []
+        i = first
         while i < len(old) and (bounds[i] < stop or not taken):
             taken.append(
                 (i, slice(max(start, bounds[i]) - bounds[i], max(min(stop, bounds[i + 1]) - bounds[i], 0)))
