@@ -103,12 +103,14 @@ def missing_internals(scheduler: Any) -> list[str]:
     missing = [name for name in names if not hasattr(scheduler, name)]
     if "dsk" not in _parameters(getattr(scheduler, "_generate_taskstates", None)):
         missing.append("Scheduler._generate_taskstates(dsk=...)")
-    task_state = _task_state_class()
+    task_state = _scheduler_class("TaskState")
     if task_state is None:
         missing.append("distributed.scheduler.TaskState")
     else:
         slots = set(getattr(task_state, "__slots__", ())) | set(dir(task_state))
         missing += [f"TaskState.{name}" for name in _TASK_ATTRIBUTES if name not in slots]
+    if not hasattr(_scheduler_class("WorkerState"), "_dec_needs_replica"):
+        missing.append("WorkerState._dec_needs_replica")
     if not _reads_task_references():
         missing.append("dask._task_spec references readable as TaskRef or Alias")
     return missing
@@ -130,12 +132,12 @@ def _reads_task_references() -> bool:
     return keys == ["member-0", None, "member-2"] and set(task.dependencies) == {"member-0", "member-2"}
 
 
-def _task_state_class() -> type | None:
+def _scheduler_class(name: str) -> type | None:
     try:
-        from distributed.scheduler import TaskState
+        from distributed import scheduler
     except ImportError:
         return None
-    return TaskState
+    return getattr(scheduler, name, None)
 
 
 def intercept_graph_updates(scheduler: Any, before: Callable[[dict[Any, Any]], None]) -> None:
@@ -172,7 +174,15 @@ def intercept_graph_updates(scheduler: Any, before: Callable[[dict[Any, Any]], N
 
 
 def drop_dependency(task: Any, member: Any) -> None:
-    """Unlink ``member`` from ``task`` both ways, as if ``task`` had never needed it."""
+    """Unlink ``member`` from ``task`` both ways, as if ``task`` had never needed it.
+
+    A worker processing ``task`` may still be fetching ``member`` for it. It is counted in the
+    worker's ``needs_what`` (and occupancy) until ``task`` leaves the worker, which reads
+    ``task.dependencies`` then: without this, the count would never go back to zero.
+    """
+    worker = task.processing_on
+    if worker is not None and member in task.dependencies and member in worker.needs_what:
+        worker._dec_needs_replica(member)
     task.dependencies.discard(member)
     member.dependents.discard(task)
     if task.waiting_on:

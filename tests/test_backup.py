@@ -4,9 +4,10 @@ import dask.array as da
 import numpy as np
 import pytest
 from distributed import Client
-from distributed.utils_test import async_poll_for, captured_logger, gen_cluster
+from distributed.utils_test import BlockedGatherDep, async_poll_for, captured_logger, gen_cluster
 
 import dask_coded
+from dask_coded import _compat
 from dask_coded.backup import BACKUP_PREFIX
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.plugin import NAME, CodedSchedulerPlugin
@@ -84,3 +85,26 @@ async def test_backups_survive_resubmission_from_two_clients(c, s, *workers):
                     np.testing.assert_allclose(await f, a @ np.full(40, float(round_ % 2 + 1)), rtol=1e-12)
                 del f1, f2
         assert "Detected different `run_spec`" not in log.getvalue()
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], config=VALIDATE)
+async def test_a_lost_race_leaves_no_fetch_behind_on_the_losing_worker(c, s, b):
+    """The original of a won race may still be fetching a dependency; its worker stops needing it."""
+    async with BlockedGatherDep(s.address, nthreads=1) as x:
+        d = c.submit(np.ones, 10, workers=[b.address], key="d")
+        await d
+        original = c.submit(np.sum, d, workers=[x.address], key="original")
+        await x.in_gather_dep.wait()
+        loser, fetching = s.workers[x.address], s.tasks["d"]
+        assert s.tasks["original"].processing_on is loser and fetching in loser.needs_what
+        winner = c.submit(np.sum, d, workers=[b.address], key="winner")
+        await winner
+        # What the backup manager does when the backup (here "winner") finishes first; a task it
+        # backs up has no worker restrictions.
+        s.tasks["original"].worker_restrictions = None
+        orphans = _compat.make_alias(s.tasks["original"], s.tasks["winner"])
+        s.transitions({"original": "released"}, stimulus_id="test-won")
+        _compat.release_unneeded(s, orphans, "test-orphans")
+        assert not loser.processing and fetching not in loser.needs_what and loser.occupancy == 0
+        assert await original == 10.0
+        x.block_gather_dep.set()
