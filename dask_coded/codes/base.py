@@ -910,11 +910,6 @@ def scaled_rows(matrix: np.ndarray, exponents: np.ndarray) -> np.ndarray:
     return out
 
 
-def _selects(weights: np.ndarray) -> bool:
-    """Whether every row picks one block unchanged (nothing is lost, whatever the condition)."""
-    return bool(((weights != 0).sum(axis=1) == 1).all() and (weights.max(axis=1) == 1).all())
-
-
 #: Codes of at most this many blocks have their decoding weights cached: each entry is at most
 #: ``n x n`` numbers (32 KiB), so the cache stays under 16 MiB; bigger codes' pseudo-inverses cost
 #: little next to their blocks' arithmetic.
