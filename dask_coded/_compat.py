@@ -9,6 +9,8 @@
   its dependency links, and must see a new graph before the scheduler
   compares it with the tasks it holds. :func:`missing_internals` says what is
   absent on the running version.
+- ``dask.array.rechunk.old_to_new``: which slices of the old chunks make
+  each new chunk, what ``da.rechunk`` plans its tasks from.
 - The worker: which task this thread runs, and the worker's state of a task
   (cancelled or not; its ``run_spec``, which fault injection wraps).
 
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dask._task_spec import Alias, DataNode, GraphNode, List, Task, TaskRef
+from dask.array.rechunk import old_to_new
 
 __all__ = [
     "Alias",
@@ -39,6 +42,7 @@ __all__ = [
     "make_alias",
     "missing_internals",
     "new_task_like",
+    "old_to_new",
     "reference_key",
     "rekeyed",
     "release_unneeded",

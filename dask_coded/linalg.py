@@ -21,7 +21,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import config, keys
-from ._compat import List, Task, TaskRef
+from ._compat import List, Task, TaskRef, old_to_new
 from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, assembled_block, decode_block, parity_block, product_block
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
@@ -216,7 +216,7 @@ def _in_chunks(out: da.Array, chunks: tuple[tuple[int, ...], ...]) -> da.Array:
     tasks is one more wait for the slowest.
     """
     name = keys.RECHUNK + tokenize(out, chunks)
-    pieces = [_overlaps(old, new) for old, new in zip(out.chunks, chunks)]
+    pieces = old_to_new(out.chunks, chunks)  # per axis, per new chunk: (old chunk, slice of it)
     layer: dict[Any, Any] = {}
     for index in itertools.product(*(range(len(c)) for c in chunks)):
         grid = [pieces[axis][i] for axis, i in enumerate(index)]
@@ -227,27 +227,6 @@ def _in_chunks(out: da.Array, chunks: tuple[tuple[int, ...], ...]) -> da.Array:
         layer[key] = Task(key, assembled_block, tuple(len(g) for g in grid), slices, *refs)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[out])  # type: ignore[list-item]
     return da.Array(graph, name, chunks, meta=out._meta)
-
-
-def _overlaps(old: tuple[int, ...], new: tuple[int, ...]) -> list[list[tuple[int, slice]]]:
-    """For each new chunk along an axis, the old chunks it overlaps and the slice of each it takes."""
-    bounds = np.cumsum((0, *old)).tolist()
-    out: list[list[tuple[int, slice]]] = []
-    start = first = 0
-    for size in new:
-        stop = start + size
-        while first < len(old) - 1 and bounds[first + 1] <= start:
-            first += 1
-        taken: list[tuple[int, slice]] = []
-        i = first
-        while i < len(old) and (bounds[i] < stop or not taken):
-            taken.append(
-                (i, slice(max(start, bounds[i]) - bounds[i], max(min(stop, bounds[i + 1]) - bounds[i], 0)))
-            )
-            i += 1
-        out.append(taken)
-        start = stop
-    return out
 
 
 def _coded(
