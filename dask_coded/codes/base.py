@@ -972,11 +972,11 @@ def _decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) 
 def _build_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> _DecodePlan:
     weights = code.output_weights(outputs, chosen)
     columns = np.flatnonzero(weights.any(axis=0))
+    used = tuple(chosen[c] for c in columns)
     selected = [_selected_block(row) for row in weights]
     if all(c is not None for c in selected):
         copies = tuple(chosen[c] for c in selected)  # type: ignore[index]
-        return _DecodePlan(chosen, tuple(chosen[c] for c in columns), weights[:, columns], copies, 1.0)
-    used = tuple(chosen[c] for c in columns)
+        return _DecodePlan(chosen, used, weights[:, columns], copies, 1.0)
     return _DecodePlan(chosen, used, weights[:, columns], None, code.decoding_condition(chosen))
 
 
