@@ -7,7 +7,8 @@ the caller wants back, the *targets*, are other known combinations of the
 unknowns (:attr:`Code.targets`): the unknowns themselves for MDS and
 polynomial codes, their sum for MatDot and gradient codes. Decoding from a set
 ``S`` of finished blocks is then one small linear solve, ``targets @
-pinv(generator[S])``, applied to the block results.
+generator[S]^-1`` (a pseudo-inverse for sets larger than needed), applied to
+the block results.
 
 Error location (CodeNet, ABFT) works on *sketches*: a few random projections
 ``u^T R v`` of each block result. A set of results is consistent with the code
@@ -409,7 +410,7 @@ class Code:
         array([[1., 0.],
                [0., 1.]])
         """
-        return _weights_and_condition(self, self._validate_indices(indices))[0]
+        return _weights_and_bound(self, self._validate_indices(indices))[0]
 
     def output_recovery_set(self, output: int, indices: Iterable[int]) -> tuple[int, ...] | None:
         """The smallest set within ``indices`` that decodes target ``output``, or None.
@@ -449,7 +450,7 @@ class Code:
 
     def decoding_condition(self, indices: Iterable[int]) -> float:
         """The condition number of the decode from ``indices`` (a recovery set)."""
-        return _weights_and_condition(self, self._validate_indices(indices))[1]
+        return _cached_condition(self, self._validate_indices(indices))
 
     def condition_number(self, samples: int | None = 2000, seed: int = 0) -> float:
         """Worst condition number over the minimal recovery sets.
@@ -745,7 +746,10 @@ class Code:
         """
         eps = float(np.finfo(dtype).eps)
         target = accuracy_target(dtype)
-        worst, where = plan.condition * eps, None
+        condition = plan.condition_bound
+        if condition * eps > target:
+            condition = self.decoding_condition(plan.chosen)
+        worst, where = condition * eps, None
         for o, row, block in zip(outputs, plan.weights, out):
             size = max_abs(block)
             if size > 0 and np.isfinite(size):
@@ -754,8 +758,9 @@ class Code:
                     worst, where = estimate, o
         if worst > target:
             what = f"output block {where}" if where is not None else "the decode"
+            condition = self.decoding_condition(plan.chosen)
             warnings.warn(
-                f"decoding {self!r} from blocks {list(plan.chosen)} (condition number {plan.condition:.3g}): "
+                f"decoding {self!r} from blocks {list(plan.chosen)} (condition number {condition:.3g}): "
                 f"the relative error of {what} may reach {worst:.2g}, more than {target:g}, the accuracy "
                 f"dask-coded promises for {dtype}; encode with equilibration_exponents, decode in a "
                 "wider dtype or use a better-conditioned code",
@@ -911,7 +916,7 @@ def scaled_rows(matrix: np.ndarray, exponents: np.ndarray) -> np.ndarray:
 
 
 #: Codes of at most this many blocks have their decoding weights cached: each entry is at most
-#: ``n x n`` numbers (32 KiB), so the cache stays under 16 MiB; bigger codes' pseudo-inverses cost
+#: ``n x n`` numbers (32 KiB), so the cache stays under 16 MiB; bigger codes' inverses cost
 #: little next to their blocks' arithmetic.
 _CACHED_CODE_SIZE = 64
 
@@ -924,15 +929,15 @@ def _copies_of_targets(code: Code) -> tuple[frozenset[int], ...]:
     )
 
 
-def _weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
-    """The decoding weights from recovery set ``indices``, and the decode's condition number.
+def _weights_and_bound(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """The decoding weights from recovery set ``indices``, and a bound on the decode's condition number.
 
     Cached by value across code objects for small codes: every decode task
-    deserializes its own copy of the code, and a pseudo-inverse and an SVD
-    per task cost more than the decode's arithmetic on small blocks.
+    deserializes its own copy of the code, and solving for the weights per
+    task costs more than the decode's arithmetic on small blocks.
     """
     if code.n <= _CACHED_CODE_SIZE:
-        return _cached_weights_and_condition(code, indices)
+        return _cached_weights_and_bound(code, indices)
     # A big code: once per code object, as the decodes of one graph share it (not pickled).
     memo = code.__dict__.setdefault("_weights_memo", {})
     if indices not in memo:
@@ -941,8 +946,14 @@ def _weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=512)
-def _cached_weights_and_condition(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
+def _cached_weights_and_bound(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
     return _read_only(*_decoding_weights(code, indices))
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_condition(code: Code, indices: tuple[int, ...]) -> float:
+    code._require_recovery_set(indices)
+    return _condition(code.generator[list(indices)])
 
 
 class _DecodePlan(NamedTuple):
@@ -954,8 +965,9 @@ class _DecodePlan(NamedTuple):
     weights: np.ndarray
     #: The block each output copies unchanged, when every output copies one; else None.
     copies: tuple[int, ...] | None
-    #: The decode's condition number (1.0 for copies).
-    condition: float
+    #: At least the decode's condition number (1.0 for copies): the exact one costs an SVD, which
+    #: is only worth it when the bound comes near what the dtype can afford.
+    condition_bound: float
 
 
 def _decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> _DecodePlan:
@@ -977,7 +989,8 @@ def _build_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, 
     if all(c is not None for c in selected):
         copies = tuple(chosen[c] for c in selected)  # type: ignore[index]
         return _DecodePlan(chosen, used, weights[:, columns], copies, 1.0)
-    return _DecodePlan(chosen, used, weights[:, columns], None, code.decoding_condition(chosen))
+    bound = _weights_and_bound(code, chosen)[1]
+    return _DecodePlan(chosen, used, weights[:, columns], None, bound)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -987,24 +1000,37 @@ def _cached_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int,
     return plan
 
 
-def _read_only(weights: np.ndarray, condition: float) -> tuple[np.ndarray, float]:
+def _read_only(weights: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
     weights.flags.writeable = False  # shared by every decode that reads the cache
-    return weights, condition
+    return weights, bound
 
 
 def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """``targets @ generator[indices]^+`` and an upper bound on ``cond(generator[indices])``."""
     code._require_recovery_set(indices)
     rows = code.generator[list(indices)]
-    weights = code.targets @ np.linalg.pinv(rows)
+    if rows.shape[0] == rows.shape[1]:
+        # A minimal recovery set: an LU inverse costs a fraction of pinv's SVD, and its 1-norm
+        # condition bounds the 2-norm one (cond_2 <= n * cond_1) without another SVD.
+        inverse = np.linalg.inv(rows)
+        weights = code.targets @ inverse
+        bound = len(rows) * _one_norm(rows) * _one_norm(inverse)
+    else:
+        weights = code.targets @ np.linalg.pinv(rows)
+        bound = _condition(rows)
     # A target that one finished block computes directly (a data block of a
     # systematic code, a replica) is taken exactly, so those decodes cost
     # nothing and lose nothing.
-    for r, target in enumerate(code.targets):
-        same = np.flatnonzero((rows == target).all(axis=1))
-        if len(same):
+    for r, copies in enumerate(_copies_of_targets(code)):
+        same = [c for c, i in enumerate(indices) if i in copies]
+        if same:
             weights[r] = 0.0
             weights[r, same[0]] = 1.0
-    return weights, _condition(rows)
+    return weights, float(bound)
+
+
+def _one_norm(matrix: np.ndarray) -> float:
+    return float(np.abs(matrix).sum(axis=0).max())
 
 
 def _condition(rows: np.ndarray) -> float:
