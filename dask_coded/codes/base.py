@@ -62,6 +62,12 @@ def accuracy_target(dtype: np.dtype) -> float:
     return _ACCURACY.get(real.dtype.itemsize, 1e-10)
 
 
+@functools.cache
+def _accuracy(dtype: np.dtype) -> tuple[float, float]:
+    """``dtype``'s epsilon and :func:`accuracy_target` (np.finfo costs more than a small decode's sums)."""
+    return float(np.finfo(dtype).eps), accuracy_target(dtype)
+
+
 def _check_dtype(array: np.ndarray, what: str) -> None:
     if array.dtype.kind not in "iufc":
         raise TypeError(
@@ -213,6 +219,36 @@ def _weighted_sum(
         np.multiply(_pad_to(blocks[s], shape), row[s], out=scratch, casting="unsafe")
         acc += scratch
     return acc
+
+
+def _stacked(blocks: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """``blocks`` as one ``(len(blocks), *shape)`` array in ``dtype``, zero-padded to a common shape."""
+    shape = _common_shape(blocks, "block results")
+    if all(block.shape == shape for block in blocks):
+        return np.stack(blocks).astype(dtype, copy=False)
+    out = np.zeros((len(blocks), *shape), dtype)
+    for slot, block in zip(out, blocks):
+        slot[tuple(slice(0, size) for size in block.shape)] = block
+    return out
+
+
+def _magnitudes(stacked: np.ndarray) -> np.ndarray:
+    """:func:`max_abs` of each block of a stacked array."""
+    if not stacked[0].size:
+        return np.zeros(len(stacked))
+    flat = stacked.reshape(len(stacked), -1)
+    if flat.dtype.kind == "c":
+        return np.abs(flat).max(axis=1)
+    return np.maximum(flat.max(axis=1), -flat.min(axis=1))
+
+
+def _weighted_rows(row: np.ndarray, stacked: np.ndarray) -> np.ndarray:
+    """``sum_s row[s] * stacked[s]`` in ``stacked``'s dtype.
+
+    einsum's own loops: no temporary the size of the stack, and no BLAS call (see
+    :func:`_weighted_sum`).
+    """
+    return np.einsum("s,s...->...", row.astype(stacked.dtype), stacked)
 
 
 class CodeGroup(NamedTuple):
@@ -700,9 +736,18 @@ class Code:
                 f"the decode of {self!r} from {list(plan.chosen)} needs the results of blocks {absent}"
             )
         blocks = [arrays[i] for i in plan.used]
-        # One pass over each block: its magnitude says whether it is finite, and how much
-        # round-off it brings into the outputs.
-        sizes = np.array([max_abs(b) for b in blocks])
+        if scales is not None:
+            unknowns = [self.copied_block(i) for i in plan.used]
+            blocks = [
+                b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
+                for j, b in zip(unknowns, blocks)
+            ]
+        dtype = _working_dtype(np.result_type(*blocks))
+        # One array and a few whole-array passes instead of a pass per block: a decode task does
+        # little else, and each pass over a small block costs more in calls than in arithmetic.
+        stacked = _stacked(blocks, dtype)
+        # Each block's magnitude says whether it is finite, and how much round-off it brings in.
+        sizes = _magnitudes(stacked)
         bad = tuple(i for i, size in zip(plan.used, sizes) if not math.isfinite(size))
         if bad:  # only mixing decodes get here: a copy's own NaN is its own
             raise DecodingError(
@@ -711,17 +756,10 @@ class Code:
                 "blocks that have none; decode from finite results or wait for the outputs' own blocks",
                 suspects=bad,
             )
-        if scales is not None:
-            unknowns = [self.copied_block(i) for i in plan.used]
-            blocks = [
-                b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
-                for j, b in zip(unknowns, blocks)
-            ]
-            sizes = np.array(
-                [size if j is None else math.ldexp(size, -int(scales[j])) for j, size in zip(unknowns, sizes)]
-            )
-        dtype = _working_dtype(np.result_type(*blocks))
-        out = combine(plan.weights, blocks, dtype)
+        out = [
+            blocks[copied] if copied is not None else _weighted_rows(row, stacked)
+            for row, copied in zip(plan.weights, plan.selected)
+        ]
         if plan.copies is None:
             self._warn_if_inaccurate(plan, sizes, out, outputs, dtype)
         if scales is not None:
@@ -744,8 +782,7 @@ class Code:
         block's own size (large when a small block is decoded through parities
         that carry much larger ones without equilibration).
         """
-        eps = float(np.finfo(dtype).eps)
-        target = accuracy_target(dtype)
+        eps, target = _accuracy(dtype)
         condition = plan.condition_bound
         if condition * eps > target:
             condition = self.decoding_condition(plan.chosen)
@@ -965,6 +1002,8 @@ class _DecodePlan(NamedTuple):
     weights: np.ndarray
     #: The block each output copies unchanged, when every output copies one; else None.
     copies: tuple[int, ...] | None
+    #: For each output, the position in ``used`` of the block it copies, or None.
+    selected: tuple[int | None, ...]
     #: At least the decode's condition number (1.0 for copies): the exact one costs an SVD, which
     #: is only worth it when the bound comes near what the dtype can afford.
     condition_bound: float
@@ -985,12 +1024,13 @@ def _build_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, 
     weights = code.output_weights(outputs, chosen)
     columns = np.flatnonzero(weights.any(axis=0))
     used = tuple(chosen[c] for c in columns)
-    selected = [_selected_block(row) for row in weights]
+    weights = weights[:, columns]
+    selected = tuple(_selected_block(row) for row in weights)
     if all(c is not None for c in selected):
-        copies = tuple(chosen[c] for c in selected)  # type: ignore[index]
-        return _DecodePlan(chosen, used, weights[:, columns], copies, 1.0)
+        copies = tuple(used[c] for c in selected)  # type: ignore[index]
+        return _DecodePlan(chosen, used, weights, copies, selected, 1.0)
     bound = _weights_and_bound(code, chosen)[1]
-    return _DecodePlan(chosen, used, weights[:, columns], None, bound)
+    return _DecodePlan(chosen, used, weights, None, selected, bound)
 
 
 @functools.lru_cache(maxsize=1024)
