@@ -187,17 +187,20 @@ def combine(
     itself, whatever its dtype: a systematic decode from data blocks costs
     nothing and loses nothing (an int64 block never goes through float64).
     """
-    shape = _common_shape(blocks, "blocks")
     if dtype is None:
         dtype = _working_dtype(np.result_type(*blocks))
-    out: list[np.ndarray | None] = []
-    for row in weights:
-        selected = _selected_block(row)
-        out.append(blocks[selected] if selected is not None else None)
-    for r, o in enumerate(out):
-        if o is None:
-            out[r] = _weighted_sum(weights[r], blocks, shape, dtype)
-    return out  # type: ignore[return-value]
+    return _combine_rows(weights, [_selected_block(row) for row in weights], blocks, dtype)
+
+
+def _combine_rows(
+    weights: np.ndarray, selected: Sequence[int | None], blocks: Sequence[np.ndarray], dtype: np.dtype
+) -> list[np.ndarray]:
+    """:func:`combine`, told which rows select a block (``selected``, None for a weighted sum)."""
+    shape = _common_shape(blocks, "blocks")
+    return [
+        blocks[block] if block is not None else _weighted_sum(row, blocks, shape, dtype)
+        for row, block in zip(weights, selected)
+    ]
 
 
 def _weighted_sum(
@@ -207,7 +210,10 @@ def _weighted_sum(
 
     NumPy's own loops, not BLAS axpy: a multithreaded BLAS spins up its
     threads for every small block, which on a busy machine made each axpy
-    hundreds of times slower than this.
+    hundreds of times slower than this. Nor a stacked copy of the blocks:
+    Dask's workers return freed memory to the system early
+    (``MALLOC_TRIM_THRESHOLD_``), so every fresh page is a page fault, and
+    on a loaded machine those cost a small decode more than its arithmetic.
     """
     nonzero = np.flatnonzero(row)
     if not len(nonzero):
@@ -219,36 +225,6 @@ def _weighted_sum(
         np.multiply(_pad_to(blocks[s], shape), row[s], out=scratch, casting="unsafe")
         acc += scratch
     return acc
-
-
-def _stacked(blocks: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    """``blocks`` as one ``(len(blocks), *shape)`` array in ``dtype``, zero-padded to a common shape."""
-    shape = _common_shape(blocks, "block results")
-    if all(block.shape == shape for block in blocks):
-        return np.stack(blocks).astype(dtype, copy=False)
-    out = np.zeros((len(blocks), *shape), dtype)
-    for slot, block in zip(out, blocks):
-        slot[tuple(slice(0, size) for size in block.shape)] = block
-    return out
-
-
-def _magnitudes(stacked: np.ndarray) -> np.ndarray:
-    """:func:`max_abs` of each block of a stacked array."""
-    if not stacked[0].size:
-        return np.zeros(len(stacked))
-    flat = stacked.reshape(len(stacked), -1)
-    if flat.dtype.kind == "c":
-        return np.abs(flat).max(axis=1)
-    return np.maximum(flat.max(axis=1), -flat.min(axis=1))
-
-
-def _weighted_rows(row: np.ndarray, stacked: np.ndarray) -> np.ndarray:
-    """``sum_s row[s] * stacked[s]`` in ``stacked``'s dtype.
-
-    einsum's own loops: no temporary the size of the stack, and no BLAS call (see
-    :func:`_weighted_sum`).
-    """
-    return np.einsum("s,s...->...", row.astype(stacked.dtype), stacked)
 
 
 class CodeGroup(NamedTuple):
@@ -726,9 +702,11 @@ class Code:
 
         With ``scales`` (an equilibrated encoding), parities computed
         ``generator[i] @ (2**-e * unknowns)`` while data blocks (rows that copy
-        one unknown) computed the unknown itself: data results are scaled by
-        ``2**-e`` first, the scaled unknowns solved for, and the outputs scaled
-        back. Powers of two make both steps exact.
+        one unknown) computed the unknown itself: the solve is for the scaled
+        unknowns, so each data block's weight is scaled by ``2**-e`` and each
+        output's row by its own ``2**e``. Powers of two make that exact: the
+        same numbers as scaling the blocks and the outputs, without copies of
+        them (see :meth:`_equilibrated_weights` for when it cannot be done so).
         """
         absent = [i for i in plan.used if i not in arrays]
         if absent:
@@ -736,18 +714,10 @@ class Code:
                 f"the decode of {self!r} from {list(plan.chosen)} needs the results of blocks {absent}"
             )
         blocks = [arrays[i] for i in plan.used]
-        if scales is not None:
-            unknowns = [self.copied_block(i) for i in plan.used]
-            blocks = [
-                b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
-                for j, b in zip(unknowns, blocks)
-            ]
         dtype = _working_dtype(np.result_type(*blocks))
-        # One array and a few whole-array passes instead of a pass per block: a decode task does
-        # little else, and each pass over a small block costs more in calls than in arithmetic.
-        stacked = _stacked(blocks, dtype)
-        # Each block's magnitude says whether it is finite, and how much round-off it brings in.
-        sizes = _magnitudes(stacked)
+        # One pass over each block, allocating nothing: its magnitude says whether it is finite, and
+        # how much round-off it brings into the outputs.
+        sizes = np.array([max_abs(b) for b in blocks])
         bad = tuple(i for i, size in zip(plan.used, sizes) if not math.isfinite(size))
         if bad:  # only mixing decodes get here: a copy's own NaN is its own
             raise DecodingError(
@@ -756,20 +726,75 @@ class Code:
                 "blocks that have none; decode from finite results or wait for the outputs' own blocks",
                 suspects=bad,
             )
-        out = [
-            blocks[copied] if copied is not None else _weighted_rows(row, stacked)
-            for row, copied in zip(plan.weights, plan.selected)
-        ]
-        if plan.copies is None:
-            self._warn_if_inaccurate(plan, sizes, out, outputs, dtype)
+        weights = plan.weights
         if scales is not None:
-            targets = [_selected_block(self.targets[o]) for o in outputs]
-            out = [scale_by_power_of_two(o, int(scales[t])) for o, t in zip(out, targets)]  # type: ignore[index]
+            equilibrated = self._equilibrated_weights(plan, outputs, scales, sizes, dtype)
+            if equilibrated is None:
+                return self._solve_scaled(blocks, plan, outputs, scales)
+            weights = equilibrated
+        # A row that copies a block returns it unchanged: with scales, a copy is the output's own
+        # data block, whose 2**-e and 2**e cancel.
+        out = _combine_rows(weights, plan.selected, blocks, dtype)
+        if plan.copies is None:
+            self._warn_if_inaccurate(plan, weights, sizes, out, outputs, dtype)
+        return dict(zip(outputs, out))
+
+    def _equilibrated_weights(
+        self,
+        plan: _DecodePlan,
+        outputs: Sequence[int],
+        scales: np.ndarray,
+        sizes: np.ndarray,
+        dtype: np.dtype,
+    ) -> np.ndarray | None:
+        """``plan.weights`` with the encoding's exponents folded in, or None where that is not exact.
+
+        Scaling a weight by a power of two is exact while the weight stays a
+        normal number of ``dtype``, and the terms and sums then round exactly
+        as those of scaled blocks would. Exponents far apart (blocks whose
+        sizes differ by ``2**1000``) could push a weight or a term out of
+        range: those decodes scale the blocks instead.
+        """
+        columns = [-int(scales[j]) if (j := self.copied_block(i)) is not None else 0 for i in plan.used]
+        rows = [int(scales[_selected_block(self.targets[o])]) for o in outputs]  # type: ignore[index]
+        shifts = np.add.outer(rows, columns)
+        info = np.finfo(dtype)
+        if np.abs(shifts).max(initial=0) >= info.maxexp - info.minexp:
+            return None
+        with np.errstate(over="ignore", under="ignore"):
+            weights = np.ldexp(plan.weights, shifts.astype(np.int32))
+            magnitudes = np.abs(weights)
+            largest_sum = float((magnitudes * sizes).sum(axis=1).max(initial=0))
+        nonzero = magnitudes[plan.weights != 0]
+        in_range = bool(nonzero.size == 0 or (nonzero.min() >= info.tiny and nonzero.max() <= info.max))
+        return weights if in_range and largest_sum < float(info.max) / 2 else None
+
+    def _solve_scaled(
+        self,
+        blocks: Sequence[np.ndarray],
+        plan: _DecodePlan,
+        outputs: Sequence[int],
+        scales: np.ndarray,
+    ) -> dict[int, np.ndarray]:
+        """An equilibrated decode on scaled copies of the blocks, the outputs scaled back after."""
+        unknowns = [self.copied_block(i) for i in plan.used]
+        blocks = [
+            b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
+            for j, b in zip(unknowns, blocks)
+        ]
+        dtype = _working_dtype(np.result_type(*blocks))
+        sizes = np.array([max_abs(b) for b in blocks])
+        out = _combine_rows(plan.weights, plan.selected, blocks, dtype)
+        if plan.copies is None:
+            self._warn_if_inaccurate(plan, plan.weights, sizes, out, outputs, dtype)
+        targets = [_selected_block(self.targets[o]) for o in outputs]
+        out = [scale_by_power_of_two(o, int(scales[t])) for o, t in zip(out, targets)]  # type: ignore[index]
         return dict(zip(outputs, out))
 
     def _warn_if_inaccurate(
         self,
         plan: _DecodePlan,
+        weights: np.ndarray,
         sizes: np.ndarray,
         out: Sequence[np.ndarray],
         outputs: Sequence[int],
@@ -787,7 +812,7 @@ class Code:
         if condition * eps > target:
             condition = self.decoding_condition(plan.chosen)
         worst, where = condition * eps, None
-        for o, row, block in zip(outputs, plan.weights, out):
+        for o, row, block in zip(outputs, weights, out):
             size = max_abs(block)
             if size > 0 and np.isfinite(size):
                 estimate = eps * float(np.abs(row) @ sizes) / size
