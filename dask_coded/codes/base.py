@@ -706,7 +706,7 @@ class Code:
         unknowns, so each data block's weight is scaled by ``2**-e`` and each
         output's row by its own ``2**e``. Powers of two make that exact: the
         same numbers as scaling the blocks and the outputs, without copies of
-        them (see :meth:`_equilibrated_weights` for when it cannot be done so).
+        them (see :func:`_folded_weights` for when it cannot be done so).
         """
         absent = [i for i in plan.used if i not in arrays]
         if absent:
@@ -728,8 +728,9 @@ class Code:
             )
         weights = plan.weights
         if scales is not None:
-            equilibrated = self._equilibrated_weights(plan, outputs, scales, sizes, dtype)
-            if equilibrated is None:
+            exponents = tuple(int(e) for e in scales)
+            equilibrated = _folded_weights(self, plan.chosen, tuple(outputs), exponents, dtype)
+            if equilibrated is None or not _sums_in_range(equilibrated, sizes, dtype):
                 return self._solve_scaled(blocks, plan, outputs, scales)
             weights = equilibrated
         # A row that copies a block returns it unchanged: with scales, a copy is the output's own
@@ -738,36 +739,6 @@ class Code:
         if plan.copies is None:
             self._warn_if_inaccurate(plan, weights, sizes, out, outputs, dtype)
         return dict(zip(outputs, out))
-
-    def _equilibrated_weights(
-        self,
-        plan: _DecodePlan,
-        outputs: Sequence[int],
-        scales: np.ndarray,
-        sizes: np.ndarray,
-        dtype: np.dtype,
-    ) -> np.ndarray | None:
-        """``plan.weights`` with the encoding's exponents folded in, or None where that is not exact.
-
-        Scaling a weight by a power of two is exact while the weight stays a
-        normal number of ``dtype``, and the terms and sums then round exactly
-        as those of scaled blocks would. Exponents far apart (blocks whose
-        sizes differ by ``2**1000``) could push a weight or a term out of
-        range: those decodes scale the blocks instead.
-        """
-        columns = [-int(scales[j]) if (j := self.copied_block(i)) is not None else 0 for i in plan.used]
-        rows = [int(scales[_selected_block(self.targets[o])]) for o in outputs]  # type: ignore[index]
-        shifts = np.add.outer(rows, columns)
-        info = np.finfo(dtype)
-        if np.abs(shifts).max(initial=0) >= info.maxexp - info.minexp:
-            return None
-        with np.errstate(over="ignore", under="ignore"):
-            weights = np.ldexp(plan.weights, shifts.astype(np.int32))
-            magnitudes = np.abs(weights)
-            largest_sum = float((magnitudes * sizes).sum(axis=1).max(initial=0))
-        nonzero = magnitudes[plan.weights != 0]
-        in_range = bool(nonzero.size == 0 or (nonzero.min() >= info.tiny and nonzero.max() <= info.max))
-        return weights if in_range and largest_sum < float(info.max) / 2 else None
 
     def _solve_scaled(
         self,
@@ -1063,6 +1034,43 @@ def _cached_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int,
     plan = _build_decode_plan(code, chosen, outputs)
     plan.weights.flags.writeable = False
     return plan
+
+
+@functools.lru_cache(maxsize=1024)
+def _folded_weights(
+    code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...], exponents: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray | None:
+    """The weights of a decode of an equilibrated encoding, or None where they cannot be exact.
+
+    The solve is for the scaled unknowns ``2**-e * unknowns``: each data
+    block's weight is scaled by ``2**-e`` of its unknown and each output's
+    row by its own ``2**e``, which gives bit for bit what scaling the blocks
+    and the outputs would, while every weight stays a normal number of
+    ``dtype`` (cached per encoding: the exponents of a persisted array stay).
+    Exponents far apart (blocks whose sizes differ by ``2**1000``) can push
+    a weight out of range: those decodes scale the blocks instead.
+    """
+    plan = _decode_plan(code, chosen, outputs)
+    columns = [-exponents[j] if (j := code.copied_block(i)) is not None else 0 for i in plan.used]
+    rows = [exponents[_selected_block(code.targets[o])] for o in outputs]  # type: ignore[index]
+    shifts = np.add.outer(rows, columns)
+    info = np.finfo(dtype)
+    if np.abs(shifts).max(initial=0) >= info.maxexp - info.minexp:
+        return None
+    with np.errstate(over="ignore", under="ignore"):
+        weights = np.ldexp(plan.weights, shifts.astype(np.int32))
+    nonzero = np.abs(weights[plan.weights != 0])
+    if nonzero.size and not (nonzero.min() >= info.tiny and nonzero.max() <= info.max):
+        return None
+    weights.flags.writeable = False
+    return weights
+
+
+def _sums_in_range(weights: np.ndarray, sizes: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether no weighted sum of blocks of magnitudes ``sizes`` can overflow ``dtype``."""
+    # Python floats: a product past the largest float is inf, not an error or a warning.
+    largest = max(sum(abs(float(w)) * float(size) for w, size in zip(row, sizes)) for row in weights)
+    return largest < float(np.finfo(dtype).max) / 2
 
 
 def _read_only(weights: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
