@@ -30,7 +30,14 @@ from dask.utils import typename
 
 from ._compat import Task, running_task, worker_task_state
 from .codes import Code
-from .codes.base import combine, equilibration_exponents, exponents_from_max_abs, max_abs, scaled_rows
+from .codes.base import (
+    combine,
+    equilibration_exponents,
+    exponents_from_max_abs,
+    max_abs,
+    scaled_rows,
+    target_unknowns,
+)
 from .errors import DecodingError
 
 __all__ = [
@@ -361,7 +368,7 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         shapes=[spec.shape],
         outputs=[spec.output],
         recovery_set=spec.recovery_set,  # None with max_errors: the plugin plans those on every result
-        exponents=exponents if exponents is not None and _has_unit_targets(spec.code) else None,
+        exponents=exponents if exponents is not None and target_unknowns(spec.code) is not None else None,
     )
     return np.asarray(out).astype(dtype, copy=False)
 
@@ -389,7 +396,3 @@ def _trimmed(out: np.ndarray, spec: DecodeSpec) -> np.ndarray:
     if out.shape != tuple(spec.shape):
         out = out[tuple(slice(0, s) for s in spec.shape)]
     return out if out.dtype == spec.dtype else out.astype(spec.dtype)
-
-
-def _has_unit_targets(code: Code) -> bool:
-    return bool(((code.targets != 0).sum(axis=1) == 1).all() and (code.targets.max(axis=1) == 1).all())

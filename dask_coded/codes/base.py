@@ -524,7 +524,7 @@ class Code:
             raise ValueError(
                 f"{self!r} takes {unknowns} integer exponents, one per data block, got {exponents!r}"
             )
-        if not all(_selected_block(t) is not None for t in self.targets):
+        if target_unknowns(self) is None:
             raise ValueError(f"{self!r} decodes combinations of blocks; per-block exponents do not apply")
         return out.astype(np.int64)
 
@@ -758,7 +758,7 @@ class Code:
         out = _combine_rows(plan.weights, plan.selected, blocks, dtype)
         if plan.copies is None:
             self._warn_if_inaccurate(plan, plan.weights, sizes, out, outputs, dtype)
-        targets = [_selected_block(self.targets[o]) for o in outputs]
+        targets = [target_unknowns(self)[o] for o in outputs]  # type: ignore[index]
         out = [scale_by_power_of_two(o, int(scales[t])) for o, t in zip(out, targets)]  # type: ignore[index]
         return dict(zip(outputs, out))
 
@@ -955,6 +955,16 @@ _CACHED_CODE_SIZE = 64
 
 
 @functools.lru_cache(maxsize=256)
+def target_unknowns(code: Code) -> tuple[int, ...] | None:
+    """The unknown each target is, or None when a target combines unknowns (cached by code value).
+
+    Per-block exponents apply to codes whose targets are the unknowns themselves.
+    """
+    selected = [_selected_block(target) for target in code.targets]
+    return None if any(s is None for s in selected) else tuple(s for s in selected if s is not None)
+
+
+@functools.lru_cache(maxsize=256)
 def _copies_of_targets(code: Code) -> tuple[frozenset[int], ...]:
     """For each target, the coded blocks that compute it directly (cached by code value)."""
     return tuple(
@@ -1052,7 +1062,7 @@ def _folded_weights(
     """
     plan = _decode_plan(code, chosen, outputs)
     columns = [-exponents[j] if (j := code.copied_block(i)) is not None else 0 for i in plan.used]
-    rows = [exponents[_selected_block(code.targets[o])] for o in outputs]  # type: ignore[index]
+    rows = [exponents[target_unknowns(code)[o]] for o in outputs]  # type: ignore[index]
     shifts = np.add.outer(rows, columns)
     info = np.finfo(dtype)
     if np.abs(shifts).max(initial=0) >= info.maxexp - info.minexp:
