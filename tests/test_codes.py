@@ -387,6 +387,16 @@ def test_a_decode_computes_the_exact_condition_number_only_when_its_bound_nears_
         ill.decode(products)
 
 
+def test_a_square_singular_set_that_spans_the_targets_still_decodes():
+    """Fractional-repetition gradient rows repeat: all n of them are square and singular, yet give the sum."""
+    code = GradientCode(4, 1, "fractional")
+    weights = code.decoding_weights(range(4))
+    np.testing.assert_allclose(weights @ code.generator, code.targets, rtol=0, atol=1e-12)
+    gradients = [np.full(3, float(j + 1)) for j in range(4)]
+    results = dict(enumerate(code.encode(gradients)))
+    np.testing.assert_allclose(code.decode(results)[0], np.sum(gradients, axis=0), rtol=1e-12)
+
+
 def test_integer_blocks_that_are_in_come_back_bit_for_bit():
     code = MDSCode(3, 5)
     blocks = [np.array([2**60 + 7, -(2**62) + 3]) + j for j in range(3)]

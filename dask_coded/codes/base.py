@@ -210,10 +210,10 @@ def _weighted_sum(
 
     NumPy's own loops, not BLAS axpy: a multithreaded BLAS spins up its
     threads for every small block, which on a busy machine made each axpy
-    hundreds of times slower than this. Nor a stacked copy of the blocks:
-    Dask's workers return freed memory to the system early
-    (``MALLOC_TRIM_THRESHOLD_``), so every fresh page is a page fault, and
-    on a loaded machine those cost a small decode more than its arithmetic.
+    hundreds of times slower than this. Nor a stacked copy of the blocks,
+    which allocates as much again as the blocks: Dask's workers return freed
+    memory to the system early (``MALLOC_TRIM_THRESHOLD_``), so a worker's
+    fresh pages are page faults.
     """
     nonzero = np.flatnonzero(row)
     if not len(nonzero):
@@ -1092,13 +1092,14 @@ def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray,
     """``targets @ generator[indices]^+`` and an upper bound on ``cond(generator[indices])``."""
     code._require_recovery_set(indices)
     rows = code.generator[list(indices)]
-    if rows.shape[0] == rows.shape[1]:
+    inverse = _inverse(rows)
+    if inverse is not None:
         # A minimal recovery set: an LU inverse costs a fraction of pinv's SVD, and its 1-norm
         # condition bounds the 2-norm one (cond_2 <= n * cond_1) without another SVD.
-        inverse = np.linalg.inv(rows)
         weights = code.targets @ inverse
         bound = len(rows) * _one_norm(rows) * _one_norm(inverse)
     else:
+        # More rows than unknowns, or rows that are singular but still span the targets (a sum).
         weights = code.targets @ np.linalg.pinv(rows)
         bound = _condition(rows)
     # A target that one finished block computes directly (a data block of a
@@ -1110,6 +1111,15 @@ def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray,
             weights[r] = 0.0
             weights[r, same[0]] = 1.0
     return weights, float(bound)
+
+
+def _inverse(rows: np.ndarray) -> np.ndarray | None:
+    if rows.shape[0] != rows.shape[1]:
+        return None
+    try:
+        return np.linalg.inv(rows)
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _one_norm(matrix: np.ndarray) -> float:
