@@ -38,8 +38,9 @@ def _oracle(stream: list[dict[str, Any]], start: float, code: Any) -> tuple[floa
     """(oracle, decoded): both seconds since ``start``, on the workers' clocks.
 
     oracle: when every group of ``code`` had its fastest recovery set of
-    products (the ``k``-th fastest of the group's members for MDS groups),
-    plus the longest decode; decoded: the last decode finished. Their ratio
+    products (the ``k``-th fastest of the group's members for MDS groups,
+    one copy of each block for replication), plus the longest decode;
+    decoded: the last decode finished. Their ratio
     is how close the plugin gets to the bound; what follows the decodes
     (assembling the result and sending it to the client) is the same for
     plain Dask. Products are matvec products, keyed ``(name, i)``.
@@ -58,10 +59,14 @@ def _oracle(stream: list[dict[str, Any]], start: float, code: Any) -> tuple[floa
             decoded = max(decoded, compute[-1]["stop"] - start)
     ready = 0.0
     for group in code.groups:
-        times = sorted(finishes[i] for i in group.members if i in finishes)
-        if len(times) < group.code.recovery_threshold:
+        finished: list[int] = []
+        for stop, member in sorted((finishes[i], m) for m, i in enumerate(group.members) if i in finishes):
+            finished.append(member)
+            if group.code.redundancy(finished) >= 0:
+                ready = max(ready, stop)
+                break
+        else:
             return float("nan"), decoded
-        ready = max(ready, times[group.code.recovery_threshold - 1])
     return ready + (max(decodes) if decodes else 0.0), decoded
 
 
