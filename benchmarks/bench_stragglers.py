@@ -40,10 +40,10 @@ def _oracle(stream: list[dict[str, Any]], start: float, code: Any) -> tuple[floa
     oracle: when every group of ``code`` had its fastest recovery set of
     products (the ``k``-th fastest of the group's members for MDS groups,
     one copy of each block for replication), plus the longest decode;
-    decoded: the last decode finished. Their ratio
-    is how close the plugin gets to the bound; what follows the decodes
-    (assembling the result and sending it to the client) is the same for
-    plain Dask. Products are matvec products, keyed ``(name, i)``.
+    decoded: the last decode finished. Their ratio is how close the plugin
+    gets to the bound; what follows the decodes (assembling the result and
+    sending it to the client) is the same for plain Dask. Products are
+    matvec products, keyed ``(name, i)``.
     """
     finishes: dict[int, float] = {}
     decodes, decoded = [], 0.0
