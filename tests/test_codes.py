@@ -397,6 +397,19 @@ def test_a_square_singular_set_that_spans_the_targets_still_decodes():
     np.testing.assert_allclose(code.decode(results)[0], np.sum(gradients, axis=0), rtol=1e-12)
 
 
+@pytest.mark.parametrize("n, stragglers", [(8, 3), (6, 2), (5, 1), (12, 5)])
+def test_a_numerically_singular_square_set_decodes_through_the_pseudo_inverse(n, stragglers):
+    """Cyclic gradient rows are singular, yet rounding gives LU a tiny pivot rather than an error."""
+    code = GradientCode(n, stragglers, "cyclic")
+    weights = code.decoding_weights(range(n))
+    np.testing.assert_allclose(weights @ code.generator, code.targets, rtol=0, atol=1e-10)
+    rng = np.random.default_rng(0)
+    gradients = [rng.standard_normal(4) for _ in range(n)]
+    coded = code.encode(gradients)
+    (total,) = code.decode({i: coded[i] for i in range(n)}, recovery_set=range(n))
+    np.testing.assert_allclose(total, np.sum(gradients, axis=0), rtol=1e-10, atol=1e-12)
+
+
 def test_integer_blocks_that_are_in_come_back_bit_for_bit():
     code = MDSCode(3, 5)
     blocks = [np.array([2**60 + 7, -(2**62) + 3]) + j for j in range(3)]

@@ -1092,7 +1092,7 @@ def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray,
     """``targets @ generator[indices]^+`` and an upper bound on ``cond(generator[indices])``."""
     code._require_recovery_set(indices)
     rows = code.generator[list(indices)]
-    inverse = _inverse(rows)
+    inverse = _inverse(rows, code.targets)
     if inverse is not None:
         # A minimal recovery set: an LU inverse costs a fraction of pinv's SVD, and its 1-norm
         # condition bounds the 2-norm one (cond_2 <= n * cond_1) without another SVD.
@@ -1113,13 +1113,22 @@ def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray,
     return weights, float(bound)
 
 
-def _inverse(rows: np.ndarray) -> np.ndarray | None:
+def _inverse(rows: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
+    """The LU inverse of square ``rows``, if it gives ``targets`` back; else None.
+
+    Rows that are singular yet span the targets (a cyclic gradient code's) can
+    leave LU a pivot of rounding error instead of an error, and an inverse that
+    means nothing: the check catches it.
+    """
     if rows.shape[0] != rows.shape[1]:
         return None
     try:
-        return np.linalg.inv(rows)
+        inverse = np.linalg.inv(rows)
     except np.linalg.LinAlgError:
         return None
+    scale = max(1.0, float(np.abs(targets).max(initial=0.0)))
+    residual = float(np.abs(targets @ inverse @ rows - targets).max(initial=0.0))
+    return inverse if residual <= 1e-9 * scale else None
 
 
 def _one_norm(matrix: np.ndarray) -> float:
