@@ -1097,7 +1097,7 @@ def _decoding_weights(code: Code, indices: tuple[int, ...]) -> tuple[np.ndarray,
         # A minimal recovery set: an LU inverse costs a fraction of pinv's SVD, and its 1-norm
         # condition bounds the 2-norm one (cond_2 <= n * cond_1) without another SVD.
         weights = code.targets @ inverse
-        bound = len(rows) * _one_norm(rows) * _one_norm(inverse)
+        bound = len(rows) * np.linalg.norm(rows, 1) * np.linalg.norm(inverse, 1)
     else:
         # More rows than unknowns, or rows that are singular but still span the targets (a sum).
         weights = code.targets @ np.linalg.pinv(rows)
@@ -1129,10 +1129,6 @@ def _inverse(rows: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
     scale = max(1.0, float(np.abs(targets).max(initial=0.0)))
     residual = float(np.abs(targets @ inverse @ rows - targets).max(initial=0.0))
     return inverse if residual <= 1e-9 * scale else None
-
-
-def _one_norm(matrix: np.ndarray) -> float:
-    return float(np.abs(matrix).sum(axis=0).max())
 
 
 def _condition(rows: np.ndarray) -> float:
