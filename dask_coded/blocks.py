@@ -29,7 +29,7 @@ from dask.sizeof import sizeof
 from dask.utils import typename
 
 from ._compat import Task, running_task, worker_task_state
-from .codes import Code
+from .codes import Code, DecodingPlan
 from .codes.base import (
     combine,
     equilibration_exponents,
@@ -105,6 +105,11 @@ class DecodeSpec:
         Member ``i`` is coded block ``first_position + i`` in the plugin's
         round robin of workers (:func:`~dask_coded.policy.spread_position`):
         the group's first data block in a grouped code, 0 otherwise.
+    plan
+        Set by the scheduler plugin with ``recovery_set`` when the decode
+        combines blocks: its weights, solved for on the scheduler (once per
+        code and recovery set), so a decode task has only the arithmetic
+        left, and less work to be delayed by.
     """
 
     code: Code
@@ -115,6 +120,7 @@ class DecodeSpec:
     recovery_set: tuple[int, ...] | None = None
     suspects: tuple[str | None, ...] | None = None
     first_position: int = 0
+    plan: DecodingPlan | None = None
 
 
 def suspects_of(spec: DecodeSpec) -> dict[int, str] | None:
@@ -368,6 +374,7 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         shapes=[spec.shape],
         outputs=[spec.output],
         recovery_set=spec.recovery_set,  # None with max_errors: the plugin plans those on every result
+        plan=spec.plan,
         exponents=exponents if exponents is not None and target_unknowns(spec.code) is not None else None,
     )
     return np.asarray(out).astype(dtype, copy=False)

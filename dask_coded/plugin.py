@@ -534,7 +534,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         dropped = dropped_members(members, plan.needed)
         if not dropped:
             return  # every member is needed: plain scheduling does the rest
-        new_spec = dataclasses.replace(spec, recovery_set=plan.recovery_set)
+        new_spec = dataclasses.replace(spec, recovery_set=plan.recovery_set, plan=plan.weights)
         args = [r if i in plan.needed else MISSING for i, r in enumerate(refs)]
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
         self._rewritten.add(ts.key)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .codes import Code
+from .codes import Code, DecodingPlan
 from .codes.sizing import (
     coded_block_count,
     data_blocks_for,
@@ -51,10 +51,16 @@ class DecodePlan:
     recovery_set
         The blocks the decode is computed from (None: all finished ones,
         when wrong results must be located).
+    weights
+        The decode's weights when it combines several blocks (None for a
+        copy or a checked decode): made here, on the scheduler, once per
+        code and recovery set, and shipped with the task, so the worker
+        does only the arithmetic.
     """
 
     needed: tuple[int, ...]
     recovery_set: tuple[int, ...] | None
+    weights: DecodingPlan | None = field(default=None, repr=False)
 
 
 def plan_decode(
@@ -125,8 +131,8 @@ def plan_decode(
     chosen = code.output_recovery_set(output, [i for i in finished if i not in erased])
     if chosen is None:
         return None
-    weights = code.output_weights([output], chosen)[0]
-    return DecodePlan(tuple(i for i, w in zip(chosen, weights) if w != 0), chosen)
+    weights = code.decoding_plan([output], chosen)
+    return DecodePlan(weights.used, chosen, weights)
 
 
 def coded_block_index(key: Any) -> int | None:

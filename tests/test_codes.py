@@ -978,3 +978,69 @@ def test_decode_plans_are_cached_by_code_value():
     results = {i: b for i, b in enumerate(MDSCode(4, 6).encode(blocks)) if i in plan.used}
     (solved,) = MDSCode(4, 6).decode(results, outputs=[1], recovery_set=(0, 2, 4, 5))
     np.testing.assert_allclose(solved, blocks[1], rtol=1e-12)
+
+
+PLANNED = [MDSCode(4, 6), MDSCode(5, 8, generator="cauchy"), ReplicationCode(3, 2), PolynomialCode(2, 2, 6)]
+
+
+@pytest.mark.parametrize("code", PLANNED, ids=repr)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+def test_a_plan_made_in_another_process_decodes_the_same_bits(code, dtype):
+    """The plugin makes a decode's plan on the scheduler: the worker must get what solving there gives."""
+    rng = np.random.default_rng(3)
+    unknowns = code.generator.shape[1]
+    blocks = [(rng.standard_normal((5, 2)) * 4.0 ** (j - 2)).astype(dtype) for j in range(unknowns)]
+    exponents = equilibration_exponents(blocks) if isinstance(code, MDSCode) else None
+    # The coded block products, as the workers would compute them.
+    coded = (
+        code.encode(blocks, exponents=exponents)
+        if exponents is not None
+        else base.combine(code.generator, blocks)
+    )
+    for chosen in _recovery_sets(code, samples=40):
+        for output in range(code.targets.shape[0]):
+            plan = pickle.loads(pickle.dumps(code.decoding_plan([output], chosen)))
+            results = {i: coded[i] for i in chosen}
+            with warnings.catch_warnings(record=True) as planned_warnings:
+                warnings.simplefilter("always")
+                (planned,) = code.decode(results, outputs=[output], plan=plan, exponents=exponents)
+            with warnings.catch_warnings(record=True) as solved_warnings:
+                warnings.simplefilter("always")
+                (solved,) = code.decode(results, outputs=[output], recovery_set=chosen, exponents=exponents)
+            np.testing.assert_array_equal(planned, solved)
+            assert planned.dtype == solved.dtype
+            assert [str(w.message) for w in planned_warnings] == [str(w.message) for w in solved_warnings]
+
+
+def test_a_plan_is_checked_against_the_decode_it_is_used_for():
+    code = MDSCode(4, 6)
+    blocks = code.encode([np.full(3, float(j + 1)) for j in range(4)])
+    plan = code.decoding_plan([1], [0, 2, 4, 5])
+    results = {i: blocks[i] for i in (0, 2, 4, 5)}
+    with pytest.raises(ValueError, match=r"the plan decodes outputs \[1\] from blocks \[0, 2, 4, 5\]"):
+        code.decode(results, outputs=[3], plan=plan)
+    with pytest.raises(ValueError, match="from blocks"):
+        code.decode(results, outputs=[1], recovery_set=[0, 2, 3, 4], plan=plan)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        code.decode(results, outputs=[1], plan=plan, max_errors=1)
+    with pytest.raises(ValueError, match="outputs must be in"):
+        code.decoding_plan([4], [0, 1, 2, 3])
+    with pytest.raises(DecodingError, match=r"needs the results of blocks \[5\]"):
+        code.decode({i: blocks[i] for i in (0, 2, 4)}, outputs=[1], plan=plan)
+    nan = {**results, 4: np.full(3, np.nan)}
+    with pytest.raises(DecodingError, match="non-finite") as caught:
+        code.decode(nan, outputs=[1], plan=plan)
+    assert caught.value.suspects == (4,)
+    # Blocks the plan does not read are not looked at (the plugin passes only the ones it reads).
+    (decoded,) = code.decode({**results, 1: "late"}, outputs=[1], plan=plan)
+    np.testing.assert_allclose(decoded, 2.0, rtol=1e-12)
+
+
+def test_a_grouped_code_decodes_from_a_plan_of_its_own():
+    code = GroupedMDSCode(5, 2, parity=2)
+    blocks = [np.full(2, float(j + 1)) for j in range(5)]
+    coded = code.encode(blocks)
+    finished = [i for i in range(code.n) if i not in (1, 4)]  # a data block of two groups is late
+    plan = code.decoding_plan([1, 4], finished)
+    decoded = code.decode({i: coded[i] for i in finished}, outputs=[1, 4], plan=plan)
+    np.testing.assert_allclose(decoded, [blocks[1], blocks[4]], rtol=1e-12)

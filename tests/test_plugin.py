@@ -84,6 +84,30 @@ async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
 
 
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
+async def test_a_solved_decode_is_shipped_its_weights(c, s, *workers):
+    """The plugin solves for the weights where it picks the recovery set: the worker only sums."""
+    a = _matrix()
+    await dask_coded.register(c)
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))  # k=4, n=6, one per worker
+    # The worker holding data block 0 is stuck: output 0 must be solved from the others.
+    (holder,) = s.tasks[(coded.name, 0, 0)].who_has
+    stuck = next(w for w in workers if w.address == holder.address)
+    model = FaultModel(
+        delay_shift=SHIFT, slow_workers=(stuck.address,), slow_factor=STUCK_FACTOR, tasks="products"
+    )
+    await c.register_plugin(FaultInjector(model), name="faults")
+    x = np.arange(60.0)
+    y = await c.persist(
+        dask_coded.dot(coded, x)
+    )  # persisted: the decodes keep the specs the plugin gave them
+    await wait(y)
+    spec = s.tasks[y.__dask_keys__()[0]].run_spec.args[0]
+    assert spec.plan is not None and 0 not in spec.plan.used and spec.plan.chosen == spec.recovery_set
+    np.testing.assert_array_equal(spec.plan.weights, spec.code.decoding_plan([0], spec.recovery_set).weights)
+    assert relative_error(await c.compute(y), a @ x) < 1e-10
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_late_members_are_released_and_cancelled(c, s, *workers):
     a = _matrix()
     await _setup(c, s, workers[0])

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,6 +33,11 @@ def test_missing_output_reads_only_blocks_with_weight():
     plan = plan_decode(code, 0, [1, 2, 3, 5])
     assert plan.recovery_set == (1, 2, 3, 5)
     assert set(plan.needed) <= {1, 2, 3, 5} and 5 in plan.needed
+    # The weights travel with the decode task, so the worker does not solve for them again.
+    assert plan.weights is not None and plan.weights.used == plan.needed
+    rows = code.generator[list(plan.needed)]
+    np.testing.assert_allclose(plan.weights.weights @ rows, code.targets[[0]], rtol=0, atol=1e-12)
+    assert plan_decode(code, 0, [0, 4]).weights is None  # a copy needs none
 
 
 def test_replication_takes_any_copy():

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import ONE_SIDED, TWO_SIDED, Code
+from .base import ONE_SIDED, TWO_SIDED, Code, DecodingPlan
 from .gradient import GradientCode
 from .grouped import GroupedMDSCode, group_size_for
 from .matdot import MatDotCode
@@ -28,6 +28,7 @@ __all__ = [
     "TWO_SIDED",
     "Chunking",
     "Code",
+    "DecodingPlan",
     "GradientCode",
     "GroupedMDSCode",
     "MDSCode",

@@ -95,7 +95,9 @@ def max_abs(block: Any) -> float:
         return float(max(abs(int(array.max())), abs(int(array.min()))))
     if array.dtype.kind == "c":
         return float(np.abs(array).max())
-    return float(max(-array.min(), array.max()))
+    # The ufuncs' own reductions: the array methods add Python frames, and a decode task takes one
+    # of these per block.
+    return float(max(-np.minimum.reduce(array, axis=None), np.maximum.reduce(array, axis=None)))
 
 
 def exponents_from_max_abs(magnitudes: Iterable[float]) -> np.ndarray:
@@ -460,6 +462,32 @@ class Code:
             return np.ones((len(rows), 1))
         return self.decoding_weights(chosen)[list(outputs)]
 
+    def decoding_plan(self, outputs: Sequence[int], recovery_set: Iterable[int]) -> DecodingPlan:
+        """The weights of a decode of ``outputs`` from ``recovery_set``, for :meth:`decode` (``plan=``).
+
+        Cached by value for codes of at most 64 blocks. A plan made in one
+        process (the scheduler) and used in another (a worker) saves that
+        process the solve.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_coded.codes import MDSCode
+        >>> code = MDSCode(k=2, n=3)
+        >>> plan = code.decoding_plan([0], [1, 2])
+        >>> plan.used
+        (1, 2)
+        >>> blocks = code.encode([np.ones(2), np.arange(2.0)])
+        >>> np.allclose(code.decode({1: blocks[1], 2: blocks[2]}, outputs=[0], plan=plan)[0], 1.0)
+        True
+        """
+        outputs = tuple(int(o) for o in outputs)
+        if any(not 0 <= o < self.targets.shape[0] for o in outputs):
+            raise ValueError(
+                f"outputs must be in [0, {self.targets.shape[0]}) for {self!r}, got {list(outputs)}"
+            )
+        return _decode_plan(self, self._validate_indices(recovery_set), outputs)
+
     def decoding_condition(self, indices: Iterable[int]) -> float:
         """The condition number of the decode from ``indices`` (a recovery set)."""
         return _cached_condition(self, self._validate_indices(indices))
@@ -552,6 +580,7 @@ class Code:
         recovery_set: Iterable[int] | None = None,
         exponents: Sequence[int] | np.ndarray | None = None,
         suspects: Mapping[int, Hashable] | None = None,
+        plan: DecodingPlan | None = None,
     ) -> list[np.ndarray]:
         """Decode the targets from the block products in ``results``.
 
@@ -590,6 +619,10 @@ class Code:
             What computed each block (a worker), for ``max_errors``: the
             blocks of one suspect count as one error (see
             :meth:`locate_errors`).
+        plan
+            The weights for ``outputs`` and ``recovery_set`` made beforehand
+            by :meth:`decoding_plan` (possibly in another process), in place
+            of solving for them here.
 
         Returns
         -------
@@ -619,20 +652,30 @@ class Code:
             raise DecodingError(f"decode needs a non-empty mapping of block index -> result, got {results!r}")
         if max_errors and not self.supports_error_correction:
             raise ValueError(f"{type(self).__name__} does not support max_errors")
-        arrays = {i: np.asarray(r) for i, r in results.items()}
+        outputs = list(range(self.targets.shape[0])) if outputs is None else list(outputs)
+        chosen = None if recovery_set is None else self._validate_indices(recovery_set)
+        if plan is not None and (plan.outputs != tuple(outputs) or chosen not in (None, plan.chosen)):
+            asked = f"outputs {outputs}" + ("" if chosen is None else f" from blocks {list(chosen)}")
+            raise ValueError(
+                f"the plan decodes outputs {list(plan.outputs)} from blocks {list(plan.chosen)}; this "
+                f"decode asks for {asked}"
+            )
+        if (chosen is not None or plan is not None) and max_errors:
+            raise ValueError(
+                "a recovery_set or plan and max_errors cannot be combined: checking needs every result"
+            )
+        if plan is None and chosen is not None:
+            plan = _decode_plan(self, chosen, tuple(outputs))
+        # With a plan, only the blocks it reads are looked at (a decode task is given only those).
+        wanted = results if plan is None else {i: results[i] for i in plan.used if i in results}
+        arrays = {i: np.asarray(r) for i, r in wanted.items()}
         indices = self._validate_indices(arrays)
         for i in indices:
             _check_dtype(arrays[i], f"result of block {i}")
         _common_shape(arrays.values(), "block results")
         scales = self._check_exponents(exponents)
-        outputs = list(range(self.targets.shape[0])) if outputs is None else list(outputs)
         decoded: dict[int, np.ndarray] = {}
-        if recovery_set is not None:
-            if max_errors:
-                raise ValueError(
-                    "recovery_set and max_errors cannot be combined: checking needs every result"
-                )
-            plan = _decode_plan(self, self._validate_indices(recovery_set), tuple(outputs))
+        if plan is not None:
             if plan.copies is not None:
                 for o, copied in zip(outputs, plan.copies):
                     decoded[o] = self._result(arrays, copied)
@@ -694,7 +737,7 @@ class Code:
     def _solve(
         self,
         arrays: Mapping[int, np.ndarray],
-        plan: _DecodePlan,
+        plan: DecodingPlan,
         outputs: Sequence[int],
         scales: np.ndarray | None,
     ) -> dict[int, np.ndarray]:
@@ -728,8 +771,7 @@ class Code:
             )
         weights = plan.weights
         if scales is not None:
-            exponents = tuple(int(e) for e in scales)
-            equilibrated = _folded_weights(self, plan.chosen, tuple(outputs), exponents, dtype)
+            equilibrated = _folded_weights(self, plan, scales, dtype)
             if equilibrated is None or not _sums_in_range(equilibrated, sizes, dtype):
                 return self._solve_scaled(blocks, plan, outputs, scales)
             weights = equilibrated
@@ -743,7 +785,7 @@ class Code:
     def _solve_scaled(
         self,
         blocks: Sequence[np.ndarray],
-        plan: _DecodePlan,
+        plan: DecodingPlan,
         outputs: Sequence[int],
         scales: np.ndarray,
     ) -> dict[int, np.ndarray]:
@@ -764,7 +806,7 @@ class Code:
 
     def _warn_if_inaccurate(
         self,
-        plan: _DecodePlan,
+        plan: DecodingPlan,
         weights: np.ndarray,
         sizes: np.ndarray,
         out: Sequence[np.ndarray],
@@ -999,9 +1041,15 @@ def _cached_condition(code: Code, indices: tuple[int, ...]) -> float:
     return _condition(code.generator[list(indices)])
 
 
-class _DecodePlan(NamedTuple):
-    """What a decode of ``outputs`` from recovery set ``chosen`` needs besides the results."""
+class DecodingPlan(NamedTuple):
+    """What a decode of ``outputs`` from recovery set ``chosen`` needs besides the results.
 
+    Made by :meth:`Code.decoding_plan` and passed to :meth:`Code.decode`
+    (``plan=``): the scheduler plugin makes it once, where it chooses the
+    recovery set, so a decode task on a worker does only the arithmetic.
+    """
+
+    outputs: tuple[int, ...]
     chosen: tuple[int, ...]
     #: The blocks with a nonzero weight, and the weights of the outputs on them.
     used: tuple[int, ...]
@@ -1015,7 +1063,7 @@ class _DecodePlan(NamedTuple):
     condition_bound: float
 
 
-def _decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> _DecodePlan:
+def _decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> DecodingPlan:
     """The plan of a decode, cached by value like the weights.
 
     With it, a decode task of a small block costs little more than the arithmetic on its blocks,
@@ -1026,7 +1074,7 @@ def _decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) 
     return _build_decode_plan(code, chosen, outputs)
 
 
-def _build_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> _DecodePlan:
+def _build_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> DecodingPlan:
     weights = code.output_weights(outputs, chosen)
     columns = np.flatnonzero(weights.any(axis=0))
     used = tuple(chosen[c] for c in columns)
@@ -1034,21 +1082,20 @@ def _build_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, 
     selected = tuple(_selected_block(row) for row in weights)
     if all(c is not None for c in selected):
         copies = tuple(used[c] for c in selected)  # type: ignore[index]
-        return _DecodePlan(chosen, used, weights, copies, selected, 1.0)
+        return DecodingPlan(outputs, chosen, used, weights, copies, selected, 1.0)
     bound = _weights_and_bound(code, chosen)[1]
-    return _DecodePlan(chosen, used, weights, None, selected, bound)
+    return DecodingPlan(outputs, chosen, used, weights, None, selected, bound)
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> _DecodePlan:
+def _cached_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...]) -> DecodingPlan:
     plan = _build_decode_plan(code, chosen, outputs)
     plan.weights.flags.writeable = False
     return plan
 
 
-@functools.lru_cache(maxsize=1024)
 def _folded_weights(
-    code: Code, chosen: tuple[int, ...], outputs: tuple[int, ...], exponents: tuple[int, ...], dtype: np.dtype
+    code: Code, plan: DecodingPlan, exponents: np.ndarray, dtype: np.dtype
 ) -> np.ndarray | None:
     """The weights of a decode of an equilibrated encoding, or None where they cannot be exact.
 
@@ -1056,31 +1103,50 @@ def _folded_weights(
     block's weight is scaled by ``2**-e`` of its unknown and each output's
     row by its own ``2**e``, which gives bit for bit what scaling the blocks
     and the outputs would, while every weight stays a normal number of
-    ``dtype`` (cached per encoding: the exponents of a persisted array stay).
-    Exponents far apart (blocks whose sizes differ by ``2**1000``) can push
-    a weight out of range: those decodes scale the blocks instead.
+    ``dtype``. Exponents far apart (blocks whose sizes differ by ``2**1000``)
+    can push a weight out of range: those decodes scale the blocks instead.
+    In Python floats, a handful of them: NumPy calls on a matrix this small
+    cost more than a decode's arithmetic on a worker whose caches other
+    processes keep cold. Not cached: a cache keyed by the plan would have to
+    trust that the plan is the code's.
     """
-    plan = _decode_plan(code, chosen, outputs)
-    columns = [-exponents[j] if (j := code.copied_block(i)) is not None else 0 for i in plan.used]
-    rows = [exponents[target_unknowns(code)[o]] for o in outputs]  # type: ignore[index]
-    shifts = np.add.outer(rows, columns)
+    copied, unknowns = _copied_unknowns(code), target_unknowns(code)
+    shifts = exponents.tolist()
+    tiny, largest, span = _range_of(dtype)
+    columns = [-shifts[j] if (j := copied[i]) is not None else 0 for i in plan.used]
+    rows = []
+    for output, weights in zip(plan.outputs, plan.weights.tolist()):
+        own = shifts[unknowns[output]]  # type: ignore[index]
+        if any(abs(own + column) >= span for column in columns):
+            return None
+        try:
+            row = [math.ldexp(w, own + column) for w, column in zip(weights, columns)]
+        except OverflowError:
+            return None
+        if any(w and not tiny <= abs(folded) <= largest for w, folded in zip(weights, row)):
+            return None  # a weight under- or overflowed
+        rows.append(row)
+    return np.array(rows)
+
+
+@functools.lru_cache(maxsize=256)
+def _copied_unknowns(code: Code) -> tuple[int | None, ...]:
+    """:meth:`Code.copied_block` of every coded block (cached by code value)."""
+    return tuple(code.copied_block(i) for i in range(code.n))
+
+
+@functools.cache
+def _range_of(dtype: np.dtype) -> tuple[float, float, int]:
+    """``dtype``'s smallest normal and largest number, and its span of binary exponents."""
     info = np.finfo(dtype)
-    if np.abs(shifts).max(initial=0) >= info.maxexp - info.minexp:
-        return None
-    with np.errstate(over="ignore", under="ignore"):
-        weights = np.ldexp(plan.weights, shifts.astype(np.int32))
-    nonzero = np.abs(weights[plan.weights != 0])
-    if nonzero.size and not (nonzero.min() >= info.tiny and nonzero.max() <= info.max):
-        return None
-    weights.flags.writeable = False
-    return weights
+    return float(info.tiny), float(info.max), int(info.maxexp - info.minexp)
 
 
 def _sums_in_range(weights: np.ndarray, sizes: np.ndarray, dtype: np.dtype) -> bool:
     """Whether no weighted sum of blocks of magnitudes ``sizes`` can overflow ``dtype``."""
     # Python floats: a product past the largest float is inf, not an error or a warning.
     largest = max(sum(abs(float(w)) * float(size) for w, size in zip(row, sizes)) for row in weights)
-    return largest < float(np.finfo(dtype).max) / 2
+    return largest < _range_of(dtype)[1] / 2
 
 
 def _read_only(weights: np.ndarray, bound: float) -> tuple[np.ndarray, float]:

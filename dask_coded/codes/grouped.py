@@ -19,7 +19,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import DecodingError
-from .base import ONE_SIDED, Code, CodeGroup
+from .base import ONE_SIDED, Code, CodeGroup, DecodingPlan
 from .mds import GENERATORS, MDSCode
 from .replication import _positive
 
@@ -237,8 +237,18 @@ class GroupedMDSCode(Code):
         recovery_set: Iterable[int] | None = None,
         exponents: Sequence[int] | np.ndarray | None = None,
         suspects: Mapping[int, Hashable] | None = None,
+        plan: DecodingPlan | None = None,
     ) -> list[np.ndarray]:
         """Decode group by group (see :meth:`Code.decode <dask_coded.codes.Code.decode>`)."""
+        if plan is not None:  # the weights are known: no need to split the results by group
+            return super().decode(
+                results,
+                shapes=shapes,
+                outputs=outputs,
+                recovery_set=recovery_set,
+                exponents=exponents,
+                plan=plan,
+            )
         outputs = list(range(self.k)) if outputs is None else [int(o) for o in outputs]
         if any(not 0 <= o < self.k for o in outputs):
             raise ValueError(f"outputs must be in [0, {self.k}) for {self!r}, got {outputs}")
