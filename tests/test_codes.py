@@ -1017,8 +1017,12 @@ def test_a_plan_is_checked_against_the_decode_it_is_used_for():
     blocks = code.encode([np.full(3, float(j + 1)) for j in range(4)])
     plan = code.decoding_plan([1], [0, 2, 4, 5])
     results = {i: blocks[i] for i in (0, 2, 4, 5)}
-    with pytest.raises(ValueError, match=r"the plan decodes outputs \[1\] from blocks \[0, 2, 4, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"the plan decodes outputs \[1\] of MDSCode.* from blocks \[0, 2, 4, 5\]"
+    ):
         code.decode(results, outputs=[3], plan=plan)
+    with pytest.raises(ValueError, match="cauchy"):  # another code's weights would decode garbage
+        MDSCode(4, 6, generator="cauchy").decode(results, outputs=[1], plan=plan)
     with pytest.raises(ValueError, match="from blocks"):
         code.decode(results, outputs=[1], recovery_set=[0, 2, 3, 4], plan=plan)
     with pytest.raises(ValueError, match="cannot be combined"):

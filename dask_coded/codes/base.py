@@ -654,11 +654,13 @@ class Code:
             raise ValueError(f"{type(self).__name__} does not support max_errors")
         outputs = list(range(self.targets.shape[0])) if outputs is None else list(outputs)
         chosen = None if recovery_set is None else self._validate_indices(recovery_set)
-        if plan is not None and (plan.outputs != tuple(outputs) or chosen not in (None, plan.chosen)):
+        if plan is not None and (
+            plan.code != self or plan.outputs != tuple(outputs) or chosen not in (None, plan.chosen)
+        ):
             asked = f"outputs {outputs}" + ("" if chosen is None else f" from blocks {list(chosen)}")
             raise ValueError(
-                f"the plan decodes outputs {list(plan.outputs)} from blocks {list(plan.chosen)}; this "
-                f"decode asks for {asked}"
+                f"the plan decodes outputs {list(plan.outputs)} of {plan.code!r} from blocks "
+                f"{list(plan.chosen)}; this decode asks for {asked} of {self!r}"
             )
         if (chosen is not None or plan is not None) and max_errors:
             raise ValueError(
@@ -1049,6 +1051,8 @@ class DecodingPlan(NamedTuple):
     recovery set, so a decode task on a worker does only the arithmetic.
     """
 
+    #: The code whose weights these are: a plan is refused by any other.
+    code: Code
     outputs: tuple[int, ...]
     chosen: tuple[int, ...]
     #: The blocks with a nonzero weight, and the weights of the outputs on them.
@@ -1082,9 +1086,9 @@ def _build_decode_plan(code: Code, chosen: tuple[int, ...], outputs: tuple[int, 
     selected = tuple(_selected_block(row) for row in weights)
     if all(c is not None for c in selected):
         copies = tuple(used[c] for c in selected)  # type: ignore[index]
-        return DecodingPlan(outputs, chosen, used, weights, copies, selected, 1.0)
+        return DecodingPlan(code, outputs, chosen, used, weights, copies, selected, 1.0)
     bound = _weights_and_bound(code, chosen)[1]
-    return DecodingPlan(outputs, chosen, used, weights, None, selected, bound)
+    return DecodingPlan(code, outputs, chosen, used, weights, None, selected, bound)
 
 
 @functools.lru_cache(maxsize=1024)
