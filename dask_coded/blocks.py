@@ -20,6 +20,7 @@ Two facts travel with the values, so the decoder can be exact and safe:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,17 @@ class DecodeSpec:
         combines blocks: its weights, solved for on the scheduler (once per
         code and recovery set), so a decode task has only the arithmetic
         left, and less work to be delayed by.
+    window
+        ``(axis, start, stop)``: this decode returns only that slice of the
+        output block along ``axis`` (a part of a fused decode).
+    parts
+        A fused decode: the output block is these parts (each a window of
+        one output of ``code``), joined along their window's axis, decoded
+        in one task from the group's products. A re-split
+        :class:`~dask_coded.CodedArray`'s products come back in the chunks
+        of the array it encoded this way, without a task stage of their
+        own: every stage is one more wait for stragglers. The plugin plans
+        each part; ``output`` is the first part's.
     """
 
     code: Code
@@ -121,6 +133,8 @@ class DecodeSpec:
     suspects: tuple[str | None, ...] | None = None
     first_position: int = 0
     plan: DecodingPlan | None = None
+    window: tuple[int, int, int] | None = None
+    parts: tuple[DecodeSpec, ...] = ()
 
 
 def suspects_of(spec: DecodeSpec) -> dict[int, str] | None:
@@ -342,6 +356,13 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     to the scheduler as a ``dask-coded-corrections`` event, so the plugin can
     count them per worker.
     """
+    if spec.parts:
+        pieces = [
+            decode_block(dataclasses.replace(part, suspects=spec.suspects), *products) for part in spec.parts
+        ]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=spec.parts[0].window[0])  # type: ignore[index]
+    if spec.window is not None:
+        products = tuple(_windowed(p, *spec.window) for p in products)
     present = {i: p for i, p in enumerate(products) if p is not MISSING}
     if not spec.max_errors:
         # The output's own product, when it is in, is the answer: no decoding machinery at all.
@@ -378,6 +399,16 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         exponents=exponents if exponents is not None and target_unknowns(spec.code) is not None else None,
     )
     return np.asarray(out).astype(dtype, copy=False)
+
+
+def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:
+    """Rows (``axis`` 0) or columns ``start:stop`` of a product, a view; ``MISSING`` stays."""
+    if product is MISSING:
+        return product
+    where = (slice(None),) * axis + (slice(start, stop),)
+    if isinstance(product, ScaledBlock):
+        return ScaledBlock(product.values[where], product.exponents)
+    return product[where]
 
 
 def assembled_block(grid: tuple[int, ...], slices: Sequence[tuple[slice, ...]], *blocks: Any) -> np.ndarray:

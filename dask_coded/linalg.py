@@ -9,6 +9,8 @@ it runs as soon as a recovery set is in memory.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import math
 import warnings
@@ -300,9 +302,10 @@ def _encode_for(
     resolved = resolve_one_sided_code(code, chunks)
     if isinstance(operand.array, da.Array):
         return CodedOperand.of_coded_array(encode(operand.array, resolved, axis))
-    if resolved.k != len(operand.chunks[axis]):
+    source = operand.chunks[axis]
+    if resolved.k != len(source):
         operand = operand.rechunk({axis: even_chunks(operand.shape[axis], resolved.k)})
-    return CodedOperand.encode(operand, resolved, axis, ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS)
+    return CodedOperand.encode(operand, resolved, axis, ENCODE_ROWS if axis == 0 else ENCODE_COLUMNS, source)
 
 
 def _two_sided(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype) -> da.Array:
@@ -318,7 +321,12 @@ def _two_sided(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dt
 
 
 def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors: int) -> da.Array:
-    """``coded @ other`` (coded along axis 0) or ``other @ coded`` (coded along axis 1)."""
+    """``coded @ other`` (coded along axis 0) or ``other @ coded`` (coded along axis 1).
+
+    The result has the encoded array's chunks along the coded axis (``coded.source_chunks``):
+    where the code's data blocks are others, each output block is one fused decode of the
+    windows of the decoded blocks it overlaps (see :class:`DecodeSpec`'s ``parts``).
+    """
     code, left = coded.code, coded.axis == 0
     _check_correctable(code, max_errors)
     inner_chunks = coded.chunks[1] if left else coded.chunks[0]
@@ -330,6 +338,9 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     other_chunks: tuple[int | None, ...] = other.chunks[1 if left else 0] if matrix else (None,)
     inner = range(len(inner_chunks))
     sizes = coded.chunks[coded.axis]
+    out_sizes = _fusable(code, sizes, coded.source_chunks)
+    # The axis of an output block along which the coded axis runs.
+    out_axis = 0 if left or not matrix else 1
     products: dict[Any, Any] = {}
     decodes: dict[Any, Any] = {}
     for o, other_size in enumerate(other_chunks):
@@ -345,29 +356,79 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
                 key = (product_name, o, i) if matrix else (product_name, i)
             products[key] = CodedTask(key, product_block, List(*lhs), List(*rhs))
             members.append(key)
+        place = functools.partial(_output_block, other=o, other_size=other_size, left=left)
         # Each output block is decoded from the members of its code group only.
         for group in code.groups:
+            data = group.members[: group.code.k]
             specs = {}
-            for local, j in enumerate(group.members[: group.code.k]):
-                index: tuple[int, ...]
-                shape: tuple[int, ...]
-                if other_size is None:
-                    index, shape = (j,), (sizes[j],)
-                elif left:
-                    index, shape = (j, o), (sizes[j], other_size)
-                else:
-                    index, shape = (o, j), (other_size, sizes[j])
+            for local, j in enumerate(data):
+                index, shape = place(j, sizes[j])
                 specs[index] = DecodeSpec(
                     group.code, local, shape, dtype, max_errors, first_position=group.members[0]
                 )
+            if out_sizes is not None:
+                specs = _fused(specs, out_sizes, sizes, data, place, out_axis)
             decodes.update(_decode_layer(out_name, [members[i] for i in group.members], specs))
     product_layer = GraphLayer(product_name, products, *coded.collections, *other.collections)
-    coded_chunks = coded.chunks[coded.axis]
+    coded_chunks = sizes if out_sizes is None else out_sizes
     if left:
         chunks = (coded_chunks, other.chunks[1]) if matrix else (coded_chunks,)
     else:
         chunks = (other.chunks[0], coded_chunks) if matrix else (coded_chunks,)
     return _finish(out_name, decodes, product_layer, chunks, dtype)
+
+
+def _output_block(
+    j: int, size: int, *, other: int, other_size: int | None, left: bool
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The index and shape of output block ``j`` along the coded axis (``size`` long there)."""
+    if other_size is None:
+        return (j,), (size,)
+    return ((j, other), (size, other_size)) if left else ((other, j), (other_size, size))
+
+
+def _fusable(code: Code, sizes: tuple[int, ...], wanted: tuple[int, ...]) -> tuple[int, ...] | None:
+    """``wanted``, when its blocks can be cut from ``code``'s decoded blocks (of ``sizes``) in one stage.
+
+    Each wanted block must overlap decoded blocks of one group only (its decode task reads that
+    group's products); None where the sizes already agree or that fails.
+    """
+    if tuple(sizes) == tuple(wanted) or sum(sizes) != sum(wanted):
+        return None
+    group_of = {j: g for g, group in enumerate(code.groups) for j in group.members[: group.code.k]}
+    for pieces in old_to_new((sizes,), (wanted,))[0]:
+        if len({group_of[j] for j, _ in pieces}) != 1:
+            return None
+    return tuple(wanted)
+
+
+def _fused(
+    specs: Mapping[tuple[int, ...], DecodeSpec],
+    out_sizes: tuple[int, ...],
+    sizes: tuple[int, ...],
+    data: tuple[int, ...],
+    place: Callable[[int, int], tuple[tuple[int, ...], tuple[int, ...]]],
+    out_axis: int,
+) -> dict[tuple[int, ...], DecodeSpec]:
+    """One decode per block of ``out_sizes`` whose pieces are decoded blocks of this group (``data``).
+
+    ``specs`` are the group's decodes of whole blocks; each fused one has a part per decoded block
+    it overlaps, windowed to the rows (or columns) it takes from it.
+    """
+    by_block = {j: spec for j, spec in zip(data, specs.values())}
+    fused = {}
+    for c, pieces in enumerate(old_to_new((sizes,), (out_sizes,))[0]):
+        if pieces[0][0] not in by_block:
+            continue  # another group's block
+        parts = []
+        for j, rows in pieces:
+            start, stop, _ = rows.indices(sizes[j])
+            whole = by_block[j]
+            _, shape = place(j, stop - start)
+            parts.append(dataclasses.replace(whole, shape=shape, window=(out_axis, start, stop)))
+        index, shape = place(c, out_sizes[c])
+        fused[index] = dataclasses.replace(parts[0], shape=shape, window=None, parts=tuple(parts))
+    return fused
 
 
 def _encode_layer(name: str, weights: np.ndarray, blocks: list[list[Any]], dtype: np.dtype) -> dict[Any, Any]:

@@ -140,6 +140,7 @@ class CodedOperand:
         block: Callable[[tuple[int, ...]], Any],
         collections: list[Any],
         token: str,
+        source_chunks: tuple[int, ...] | None = None,
     ) -> None:
         self.code = code
         self.axis = axis
@@ -147,6 +148,9 @@ class CodedOperand:
         self.block = block
         self.collections = collections
         self.token = token
+        #: Along ``axis``, the chunks of the array that was encoded (its data blocks may be others):
+        #: the chunks its products must have.
+        self.source_chunks = chunks[axis] if source_chunks is None else source_chunks
 
     @classmethod
     def of_coded_array(cls, coded: Any) -> CodedOperand:
@@ -158,14 +162,23 @@ class CodedOperand:
             lambda index: TaskRef((coded.name, *index)),
             [coded],
             coded.name,
+            coded._source_chunks,
         )
 
     @classmethod
-    def encode(cls, operand: Operand, code: Code, axis: int, encode_name: str) -> CodedOperand:
+    def encode(
+        cls,
+        operand: Operand,
+        code: Code,
+        axis: int,
+        encode_name: str,
+        source_chunks: tuple[int, ...] | None = None,
+    ) -> CodedOperand:
         """Encode a NumPy operand whose chunks along ``axis`` are ``code``'s ``k`` data blocks.
 
         ``encode_name`` prefixes the parity keys (the scheduler plugin reads
-        a block's index from it, as for :func:`~dask_coded.encode`).
+        a block's index from it, as for :func:`~dask_coded.encode`);
+        ``source_chunks`` are the operand's chunks before it was split into them.
         """
         from .blocks import CodedTask, scaled_parity_block
         from .codes.base import equilibration_exponents
@@ -207,7 +220,7 @@ class CodedOperand:
                 return operand.block(data_index)
             return TaskRef((name, *idx))
 
-        return cls(code, axis, operand.chunks, block, [parities], name)
+        return cls(code, axis, operand.chunks, block, [parities], name, source_chunks)
 
     def __dask_tokenize__(self) -> Any:
         return ("dask-coded-coded-operand", self.token)

@@ -526,16 +526,30 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         # The scheduler set ts.type from the result when the member reached memory (before this
         # callback): products holding NaN/inf are NonFiniteProducts (see dask_coded.blocks).
         nonfinite = [i for i in finished if members[i].type == NONFINITE_TYPENAME]
-        plan = plan_decode(
-            spec.code, spec.output, finished, spec.max_errors, suspects, dtype=spec.dtype, nonfinite=nonfinite
-        )
-        if plan is None:
-            return
-        dropped = dropped_members(members, plan.needed)
+        plans = []
+        for part in spec.parts or (spec,):  # a fused decode: every part, from the same members
+            plan = plan_decode(
+                part.code,
+                part.output,
+                finished,
+                part.max_errors,
+                suspects,
+                dtype=part.dtype,
+                nonfinite=nonfinite,
+            )
+            if plan is None:
+                return
+            plans.append(plan)
+        needed = {i for plan in plans for i in plan.needed}
+        dropped = dropped_members(members, needed)
         if not dropped:
             return  # every member is needed: plain scheduling does the rest
-        new_spec = dataclasses.replace(spec, recovery_set=plan.recovery_set, plan=plan.weights)
-        args = [r if i in plan.needed else MISSING for i, r in enumerate(refs)]
+        planned = [
+            dataclasses.replace(part, recovery_set=plan.recovery_set, plan=plan.weights)
+            for part, plan in zip(spec.parts or (spec,), plans)
+        ]
+        new_spec = dataclasses.replace(spec, parts=tuple(planned)) if spec.parts else planned[0]
+        args = [r if i in needed else MISSING for i, r in enumerate(refs)]
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
         self._rewritten.add(ts.key)
         busy = set()
@@ -562,7 +576,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             self._orphans.add(member.key)
         if ts.waiting_on:
             return  # a needed member is not in memory after all; leave it to the scheduler
-        holders = {ws.address for i in plan.needed for ws in (members[i].who_has or ())}
+        holders = {ws.address for i in needed for ws in (members[i].who_has or ())}
         self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders)
         self.counters["decodes_early"] += 1
         recommendations[ts.key] = "processing"

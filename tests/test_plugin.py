@@ -108,6 +108,32 @@ async def test_a_solved_decode_is_shipped_its_weights(c, s, *workers):
 
 
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
+async def test_a_fused_decode_plans_each_of_its_parts(c, s, *workers):
+    """An output block across two decoded blocks of a re-split array: each part planned, none waits."""
+    a = _matrix()
+    await dask_coded.register(c)
+    plain = da.from_array(a, chunks=(100, 60))
+    coded = await c.persist(dask_coded.encode(plain, MDSCode(3, 6)))  # data blocks of 134, 133, 133 rows
+    (holder,) = s.tasks[(coded.name, 0, 0)].who_has
+    stuck = next(w for w in workers if w.address == holder.address)
+    model = FaultModel(
+        delay_shift=SHIFT, slow_workers=(stuck.address,), slow_factor=STUCK_FACTOR, tasks="products"
+    )
+    await c.register_plugin(FaultInjector(model), name="faults")
+    x = np.arange(60.0)
+    y = await c.persist(dask_coded.dot(coded, x))
+    await wait(y)
+    assert y.chunks == plain[:, 0].chunks
+    spec = s.tasks[y.__dask_keys__()[1]].run_spec.args[0]  # rows 100-200: blocks 0 and 1
+    first, second = spec.parts
+    assert (first.output, first.window, second.output, second.window) == (0, (0, 100, 134), 1, (0, 0, 66))
+    assert first.plan is not None and 0 not in first.plan.used  # solved: its own block is stuck
+    # The other part is its own block's copy, or solved too if that was not in yet.
+    assert second.recovery_set == (1,) or (second.plan is not None and 0 not in second.plan.used)
+    np.testing.assert_allclose(await c.compute(y), a @ x, rtol=1e-10)
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_late_members_are_released_and_cancelled(c, s, *workers):
     a = _matrix()
     await _setup(c, s, workers[0])
