@@ -21,6 +21,7 @@ from .blocks import (
     transpose_block,
 )
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
+from .codes.base import check_max_errors
 from .codes.sizing import auto_or_count, delays_from_evidence, parity_from_evidence
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
@@ -438,7 +439,8 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     def sized() -> Chunking:
         workers = _compat.worker_count()
         resplit = _resplits() and workers is not None and length >= workers
-        return chunking(rows, cols, other_blocks, blocks=split, workers=workers, resplit=resplit)
+        max_errors = check_max_errors(config.get("max-errors"))  # dot's default: its products must correct
+        return chunking(rows, cols, other_blocks, split, max_errors, workers=workers, resplit=resplit)
 
     code = resolve_one_sided_code(code, sized)
     source_chunks = A.chunks[axis]
@@ -477,7 +479,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     layer[chunk_key] = Task(chunk_key, block_max_abs, TaskRef(key(A.name, j, other)))
                     magnitudes.append(TaskRef(chunk_key))
             exp_key = (keys.EXPONENTS + tokenize(name), q)
-            layer[exp_key] = Task(exp_key, block_exponents, len(data), *magnitudes)
+            layer[exp_key] = Task(exp_key, block_exponents, len(data), *magnitudes, dtype=A.dtype)
             exponents = TaskRef(exp_key)
         for other in other_axis_blocks:
             refs = [TaskRef(key(A.name, j, other)) for j in data]

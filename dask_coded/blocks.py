@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -132,7 +132,7 @@ class DecodeSpec:
     recovery_set: tuple[int, ...] | None = None
     suspects: tuple[str | None, ...] | None = None
     first_position: int = 0
-    plan: DecodingPlan | None = None
+    plan: DecodingPlan | None = field(default=None, compare=False)  # follows from the rest; holds an array
     window: tuple[int, int, int] | None = None
     parts: tuple[DecodeSpec, ...] = ()
 
@@ -225,7 +225,7 @@ def block_max_abs(block: Any) -> float:
     return max_abs(block)
 
 
-def block_exponents(k: int, *magnitudes: float) -> np.ndarray:
+def block_exponents(k: int, *magnitudes: float, dtype: Any = np.float64) -> np.ndarray:
     """Equilibration exponents of ``k`` data blocks from the largest magnitude of each of their chunks.
 
     ``magnitudes`` are ``k`` runs of equal length: the chunks of data block 0,
@@ -235,7 +235,7 @@ def block_exponents(k: int, *magnitudes: float) -> np.ndarray:
     """
     per_block = np.asarray(magnitudes, dtype=np.float64).reshape(k, -1)
     with np.errstate(invalid="ignore"):
-        return exponents_from_max_abs(per_block.max(axis=1))
+        return exponents_from_max_abs(per_block.max(axis=1), dtype)
 
 
 def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data_blocks: Any) -> ScaledBlock:

@@ -5,6 +5,7 @@ plugin would run it: with the plan of ``policy.plan_decode`` (only the needed me
 others ``MISSING``), or, when there is no plan yet, once every member is in (no rewrite).
 """
 
+import dataclasses
 import itertools
 import pickle
 
@@ -195,3 +196,13 @@ def test_parity_chunks_share_their_data_blocks_exponents():
     np.testing.assert_array_equal(copy.values, product.values)
     with pytest.raises(ValueError, match="different exponents"):
         product_block([parity[0], ScaledBlock(parity[1].values, np.array([0, 0]))], [np.ones(2)] * 2)
+
+
+def test_a_planned_spec_is_a_value_like_any_other():
+    """The plan holds an array: specs still compare and hash by what they decode."""
+    code = MDSCode(4, 6)
+    spec = DecodeSpec(code, 0, (3,), np.dtype("f8"), recovery_set=(1, 2, 3, 4))
+    planned = dataclasses.replace(spec, plan=code.decoding_plan([0], (1, 2, 3, 4)))
+    copy = pickle.loads(pickle.dumps(planned))
+    assert copy == planned == spec and hash(copy) == hash(spec)
+    np.testing.assert_array_equal(copy.plan.weights, planned.plan.weights)

@@ -1048,3 +1048,50 @@ def test_a_grouped_code_decodes_from_a_plan_of_its_own():
     plan = code.decoding_plan([1, 4], finished)
     decoded = code.decode({i: coded[i] for i in finished}, outputs=[1, 4], plan=plan)
     np.testing.assert_allclose(decoded, [blocks[1], blocks[4]], rtol=1e-12)
+
+
+def test_a_grouped_code_refuses_a_plan_with_max_errors():
+    code = GroupedMDSCode(4, 4, 4)
+    results = dict(enumerate(code.encode([np.full(3, float(j)) for j in range(4)])))
+    plan = code.decoding_plan([0], [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="cannot be combined"):
+        code.decode(results, outputs=[0], plan=plan, max_errors=1)
+
+
+def test_subnormal_blocks_get_exponents_their_parities_can_carry():
+    """2**-e times a weight must stay finite, or every parity of the group is NaN/inf."""
+    blocks = [np.array([1.0, -2.0]), np.array([1e-310, -3e-310]), np.array([4.0, 1.0])]
+    exponents = equilibration_exponents(blocks)
+    assert exponents[1] == -1005
+    code = MDSCode(3, 5)
+    coded = code.encode(blocks, exponents=exponents)
+    assert all(np.isfinite(c).all() for c in coded)
+    with pytest.warns(ConditioningWarning, match="output block 1"):  # subnormals carry fewer digits
+        decoded = code.decode({i: coded[i] for i in (0, 2, 3)}, exponents=exponents)
+    np.testing.assert_allclose(decoded[1], blocks[1], rtol=1e-6)
+    tiny32 = [np.array([1e-40, 2e-40], dtype=np.float32), np.array([1.0, 2.0], dtype=np.float32)]
+    assert equilibration_exponents(tiny32)[0] == -109
+
+
+def test_a_copied_output_stays_bit_for_bit_when_the_others_are_solved_on_scaled_blocks():
+    code = MDSCode(2, 3)
+    blocks = [np.array([1e300, 3e-20, 1.2345678901234567e-300]), np.array([1e-300, 2e-300, 3e-300])]
+    exponents = equilibration_exponents(blocks)
+    coded = code.encode(blocks, exponents=exponents)
+    results = {0: coded[0], 2: coded[2]}
+    plan = code.decoding_plan([0, 1], [0, 2])
+    for decoded in (
+        code.decode(results, recovery_set=[0, 2], exponents=exponents),
+        code.decode(results, plan=plan, exponents=exponents),
+    ):
+        assert decoded[0] is blocks[0]
+
+
+def test_a_block_that_cancels_to_zero_warns():
+    """Solved to exact zeros from much larger blocks: no digit of it is left, so say so."""
+    code = MDSCode(2, 3, generator="cauchy")
+    blocks = [np.full(3, 1e10), np.full(3, 1e-10)]
+    coded = code.encode(blocks)  # not equilibrated: the parity carries block 1 below round-off
+    with pytest.warns(ConditioningWarning, match="output block 1"):
+        (decoded,) = code.decode({0: coded[0], 2: coded[2]}, outputs=[1])
+    assert (decoded == 0).all()  # every digit cancelled: the case the warning is for

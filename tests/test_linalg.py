@@ -1,4 +1,5 @@
 import contextlib
+import warnings
 
 import dask
 import dask.array as da
@@ -8,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dask_coded
-from dask_coded import GroupedMDSCode, MatDotCode, MDSCode, PolynomialCode, ReplicationCode
+from dask_coded import (
+    ConditioningWarning,
+    GroupedMDSCode,
+    MatDotCode,
+    MDSCode,
+    PolynomialCode,
+    ReplicationCode,
+)
 from dask_coded._compat import reference_key
 from dask_coded.blocks import DecodeSpec, decode_block
 from dask_coded.errors import DaskCodedWarning
@@ -468,3 +476,32 @@ def test_a_float32_operand_of_a_float64_product_keeps_float64_accuracy(code):
     np.testing.assert_allclose(
         y.compute(scheduler="sync"), expected, rtol=0, atol=1e-12 * np.abs(expected).max()
     )
+
+
+def test_subnormal_blocks_are_coded_and_corrected_like_any_others():
+    """Their parities once overflowed to NaN/inf, and a max_errors product raised where da.dot works."""
+    a = np.random.default_rng(0).standard_normal((12, 4))
+    a[4:8] *= 1e-310
+    x = np.random.default_rng(1).standard_normal(4)
+    A = da.from_array(a, chunks=(4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConditioningWarning)
+        y = dask_coded.dot(A, x, max_errors=1).compute(scheduler="sync")
+    np.testing.assert_array_equal(y, da.dot(A, x).compute(scheduler="sync"))
+
+
+def test_encode_sizes_its_code_for_the_configured_max_errors():
+    A = da.from_array(np.arange(48.0).reshape(12, 4), chunks=(3, 4))
+    with dask.config.set({"coded.max-errors": 1, "coded.parity": 1}):
+        assert_eq(dask_coded.encode(A) @ np.ones(4), np.arange(48.0).reshape(12, 4) @ np.ones(4))
+
+
+def test_a_polynomial_block_that_cancels_to_zero_warns():
+    """A two-sided code mixes every block: a tiny one under a huge one cancels, and says so."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((8, 5)), rng.standard_normal((5, 3))
+    a[:4] *= 1e10
+    a[4:] *= 1e-10
+    y = dask_coded.dot(da.from_array(a, chunks=(4, 5)), da.from_array(b), code=PolynomialCode(2, 1, 3))
+    with pytest.warns(ConditioningWarning):
+        y.compute(scheduler="sync")

@@ -100,16 +100,28 @@ def max_abs(block: Any) -> float:
     return float(max(-np.minimum.reduce(array, axis=None), np.maximum.reduce(array, axis=None)))
 
 
-def exponents_from_max_abs(magnitudes: Iterable[float]) -> np.ndarray:
+#: How far from the smallest exponent of a dtype an equilibration exponent stays: parity weights
+#: are multiplied by ``2**-e``, and ``2**(1022 - 16)`` times any weight under ``2**16`` is finite.
+_EXPONENT_MARGIN = 16
+
+
+def exponents_from_max_abs(magnitudes: Iterable[float], dtype: Any = np.float64) -> np.ndarray:
     """Exponents ``e`` with ``magnitude * 2**-e`` in ``[0.5, 1)``; 0 for zero or non-finite magnitudes.
+
+    Blocks of subnormal numbers in ``dtype`` get the smallest exponent whose
+    ``2**-e`` still leaves a parity weight finite (they are scaled up less).
 
     Examples
     --------
     >>> exponents_from_max_abs([1e12, 1e-3, 0.0, float("nan"), 1.0]).tolist()
     [40, -9, 0, 0, 1]
+    >>> exponents_from_max_abs([1e-310]).tolist(), exponents_from_max_abs([1e-40], np.float32).tolist()
+    ([-1005], [-109])
     """
+    lowest = _range_of(_working_dtype(np.dtype(dtype)))[3]
     return np.array(
-        [math.frexp(m)[1] if math.isfinite(m) and m > 0 else 0 for m in magnitudes], dtype=np.int64
+        [max(math.frexp(m)[1], lowest) if math.isfinite(m) and m > 0 else 0 for m in magnitudes],
+        dtype=np.int64,
     )
 
 
@@ -127,7 +139,9 @@ def equilibration_exponents(blocks: Sequence[Any]) -> np.ndarray:
     >>> equilibration_exponents([np.full(2, 3e12), np.full(2, -1e-3)]).tolist()
     [42, -9]
     """
-    return exponents_from_max_abs(max_abs(b) for b in blocks)
+    blocks = [np.asarray(b) for b in blocks]
+    dtype = np.result_type(*blocks) if blocks else np.float64
+    return exponents_from_max_abs((max_abs(b) for b in blocks), dtype)
 
 
 def scale_by_power_of_two(array: Any, exponent: int) -> np.ndarray:
@@ -793,17 +807,22 @@ class Code:
     ) -> dict[int, np.ndarray]:
         """An equilibrated decode on scaled copies of the blocks, the outputs scaled back after."""
         unknowns = [self.copied_block(i) for i in plan.used]
-        blocks = [
+        scaled = [
             b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
             for j, b in zip(unknowns, blocks)
         ]
-        dtype = _working_dtype(np.result_type(*blocks))
-        sizes = np.array([max_abs(b) for b in blocks])
-        out = _combine_rows(plan.weights, plan.selected, blocks, dtype)
+        dtype = _working_dtype(np.result_type(*scaled))
+        sizes = np.array([max_abs(b) for b in scaled])
+        out = _combine_rows(plan.weights, plan.selected, scaled, dtype)
         if plan.copies is None:
             self._warn_if_inaccurate(plan, plan.weights, sizes, out, outputs, dtype)
         targets = [target_unknowns(self)[o] for o in outputs]  # type: ignore[index]
-        out = [scale_by_power_of_two(o, int(scales[t])) for o, t in zip(out, targets)]  # type: ignore[index]
+        # A row that copies a block is that block itself: scaled there and back, its small entries
+        # would underflow.
+        out = [
+            blocks[copied] if copied is not None else scale_by_power_of_two(o, int(scales[t]))  # type: ignore[index]
+            for o, t, copied in zip(out, targets, plan.selected)
+        ]
         return dict(zip(outputs, out))
 
     def _warn_if_inaccurate(
@@ -828,11 +847,13 @@ class Code:
             condition = self.decoding_condition(plan.chosen)
         worst, where = condition * eps, None
         for o, row, block in zip(outputs, weights, out):
-            size = max_abs(block)
-            if size > 0 and np.isfinite(size):
-                estimate = eps * float(np.abs(row) @ sizes) / size
-                if estimate > worst:
-                    worst, where = estimate, o
+            size, mixed = max_abs(block), float(np.abs(row) @ sizes)
+            if not np.isfinite(size) or not mixed:
+                continue
+            # A block that cancelled to exact zeros from nonzero ones has lost every digit.
+            estimate = eps * mixed / size if size > 0 else math.inf
+            if estimate > worst:
+                worst, where = estimate, o
         if worst > target:
             what = f"output block {where}" if where is not None else "the decode"
             condition = self.decoding_condition(plan.chosen)
@@ -1116,7 +1137,7 @@ def _folded_weights(
     """
     copied, unknowns = _copied_unknowns(code), target_unknowns(code)
     shifts = exponents.tolist()
-    tiny, largest, span = _range_of(dtype)
+    tiny, largest, span, _ = _range_of(dtype)
     columns = [-shifts[j] if (j := copied[i]) is not None else 0 for i in plan.used]
     rows = []
     for output, weights in zip(plan.outputs, plan.weights.tolist()):
@@ -1140,10 +1161,14 @@ def _copied_unknowns(code: Code) -> tuple[int | None, ...]:
 
 
 @functools.cache
-def _range_of(dtype: np.dtype) -> tuple[float, float, int]:
-    """``dtype``'s smallest normal and largest number, and its span of binary exponents."""
+def _range_of(dtype: np.dtype) -> tuple[float, float, int, int]:
+    """``dtype``'s smallest normal and largest number, exponent span and lowest equilibration exponent.
+
+    The last keeps ``2**-e`` times a parity weight finite (see :data:`_EXPONENT_MARGIN`).
+    """
     info = np.finfo(dtype)
-    return float(info.tiny), float(info.max), int(info.maxexp - info.minexp)
+    span = int(info.maxexp - info.minexp)
+    return float(info.tiny), float(info.max), span, int(info.minexp) + 1 + _EXPONENT_MARGIN
 
 
 def _sums_in_range(weights: np.ndarray, sizes: np.ndarray, dtype: np.dtype) -> bool:

@@ -243,6 +243,8 @@ class GroupedMDSCode(Code):
         if plan is not None:  # the weights are known: no need to split the results by group
             return super().decode(
                 results,
+                max_errors=max_errors,
+                suspects=suspects,
                 shapes=shapes,
                 outputs=outputs,
                 recovery_set=recovery_set,
