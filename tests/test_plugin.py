@@ -83,19 +83,22 @@ async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
     await async_poll_for(lambda: not any(_coded_keys(w.state.tasks) for w in workers), timeout=30)
 
 
+async def _stick_the_holder_of_block_0(c, s, coded):
+    """Make the worker holding ``coded``'s data block 0 stuck at products: that output must be solved."""
+    (holder,) = s.tasks[(coded.name, 0, 0)].who_has
+    model = FaultModel(
+        delay_shift=SHIFT, slow_workers=(holder.address,), slow_factor=STUCK_FACTOR, tasks="products"
+    )
+    await c.register_plugin(FaultInjector(model), name="faults")
+
+
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_a_solved_decode_is_shipped_its_weights(c, s, *workers):
     """The plugin solves for the weights where it picks the recovery set: the worker only sums."""
     a = _matrix()
     await dask_coded.register(c)
     coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))  # k=4, n=6, one per worker
-    # The worker holding data block 0 is stuck: output 0 must be solved from the others.
-    (holder,) = s.tasks[(coded.name, 0, 0)].who_has
-    stuck = next(w for w in workers if w.address == holder.address)
-    model = FaultModel(
-        delay_shift=SHIFT, slow_workers=(stuck.address,), slow_factor=STUCK_FACTOR, tasks="products"
-    )
-    await c.register_plugin(FaultInjector(model), name="faults")
+    await _stick_the_holder_of_block_0(c, s, coded)  # output 0 must be solved from the others
     x = np.arange(60.0)
     y = await c.persist(
         dask_coded.dot(coded, x)
@@ -114,12 +117,7 @@ async def test_a_fused_decode_plans_each_of_its_parts(c, s, *workers):
     await dask_coded.register(c)
     plain = da.from_array(a, chunks=(100, 60))
     coded = await c.persist(dask_coded.encode(plain, MDSCode(3, 6)))  # data blocks of 134, 133, 133 rows
-    (holder,) = s.tasks[(coded.name, 0, 0)].who_has
-    stuck = next(w for w in workers if w.address == holder.address)
-    model = FaultModel(
-        delay_shift=SHIFT, slow_workers=(stuck.address,), slow_factor=STUCK_FACTOR, tasks="products"
-    )
-    await c.register_plugin(FaultInjector(model), name="faults")
+    await _stick_the_holder_of_block_0(c, s, coded)
     x = np.arange(60.0)
     y = await c.persist(dask_coded.dot(coded, x))
     await wait(y)
@@ -653,7 +651,7 @@ async def test_without_the_internals_it_warns_clients_once_and_stays_out_of_the_
 
 @pytest.mark.slow
 def test_data_blocks_follow_the_evidence_of_delays(client_of):
-    """coded.data-blocks auto: one coded block per worker, fewer data blocks the longer the tail."""
+    """coded.data-blocks auto (the default): a block per worker, fewer data blocks the longer the tail."""
     client = client_of(6)
     dask_coded.register(client)
     a = _matrix(rows=600, cols=10)
@@ -679,7 +677,9 @@ def test_data_blocks_follow_the_evidence_of_delays(client_of):
     assert encode_auto().code == MDSCode(5, 6)
     run_everywhere(FaultModel(delay="shifted-exponential", delay_scale=0.05), "tail")
     assert encode_auto().code == MDSCode(3, 6)  # at most twice the work
-    assert dask_coded.encode(A).chunks == A.chunks  # the default, keep: A's own chunks
+    with dask.config.set({"coded.data-blocks": "keep"}):
+        assert dask_coded.encode(A).chunks == A.chunks  # keep: A's own chunks
+    assert dask_coded.encode(A).chunks == encode_auto().chunks  # auto is the default
 
 
 @pytest.mark.slow
