@@ -390,7 +390,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         for ``dask.config``'s ``coded.code``. A name builds the code for A's
         chunks along ``axis``; a code object whose ``k`` differs from them
         rechunks A into ``k`` equal blocks. On a cluster of ``W`` workers,
-        with ``coded.data-blocks: auto`` (the default), the MDS code re-splits an ``A`` of
+        with ``coded.data-blocks: auto``, the MDS code re-splits an ``A`` of
         at most ``W`` chunks (and at least ``W`` entries) along ``axis``
         into the ``k`` data blocks of ``W`` coded blocks, one per worker,
         ``k`` chosen from the task times the scheduler plugin measured
@@ -438,8 +438,9 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
 
     def sized() -> Chunking:
         workers = _compat.worker_count()
-        resplit = _resplits() and workers is not None and length >= workers
         max_errors = check_max_errors(config.get("max-errors"))  # dot's default: its products must correct
+        # Errors are located block by block: a re-split block would mix chunks of any magnitudes.
+        resplit = _resplits() and workers is not None and length >= workers and not max_errors
         return chunking(rows, cols, other_blocks, split, max_errors, workers=workers, resplit=resplit)
 
     code = resolve_one_sided_code(code, sized)
@@ -479,7 +480,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     layer[chunk_key] = Task(chunk_key, block_max_abs, TaskRef(key(A.name, j, other)))
                     magnitudes.append(TaskRef(chunk_key))
             exp_key = (keys.EXPONENTS + tokenize(name), q)
-            layer[exp_key] = Task(exp_key, block_exponents, len(data), *magnitudes, dtype=A.dtype)
+            layer[exp_key] = Task(exp_key, block_exponents, len(data), *magnitudes)
             exponents = TaskRef(exp_key)
         for other in other_axis_blocks:
             refs = [TaskRef(key(A.name, j, other)) for j in data]

@@ -21,6 +21,7 @@ Two facts travel with the values, so the decoder can be exact and safe:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,13 +34,13 @@ from ._compat import Task, running_task, worker_task_state
 from .codes import Code, DecodingPlan
 from .codes.base import (
     combine,
+    equilibrated_combine,
     equilibration_exponents,
     exponents_from_max_abs,
     max_abs,
-    scaled_rows,
     target_unknowns,
 )
-from .errors import DecodingError
+from .errors import ConditioningWarning, DecodingError
 
 __all__ = [
     "MISSING",
@@ -225,7 +226,7 @@ def block_max_abs(block: Any) -> float:
     return max_abs(block)
 
 
-def block_exponents(k: int, *magnitudes: float, dtype: Any = np.float64) -> np.ndarray:
+def block_exponents(k: int, *magnitudes: float) -> np.ndarray:
     """Equilibration exponents of ``k`` data blocks from the largest magnitude of each of their chunks.
 
     ``magnitudes`` are ``k`` runs of equal length: the chunks of data block 0,
@@ -235,7 +236,7 @@ def block_exponents(k: int, *magnitudes: float, dtype: Any = np.float64) -> np.n
     """
     per_block = np.asarray(magnitudes, dtype=np.float64).reshape(k, -1)
     with np.errstate(invalid="ignore"):
-        return exponents_from_max_abs(per_block.max(axis=1), dtype)
+        return exponents_from_max_abs(per_block.max(axis=1))
 
 
 def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data_blocks: Any) -> ScaledBlock:
@@ -246,7 +247,7 @@ def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data
     """
     blocks = [np.asarray(b) for b in data_blocks]
     scales = equilibration_exponents(blocks) if exponents is None else np.asarray(exponents)
-    values = combine(scaled_rows(np.asarray(weights)[None, :], scales), blocks)[0]
+    values = equilibrated_combine(np.asarray(weights)[None, :], blocks, scales)[0]
     return ScaledBlock(values, scales)
 
 
@@ -390,14 +391,33 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
                 suspects=tuple(i for i in range(spec.code.n) if i not in results),
             )
         return _trimmed(np.asarray(results[direct]), spec)
-    (out,) = spec.code.decode(
-        results,
-        shapes=[spec.shape],
-        outputs=[spec.output],
-        recovery_set=spec.recovery_set,  # None with max_errors: the plugin plans those on every result
-        plan=spec.plan,
-        exponents=exponents if exponents is not None and target_unknowns(spec.code) is not None else None,
-    )
+    window = spec.window
+    with warnings.catch_warnings():
+        if window is not None:
+            warnings.simplefilter("error", ConditioningWarning)
+        try:
+            (out,) = spec.code.decode(
+                results,
+                shapes=[spec.shape],
+                outputs=[spec.output],
+                recovery_set=spec.recovery_set,  # None with max_errors: planned on every result
+                plan=spec.plan,
+                exponents=exponents
+                if exponents is not None and target_unknowns(spec.code) is not None
+                else None,
+            )
+        except ConditioningWarning as inaccurate:
+            if window is None:
+                raise
+            # A window of a re-split block: its rows share the block's equilibration exponent with
+            # rows of other chunks, and rows far smaller than those cannot come back through parities.
+            raise DecodingError(
+                f"rows {window[1]}:{window[2]} of data block {spec.output} cannot be decoded to their own "
+                f"accuracy from the parities: {inaccurate}. The array was re-split into data blocks that "
+                "hold rows of several of its chunks (coded.data-blocks: auto); encode it with "
+                "coded.data-blocks: keep, so each chunk is equilibrated on its own",
+                suspects=tuple(i for i in range(spec.code.n) if i not in results),
+            ) from None
     return np.asarray(out).astype(dtype, copy=False)
 
 

@@ -19,7 +19,7 @@ from dask_coded import (
 )
 from dask_coded._compat import reference_key
 from dask_coded.blocks import DecodeSpec, decode_block
-from dask_coded.errors import DaskCodedWarning
+from dask_coded.errors import DaskCodedWarning, DecodingError
 from dask_coded.keys import DECODE, PRODUCT
 from dask_coded.linalg import _in_chunks
 from dask_coded.testing import assert_eq
@@ -505,3 +505,33 @@ def test_a_polynomial_block_that_cancels_to_zero_warns():
     y = dask_coded.dot(da.from_array(a, chunks=(4, 5)), da.from_array(b), code=PolynomialCode(2, 1, 3))
     with pytest.warns(ConditioningWarning):
         y.compute(scheduler="sync")
+
+
+def _re_split_with_a_tiny_chunk():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((40, 8))
+    a[:20] *= 1e12
+    a[20:] *= 1e-3
+    return a, rng.standard_normal(8), dask_coded.encode(da.from_array(a, chunks=(20, 8)), MDSCode(3, 5))
+
+
+def test_a_re_split_window_that_parities_cannot_carry_raises_instead_of_returning_noise():
+    """Rows 1e15 times smaller than the rest of their data block are lost in the parities."""
+    a, x, coded = _re_split_with_a_tiny_chunk()
+    y = coded @ x
+    graph = dict(y.__dask_graph__())
+    task = graph[(y.name, 1)]  # rows 20-39: data block 1 (rows 14-26) and 2
+    spec, refs = task.args[0], task.args[1:]
+    products = dask.get(graph, [reference_key(r) for r in refs])
+    np.testing.assert_allclose(
+        decode_block(spec, *products), a[20:] @ x, rtol=1e-12
+    )  # its own products: exact
+    with pytest.raises(DecodingError, match="coded.data-blocks: keep"):
+        decode_block(spec, *[None if i == 1 else p for i, p in enumerate(products)])
+
+
+def test_max_errors_refuses_a_re_split_coded_array():
+    """Errors are located block by block: a wrong small row hides under a large one of its block."""
+    a, x, coded = _re_split_with_a_tiny_chunk()
+    with pytest.raises(ValueError, match="re-split"):
+        dask_coded.dot(coded, x, max_errors=1)

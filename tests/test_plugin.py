@@ -651,7 +651,7 @@ async def test_without_the_internals_it_warns_clients_once_and_stays_out_of_the_
 
 @pytest.mark.slow
 def test_data_blocks_follow_the_evidence_of_delays(client_of):
-    """coded.data-blocks auto (the default): a block per worker, fewer data blocks the longer the tail."""
+    """coded.data-blocks auto: one coded block per worker, fewer data blocks the longer the tail."""
     client = client_of(6)
     dask_coded.register(client)
     a = _matrix(rows=600, cols=10)
@@ -677,9 +677,9 @@ def test_data_blocks_follow_the_evidence_of_delays(client_of):
     assert encode_auto().code == MDSCode(5, 6)
     run_everywhere(FaultModel(delay="shifted-exponential", delay_scale=0.05), "tail")
     assert encode_auto().code == MDSCode(3, 6)  # at most twice the work
-    with dask.config.set({"coded.data-blocks": "keep"}):
-        assert dask_coded.encode(A).chunks == A.chunks  # keep: A's own chunks
-    assert dask_coded.encode(A).chunks == encode_auto().chunks  # auto is the default
+    assert dask_coded.encode(A).chunks == A.chunks  # the default, keep: A's own chunks
+    with dask.config.set({"coded.max-errors": 1}):
+        assert encode_auto().chunks == A.chunks  # errors are located block by block: no re-split
 
 
 @pytest.mark.slow

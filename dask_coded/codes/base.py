@@ -100,28 +100,16 @@ def max_abs(block: Any) -> float:
     return float(max(-np.minimum.reduce(array, axis=None), np.maximum.reduce(array, axis=None)))
 
 
-#: How far from the smallest exponent of a dtype an equilibration exponent stays: parity weights
-#: are multiplied by ``2**-e``, and ``2**(1022 - 16)`` times any weight under ``2**16`` is finite.
-_EXPONENT_MARGIN = 16
-
-
-def exponents_from_max_abs(magnitudes: Iterable[float], dtype: Any = np.float64) -> np.ndarray:
+def exponents_from_max_abs(magnitudes: Iterable[float]) -> np.ndarray:
     """Exponents ``e`` with ``magnitude * 2**-e`` in ``[0.5, 1)``; 0 for zero or non-finite magnitudes.
-
-    Blocks of subnormal numbers in ``dtype`` get the smallest exponent whose
-    ``2**-e`` still leaves a parity weight finite (they are scaled up less).
 
     Examples
     --------
     >>> exponents_from_max_abs([1e12, 1e-3, 0.0, float("nan"), 1.0]).tolist()
     [40, -9, 0, 0, 1]
-    >>> exponents_from_max_abs([1e-310]).tolist(), exponents_from_max_abs([1e-40], np.float32).tolist()
-    ([-1005], [-109])
     """
-    lowest = _range_of(_working_dtype(np.dtype(dtype)))[3]
     return np.array(
-        [max(math.frexp(m)[1], lowest) if math.isfinite(m) and m > 0 else 0 for m in magnitudes],
-        dtype=np.int64,
+        [math.frexp(m)[1] if math.isfinite(m) and m > 0 else 0 for m in magnitudes], dtype=np.int64
     )
 
 
@@ -139,9 +127,7 @@ def equilibration_exponents(blocks: Sequence[Any]) -> np.ndarray:
     >>> equilibration_exponents([np.full(2, 3e12), np.full(2, -1e-3)]).tolist()
     [42, -9]
     """
-    blocks = [np.asarray(b) for b in blocks]
-    dtype = np.result_type(*blocks) if blocks else np.float64
-    return exponents_from_max_abs((max_abs(b) for b in blocks), dtype)
+    return exponents_from_max_abs(max_abs(b) for b in blocks)
 
 
 def scale_by_power_of_two(array: Any, exponent: int) -> np.ndarray:
@@ -552,9 +538,10 @@ class Code:
         for b in blocks:
             _check_dtype(b, what)
         scales = self._check_exponents(exponents)
+        dtype = _working_dtype(np.result_type(*blocks))
         if scales is not None:
-            matrix = scaled_rows(matrix, scales)
-        return combine(matrix, blocks, _working_dtype(np.result_type(*blocks)))
+            return equilibrated_combine(matrix, blocks, scales, dtype)
+        return combine(matrix, blocks, dtype)
 
     def _check_exponents(self, exponents: Sequence[int] | np.ndarray | None) -> np.ndarray | None:
         """Validate per-unknown exponents (codes whose targets are the unknowns themselves only)."""
@@ -1000,6 +987,31 @@ class Code:
         return state
 
 
+def equilibrated_combine(
+    matrix: np.ndarray, blocks: Sequence[np.ndarray], exponents: np.ndarray, dtype: np.dtype | None = None
+) -> list[np.ndarray]:
+    """:func:`combine` of the rows of ``matrix`` that mix blocks with ``2**-exponents[j] * blocks[j]``.
+
+    The powers of two go into the weights (no copy of a block) unless ``2**-e``
+    would push a weight out of ``dtype``'s range (a block of subnormals, or
+    one near the largest number): that block is scaled itself, exactly. Rows
+    that copy a block return it unchanged.
+    """
+    if dtype is None:
+        dtype = _working_dtype(np.result_type(*blocks))
+    lowest = _range_of(np.dtype(dtype))[3]
+    far = [j for j, e in enumerate(exponents.tolist()) if not lowest <= e <= -lowest]
+    if not far:
+        return combine(scaled_rows(matrix, exponents), blocks, dtype)
+    folded = np.array(exponents)
+    folded[far] = 0
+    scaled = [scale_by_power_of_two(b, -int(exponents[j])) if j in far else b for j, b in enumerate(blocks)]
+    mixed = combine(scaled_rows(matrix, folded), scaled, dtype)
+    return [
+        m if (copied := _selected_block(row)) is None else blocks[copied] for row, m in zip(matrix, mixed)
+    ]
+
+
 def scaled_rows(matrix: np.ndarray, exponents: np.ndarray) -> np.ndarray:
     """``matrix`` with every row that mixes blocks multiplied by ``2**-exponents`` column-wise.
 
@@ -1158,6 +1170,11 @@ def _folded_weights(
 def _copied_unknowns(code: Code) -> tuple[int | None, ...]:
     """:meth:`Code.copied_block` of every coded block (cached by code value)."""
     return tuple(code.copied_block(i) for i in range(code.n))
+
+
+#: Equilibration exponents within this many of a dtype's lowest (and highest) exponent are folded
+#: into the weights: ``2**(1022 - 16)`` times any weight under ``2**16`` stays finite and normal.
+_EXPONENT_MARGIN = 16
 
 
 @functools.cache
