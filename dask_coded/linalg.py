@@ -247,6 +247,7 @@ def _coded(
                     f"a CodedArray used as the {side} operand must be 2-D and encoded along axis {axis}, "
                     f"got a {coded.ndim}-D one encoded along axis {coded.axis}; dot its data_array instead"
                 )
+            _check_correctable(coded.code, max_errors)
             if max_errors and coded.chunks[coded.axis] != coded._source_chunks:
                 # A wrong product of rows far smaller than the rest of their data block hides under
                 # the rounding of the large ones: errors are located block by block.
