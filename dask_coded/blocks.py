@@ -21,7 +21,6 @@ Two facts travel with the values, so the decoder can be exact and safe:
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,7 @@ from .codes.base import (
     max_abs,
     target_unknowns,
 )
-from .errors import ConditioningWarning, DecodingError
+from .errors import DecodingError
 
 __all__ = [
     "MISSING",
@@ -392,32 +391,30 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             )
         return _trimmed(np.asarray(results[direct]), spec)
     window = spec.window
-    with warnings.catch_warnings():
-        if window is not None:
-            warnings.simplefilter("error", ConditioningWarning)
-        try:
-            (out,) = spec.code.decode(
-                results,
-                shapes=[spec.shape],
-                outputs=[spec.output],
-                recovery_set=spec.recovery_set,  # None with max_errors: planned on every result
-                plan=spec.plan,
-                exponents=exponents
-                if exponents is not None and target_unknowns(spec.code) is not None
-                else None,
-            )
-        except ConditioningWarning as inaccurate:
-            if window is None:
-                raise
-            # A window of a re-split block: its rows share the block's equilibration exponent with
-            # rows of other chunks, and rows far smaller than those cannot come back through parities.
-            raise DecodingError(
-                f"rows {window[1]}:{window[2]} of data block {spec.output} cannot be decoded to their own "
-                f"accuracy from the parities: {inaccurate}. The array was re-split into data blocks that "
-                "hold rows of several of its chunks (coded.data-blocks: auto); encode it with "
-                "coded.data-blocks: keep, so each chunk is equilibrated on its own",
-                suspects=tuple(i for i in range(spec.code.n) if i not in results),
-            ) from None
+    try:
+        (out,) = spec.code.decode(
+            results,
+            shapes=[spec.shape],
+            outputs=[spec.output],
+            recovery_set=spec.recovery_set,  # None with max_errors: planned on every result
+            plan=spec.plan,
+            exponents=exponents if exponents is not None and target_unknowns(spec.code) is not None else None,
+            # A window of a re-split block shares the block's equilibration exponent with rows of other
+            # chunks: rows far smaller than those cannot come back through the parities, and a warning
+            # would reach only this worker's log.
+            inaccurate="warn" if window is None else "raise",
+        )
+    except DecodingError as error:
+        if window is None or error.relative_error is None:
+            raise
+        raise DecodingError(
+            f"rows {window[1]}:{window[2]} of data block {spec.output} cannot be decoded to their own "
+            f"accuracy from the parities: {error}. The array was re-split into data blocks that hold rows "
+            "of several of its chunks (coded.data-blocks: auto); encode it with coded.data-blocks: keep, "
+            "so each chunk is equilibrated on its own",
+            suspects=tuple(i for i in range(spec.code.n) if i not in results),
+            relative_error=error.relative_error,
+        ) from None
     return np.asarray(out).astype(dtype, copy=False)
 
 

@@ -32,9 +32,14 @@ class DecodingError(ValueError):
     Raised when the results are not enough to decode, or when they disagree
     with the code by more than round-off and the disagreement cannot be
     corrected. ``suspects`` holds the coded-block indices that are to blame
-    (or may be), so an operator can find a faulty worker.
+    (or may be), so an operator can find a faulty worker. ``relative_error``
+    is set when the decode was refused because its result could miss the
+    dtype's accuracy by that much (``Code.decode(..., inaccurate="raise")``).
     """
 
-    def __init__(self, message: str, suspects: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, message: str, suspects: tuple[int, ...] = (), *, relative_error: float | None = None
+    ) -> None:
         super().__init__(message)
         self.suspects = tuple(suspects)
+        self.relative_error = relative_error

@@ -1105,3 +1105,14 @@ def test_a_block_that_cancels_to_zero_warns():
     with pytest.warns(ConditioningWarning, match="output block 1"):
         (decoded,) = code.decode({0: coded[0], 2: coded[2]}, outputs=[1])
     assert (decoded == 0).all()  # every digit cancelled: the case the warning is for
+
+
+def test_an_inaccurate_decode_can_raise_instead_of_warning():
+    code = MDSCode(2, 3, generator="cauchy")
+    blocks = [np.full(3, 1e10), np.full(3, 1e-10)]
+    coded = code.encode(blocks)  # not equilibrated: block 1 is lost under block 0 in the parity
+    with pytest.raises(DecodingError, match="may reach") as caught:
+        code.decode({0: coded[0], 2: coded[2]}, outputs=[1], inaccurate="raise")
+    assert caught.value.relative_error > 1e-10
+    with pytest.raises(ValueError, match="'warn' or 'raise'"):
+        code.decode({0: coded[0], 2: coded[2]}, inaccurate="ignore")

@@ -25,7 +25,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
@@ -582,6 +582,7 @@ class Code:
         exponents: Sequence[int] | np.ndarray | None = None,
         suspects: Mapping[int, Hashable] | None = None,
         plan: DecodingPlan | None = None,
+        inaccurate: Literal["warn", "raise"] = "warn",
     ) -> list[np.ndarray]:
         """Decode the targets from the block products in ``results``.
 
@@ -624,6 +625,10 @@ class Code:
             The weights for ``outputs`` and ``recovery_set`` made beforehand
             by :meth:`decoding_plan` (possibly in another process), in place
             of solving for them here.
+        inaccurate
+            When a solved target may miss the dtype's accuracy: ``"warn"``
+            (a :class:`ConditioningWarning`) or ``"raise"`` (a
+            :class:`DecodingError` with ``relative_error`` set).
 
         Returns
         -------
@@ -649,6 +654,8 @@ class Code:
         True
         """
         max_errors = check_max_errors(max_errors)
+        if inaccurate not in ("warn", "raise"):
+            raise ValueError(f"inaccurate must be 'warn' or 'raise', got {inaccurate!r}")
         if not isinstance(results, Mapping) or not results:
             raise DecodingError(f"decode needs a non-empty mapping of block index -> result, got {results!r}")
         if max_errors and not self.supports_error_correction:
@@ -683,7 +690,7 @@ class Code:
                 for o, copied in zip(outputs, plan.copies):
                     decoded[o] = self._result(arrays, copied)
             else:
-                decoded.update(self._solve(arrays, plan, outputs, scales))
+                decoded.update(self._solve(arrays, plan, outputs, scales, inaccurate))
         else:
             if max_errors:
                 wrong = self.locate_errors(arrays, max_errors=max_errors, exponents=scales, suspects=suspects)
@@ -697,7 +704,8 @@ class Code:
                     decoded[o] = arrays[direct]
             if rest:
                 chosen = self._finite_recovery_set(arrays, indices, rest)
-                decoded.update(self._solve(arrays, _decode_plan(self, chosen, tuple(rest)), rest, scales))
+                plan = _decode_plan(self, chosen, tuple(rest))
+                decoded.update(self._solve(arrays, plan, rest, scales, inaccurate))
         out = [decoded[o] for o in outputs]
         if shapes is not None:
             if len(shapes) != len(out):
@@ -743,6 +751,7 @@ class Code:
         plan: DecodingPlan,
         outputs: Sequence[int],
         scales: np.ndarray | None,
+        inaccurate: str = "warn",
     ) -> dict[int, np.ndarray]:
         """Targets ``outputs`` as ``plan.weights @ results[plan.used]``, un-equilibrated and checked.
 
@@ -776,13 +785,13 @@ class Code:
         if scales is not None:
             equilibrated = _folded_weights(self, plan, scales, dtype)
             if equilibrated is None or not _sums_in_range(equilibrated, sizes, dtype):
-                return self._solve_scaled(blocks, plan, outputs, scales)
+                return self._solve_scaled(blocks, plan, outputs, scales, inaccurate)
             weights = equilibrated
         # A row that copies a block returns it unchanged: with scales, a copy is the output's own
         # data block, whose 2**-e and 2**e cancel.
         out = _combine_rows(weights, plan.selected, blocks, dtype)
         if plan.copies is None:
-            self._warn_if_inaccurate(plan, weights, sizes, out, outputs, dtype)
+            self._warn_if_inaccurate(plan, weights, sizes, out, outputs, dtype, inaccurate)
         return dict(zip(outputs, out))
 
     def _solve_scaled(
@@ -791,6 +800,7 @@ class Code:
         plan: DecodingPlan,
         outputs: Sequence[int],
         scales: np.ndarray,
+        inaccurate: str = "warn",
     ) -> dict[int, np.ndarray]:
         """An equilibrated decode on scaled copies of the blocks, the outputs scaled back after."""
         unknowns = [self.copied_block(i) for i in plan.used]
@@ -802,7 +812,7 @@ class Code:
         sizes = np.array([max_abs(b) for b in scaled])
         out = _combine_rows(plan.weights, plan.selected, scaled, dtype)
         if plan.copies is None:
-            self._warn_if_inaccurate(plan, plan.weights, sizes, out, outputs, dtype)
+            self._warn_if_inaccurate(plan, plan.weights, sizes, out, outputs, dtype, inaccurate)
         targets = [target_unknowns(self)[o] for o in outputs]  # type: ignore[index]
         # A row that copies a block is that block itself: scaled there and back, its small entries
         # would underflow.
@@ -820,8 +830,9 @@ class Code:
         out: Sequence[np.ndarray],
         outputs: Sequence[int],
         dtype: np.dtype,
+        inaccurate: str = "warn",
     ) -> None:
-        """ConditioningWarning when a decoded block may miss the dtype's relative accuracy.
+        """ConditioningWarning (or DecodingError) when a decoded block may miss the dtype's accuracy.
 
         Two estimates: the decode's condition number times epsilon, and, per
         output block, the round-off of the combined results relative to that
@@ -844,14 +855,15 @@ class Code:
         if worst > target:
             what = f"output block {where}" if where is not None else "the decode"
             condition = self.decoding_condition(plan.chosen)
-            warnings.warn(
+            message = (
                 f"decoding {self!r} from blocks {list(plan.chosen)} (condition number {condition:.3g}): "
                 f"the relative error of {what} may reach {worst:.2g}, more than {target:g}, the accuracy "
                 f"dask-coded promises for {dtype}; encode with equilibration_exponents, decode in a "
-                "wider dtype or use a better-conditioned code",
-                ConditioningWarning,
-                stacklevel=4,
+                "wider dtype or use a better-conditioned code"
             )
+            if inaccurate == "raise":
+                raise DecodingError(message, relative_error=worst)
+            warnings.warn(message, ConditioningWarning, stacklevel=4)
 
     def locate_errors(
         self,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -238,6 +238,7 @@ class GroupedMDSCode(Code):
         exponents: Sequence[int] | np.ndarray | None = None,
         suspects: Mapping[int, Hashable] | None = None,
         plan: DecodingPlan | None = None,
+        inaccurate: Literal["warn", "raise"] = "warn",
     ) -> list[np.ndarray]:
         """Decode group by group (see :meth:`Code.decode <dask_coded.codes.Code.decode>`)."""
         if plan is not None:  # the weights are known: no need to split the results by group
@@ -250,6 +251,7 @@ class GroupedMDSCode(Code):
                 recovery_set=recovery_set,
                 exponents=exponents,
                 plan=plan,
+                inaccurate=inaccurate,
             )
         outputs = list(range(self.k)) if outputs is None else [int(o) for o in outputs]
         if any(not 0 <= o < self.k for o in outputs):
@@ -277,6 +279,7 @@ class GroupedMDSCode(Code):
                 suspects=None
                 if suspects is None
                 else {local[b]: s for b, s in suspects.items() if b in local},
+                inaccurate=inaccurate,
             )
             decoded.update(zip(wanted, values))
         return [decoded[o] for o in outputs]
