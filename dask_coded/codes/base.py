@@ -36,6 +36,8 @@ __all__ = [
     "TWO_SIDED",
     "Code",
     "CodeGroup",
+    "DecodingPlan",
+    "equilibrated_combine",
     "equilibration_exponents",
     "exponents_from_max_abs",
     "max_abs",
