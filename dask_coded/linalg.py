@@ -348,7 +348,7 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     other_chunks: tuple[int | None, ...] = other.chunks[1 if left else 0] if matrix else (None,)
     inner = range(len(inner_chunks))
     sizes = coded.chunks[coded.axis]
-    out_sizes = _fusable(code, sizes, coded.source_chunks)
+    windows = _fusable(code, sizes, coded.source_chunks)
     # The axis of an output block along which the coded axis runs.
     out_axis = 0 if left or not matrix else 1
     products: dict[Any, Any] = {}
@@ -376,11 +376,11 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
                 specs[index] = DecodeSpec(
                     group.code, local, shape, dtype, max_errors, first_position=group.members[0]
                 )
-            if out_sizes is not None:
-                specs = _fused(specs, out_sizes, sizes, data, place, out_axis)
+            if windows is not None:
+                specs = _fused(specs, windows, data, place, out_axis)
             decodes.update(_decode_layer(out_name, [members[i] for i in group.members], specs))
     product_layer = GraphLayer(product_name, products, *coded.collections, *other.collections)
-    coded_chunks = sizes if out_sizes is None else out_sizes
+    coded_chunks = sizes if windows is None else coded.source_chunks
     if left:
         chunks = (coded_chunks, other.chunks[1]) if matrix else (coded_chunks,)
     else:
@@ -397,46 +397,48 @@ def _output_block(
     return ((j, other), (size, other_size)) if left else ((other, j), (other_size, size))
 
 
-def _fusable(code: Code, sizes: tuple[int, ...], wanted: tuple[int, ...]) -> tuple[int, ...] | None:
-    """``wanted``, when its blocks can be cut from ``code``'s decoded blocks (of ``sizes``) in one stage.
+def _fusable(
+    code: Code, sizes: tuple[int, ...], wanted: tuple[int, ...]
+) -> list[list[tuple[int, int, int]]] | None:
+    """Per block of ``wanted``, the ``(decoded block, start, stop)`` windows it is cut from, in one stage.
 
-    Each wanted block must overlap decoded blocks of one group only (its decode task reads that
-    group's products); None where the sizes already agree or that fails.
+    Each wanted block must overlap decoded blocks (of ``sizes``) of one group only (its decode task
+    reads that group's products); None where the sizes already agree or that fails.
     """
     if tuple(sizes) == tuple(wanted) or sum(sizes) != sum(wanted):
         return None
     group_of = {j: g for g, group in enumerate(code.groups) for j in group.members[: group.code.k]}
-    for pieces in old_to_new((sizes,), (wanted,))[0]:
-        if len({group_of[j] for j, _ in pieces}) != 1:
-            return None
-    return tuple(wanted)
+    windows = [
+        [(j, *where.indices(sizes[j])[:2]) for j, where in pieces]
+        for pieces in old_to_new((sizes,), (wanted,))[0]
+    ]
+    if any(len({group_of[j] for j, _, _ in pieces}) != 1 for pieces in windows):
+        return None
+    return windows
 
 
 def _fused(
     specs: Mapping[tuple[int, ...], DecodeSpec],
-    out_sizes: tuple[int, ...],
-    sizes: tuple[int, ...],
+    windows: list[list[tuple[int, int, int]]],
     data: tuple[int, ...],
     place: Callable[[int, int], tuple[tuple[int, ...], tuple[int, ...]]],
     out_axis: int,
 ) -> dict[tuple[int, ...], DecodeSpec]:
-    """One decode per block of ``out_sizes`` whose pieces are decoded blocks of this group (``data``).
+    """One decode per output block whose ``windows`` are in this group's decoded blocks (``data``).
 
     ``specs`` are the group's decodes of whole blocks; each fused one has a part per decoded block
     it overlaps, windowed to the rows (or columns) it takes from it.
     """
     by_block = {j: spec for j, spec in zip(data, specs.values())}
     fused = {}
-    for c, pieces in enumerate(old_to_new((sizes,), (out_sizes,))[0]):
+    for c, pieces in enumerate(windows):
         if pieces[0][0] not in by_block:
             continue  # another group's block
-        parts = []
-        for j, rows in pieces:
-            start, stop, _ = rows.indices(sizes[j])
-            whole = by_block[j]
-            _, shape = place(j, stop - start)
-            parts.append(dataclasses.replace(whole, shape=shape, window=(out_axis, start, stop)))
-        index, shape = place(c, out_sizes[c])
+        parts = [
+            dataclasses.replace(by_block[j], shape=place(j, stop - start)[1], window=(out_axis, start, stop))
+            for j, start, stop in pieces
+        ]
+        index, shape = place(c, sum(stop - start for _, start, stop in pieces))
         fused[index] = dataclasses.replace(parts[0], shape=shape, window=None, parts=tuple(parts))
     return fused
 
