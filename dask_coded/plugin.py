@@ -526,8 +526,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         # The scheduler set ts.type from the result when the member reached memory (before this
         # callback): products holding NaN/inf are NonFiniteProducts (see dask_coded.blocks).
         nonfinite = [i for i in finished if members[i].type == NONFINITE_TYPENAME]
+        parts = spec.parts or (spec,)  # a fused decode: every part, from the same members
         plans = []
-        for part in spec.parts or (spec,):  # a fused decode: every part, from the same members
+        for part in parts:
             plan = plan_decode(
                 part.code,
                 part.output,
@@ -546,7 +547,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return  # every member is needed: plain scheduling does the rest
         planned = [
             dataclasses.replace(part, recovery_set=plan.recovery_set, plan=plan.weights)
-            for part, plan in zip(spec.parts or (spec,), plans)
+            for part, plan in zip(parts, plans)
         ]
         new_spec = dataclasses.replace(spec, parts=tuple(planned)) if spec.parts else planned[0]
         args = [r if i in needed else MISSING for i, r in enumerate(refs)]

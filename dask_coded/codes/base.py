@@ -805,7 +805,8 @@ class Code:
         inaccurate: str = "warn",
     ) -> dict[int, np.ndarray]:
         """An equilibrated decode on scaled copies of the blocks, the outputs scaled back after."""
-        unknowns = [self.copied_block(i) for i in plan.used]
+        copied = _copied_unknowns(self)
+        unknowns = [copied[i] for i in plan.used]
         scaled = [
             b if j is None or not scales[j] else scale_by_power_of_two(b, -int(scales[j]))
             for j, b in zip(unknowns, blocks)
