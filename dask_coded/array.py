@@ -18,6 +18,10 @@ from .blocks import (
     block_exponents,
     block_max_abs,
     scaled_parity_block,
+    segment_bounds,
+    segment_exponents,
+    segment_max_abs,
+    segment_parity_block,
     transpose_block,
 )
 from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
@@ -171,7 +175,8 @@ class CodedArray(DaskMethodsMixin):
     into ``k`` blocks: see :func:`encode`) and a parity block
     (zero-padded to the largest data block) after that. MDS parity blocks are
     equilibrated: they mix ``2**-e_j * A_j``, ``e_j`` from the largest
-    magnitude of data block ``j``, and carry the exponents with them
+    magnitude of data block ``j`` (of each run of its rows from one chunk,
+    when it was re-split), and carry the exponents with them
     (:class:`~dask_coded.blocks.ScaledBlock`), so decodes undo the scaling
     exactly. Computing a CodedArray returns the original array; persisting it keeps the parity
     blocks in memory, so that many products reuse one encoding.
@@ -439,8 +444,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     def sized() -> Chunking:
         workers = _compat.worker_count()
         max_errors = check_max_errors(config.get("max-errors"))  # dot's default: its products must correct
-        # Errors are located block by block: a re-split block would mix chunks of any magnitudes.
-        resplit = _resplits() and workers is not None and length >= workers and not max_errors
+        resplit = _resplits() and workers is not None and length >= workers
         return chunking(rows, cols, other_blocks, split, max_errors, workers=workers, resplit=resplit)
 
     code = resolve_one_sided_code(code, sized)
@@ -469,6 +473,9 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     for q, group in enumerate(code.groups):
         data = group.members[: group.code.k]
         exponents: Any = None
+        # A re-split data block holds rows of several chunks: its parities are equilibrated by
+        # segments of rows, so a small chunk keeps its accuracy beside a large one.
+        segments = segment_bounds(A.chunks[axis], source_chunks, data)
         mixes = any(group.code.copied_block(i) is None for i in range(group.code.k, group.code.n))
         if mixes and len(other_axis_blocks) > 1:
             # Equilibration exponents per data block, from every chunk of it along the other axis:
@@ -477,24 +484,34 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
             for j in data:
                 for other in other_axis_blocks:
                     chunk_key = key(max_name, j, other)
-                    layer[chunk_key] = Task(chunk_key, block_max_abs, TaskRef(key(A.name, j, other)))
+                    chunk = TaskRef(key(A.name, j, other))
+                    task = (
+                        Task(chunk_key, block_max_abs, chunk)
+                        if segments is None
+                        else Task(chunk_key, segment_max_abs, axis, segments, chunk)
+                    )
+                    layer[chunk_key] = task
                     magnitudes.append(TaskRef(chunk_key))
             exp_key = (keys.EXPONENTS + tokenize(name), q)
-            layer[exp_key] = Task(exp_key, block_exponents, len(data), *magnitudes)
+            gather = block_exponents if segments is None else segment_exponents
+            layer[exp_key] = Task(exp_key, gather, len(data), *magnitudes)
             exponents = TaskRef(exp_key)
         for other in other_axis_blocks:
             refs = [TaskRef(key(A.name, j, other)) for j in data]
             for local in range(group.code.k, group.code.n):
                 parity_key = key(name, group.members[local], other)
                 copied = group.code.copied_block(local)
+                weights = group.code.generator[local]
                 if copied is not None:
                     # A replica is a task of its own so it can live on another worker.
-                    task: Task = CodedTask(parity_key, np.copy, refs[copied])
-                else:
+                    layer[parity_key] = CodedTask(parity_key, np.copy, refs[copied])
+                elif segments is None:
                     # Equilibrated: a 1e-3 block decoded through a parity that also carries a
                     # 1e12 block keeps its own relative accuracy (exponents=None: from these blocks).
-                    weights = group.code.generator[local]
-                    task = CodedTask(parity_key, scaled_parity_block, weights, exponents, *refs)
-                layer[parity_key] = task
+                    layer[parity_key] = CodedTask(parity_key, scaled_parity_block, weights, exponents, *refs)
+                else:
+                    layer[parity_key] = CodedTask(
+                        parity_key, segment_parity_block, weights, exponents, (axis, segments), *refs
+                    )
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     return CodedArray(graph, name, code, A.chunks, A.dtype, axis, source_chunks)

@@ -8,7 +8,8 @@ arguments with :data:`MISSING`, which :func:`decode_block` skips.
 Two facts travel with the values, so the decoder can be exact and safe:
 
 - MDS parity blocks of a :class:`~dask_coded.CodedArray` are equilibrated
-  (each data block scaled by a power of two before mixing). They are
+  (each data block scaled by a power of two before mixing; a re-split data
+  block, segment by segment of the chunks it holds). They are
   :class:`ScaledBlock` s carrying those exponents; the products of parity
   blocks carry them on to the decode task.
 - A product that is not all finite is returned as a
@@ -37,6 +38,7 @@ from .codes.base import (
     equilibration_exponents,
     exponents_from_max_abs,
     max_abs,
+    scale_by_power_of_two,
     target_unknowns,
 )
 from .errors import DecodingError
@@ -56,6 +58,10 @@ __all__ = [
     "product_block",
     "suspects_of",
     "scaled_parity_block",
+    "segment_bounds",
+    "segment_exponents",
+    "segment_max_abs",
+    "segment_parity_block",
     "task_cancelled",
     "transpose_block",
 ]
@@ -151,10 +157,16 @@ class ScaledBlock:
     An MDS parity block of a :class:`~dask_coded.CodedArray`, or the product
     of one; :func:`decode_block` reads the exponents from whichever parity
     product it receives and undoes the scaling exactly.
+
+    With ``bounds`` (a parity of re-split data blocks), ``exponents`` has a
+    column per segment: rows ``bounds[p]:bounds[p + 1]`` along ``axis`` of
+    ``values`` mix ``2**-exponents[j, p] * block_j``.
     """
 
     values: np.ndarray
     exponents: np.ndarray
+    bounds: tuple[int, ...] | None = None
+    axis: int = 0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -250,10 +262,97 @@ def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data
     return ScaledBlock(values, scales)
 
 
+def segment_bounds(
+    chunks: Sequence[int], source_chunks: Sequence[int], members: Sequence[int]
+) -> tuple[int, ...] | None:
+    """Where the rows of a group's data blocks change chunk of the array they were cut from.
+
+    ``chunks`` are the data blocks along the coded axis, re-split from an
+    array of ``source_chunks``; ``members`` are the group's data blocks. A
+    parity mixes row ``r`` of every member, so it is equilibrated segment by
+    segment between these bounds (in the blocks' own coordinates): a chunk
+    1e15 times smaller than its neighbour in one data block keeps its own
+    accuracy through the parities. None when no member holds rows of two chunks.
+
+    Examples
+    --------
+    >>> segment_bounds((3, 3), (2, 2, 2), (0, 1))  # block 0 holds rows 0:2, 2:3; block 1 3:4, 4:6
+    (0, 1, 2, 3)
+    >>> segment_bounds((2, 2, 2), (2, 2, 2), (0, 1, 2)) is None
+    True
+    """
+    starts = np.cumsum((0, *chunks)).tolist()
+    edges = np.cumsum(source_chunks).tolist()[:-1]
+    length = max(chunks[j] for j in members)
+    cuts = {0, length}
+    for j in members:
+        cuts.update(edge - starts[j] for edge in edges if starts[j] < edge < starts[j + 1])
+    return None if len(cuts) == 2 else tuple(sorted(cuts))
+
+
+def segment_max_abs(axis: int, bounds: Sequence[int], block: Any) -> np.ndarray:
+    """The largest magnitude of each segment of one data chunk (rows past its end count 0)."""
+    block = np.asarray(block)
+    length = block.shape[axis]
+    segments = [range(min(start, length), min(stop, length)) for start, stop in zip(bounds, bounds[1:])]
+    return np.array([max_abs(np.take(block, rows, axis=axis)) for rows in segments])
+
+
+def segment_exponents(k: int, *magnitudes: np.ndarray) -> np.ndarray:
+    """``(k, segments)`` equilibration exponents from :func:`segment_max_abs` of every chunk.
+
+    ``magnitudes`` are ``k`` runs of equal length, as for :func:`block_exponents`.
+    """
+    per_chunk = np.asarray(magnitudes, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        per_block = per_chunk.reshape(k, -1, per_chunk.shape[-1]).max(axis=1)
+    return exponents_from_max_abs(per_block.ravel().tolist()).reshape(per_block.shape)
+
+
+def segment_parity_block(
+    weights: np.ndarray,
+    exponents: np.ndarray | None,
+    segments: tuple[int, tuple[int, ...]],
+    *data_blocks: Any,
+) -> ScaledBlock:
+    """:func:`scaled_parity_block` with exponents per segment ``(axis, bounds)`` (see :func:`segment_bounds`).
+
+    ``exponents=None`` computes them from ``data_blocks`` (when they are whole data blocks).
+    """
+    axis, bounds = segments
+    blocks = [np.asarray(b) for b in data_blocks]
+    if exponents is None:
+        exponents = segment_exponents(len(blocks), *(segment_max_abs(axis, bounds, b) for b in blocks))
+    pieces = [
+        equilibrated_combine(
+            np.asarray(weights)[None, :],
+            [np.take(b, range(start, min(stop, b.shape[axis])), axis=axis) for b in blocks],
+            exponents[:, p],
+        )[0]
+        for p, (start, stop) in enumerate(zip(bounds, bounds[1:]))
+    ]
+    return ScaledBlock(np.concatenate(pieces, axis=axis), np.asarray(exponents), tuple(bounds), axis)
+
+
+def _segment_scaled(values: np.ndarray, unknown: int | None, scaling: ScaledBlock, sign: int) -> np.ndarray:
+    """``values`` of data block ``unknown`` times ``2**(sign * e)``, ``e`` its exponent in each segment.
+
+    Segments run along ``scaling.axis``; ``unknown=None`` (a parity) leaves ``values`` as they are.
+    """
+    if unknown is None:
+        return values
+    assert scaling.bounds is not None
+    rows = np.repeat(sign * scaling.exponents[unknown], np.diff(scaling.bounds))[: values.shape[scaling.axis]]
+    shape = [1] * values.ndim
+    shape[scaling.axis] = len(rows)
+    return scale_by_power_of_two(values, rows.reshape(shape))
+
+
 def transpose_block(block: Any) -> Any:
     """``block.T``, keeping a :class:`ScaledBlock`'s exponents."""
     if isinstance(block, ScaledBlock):
-        return ScaledBlock(np.transpose(block.values), block.exponents)
+        axis = block.values.ndim - 1 - block.axis
+        return dataclasses.replace(block, values=np.transpose(block.values), axis=axis)
     return np.transpose(block)
 
 
@@ -301,20 +400,28 @@ def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
     """
     if not left or len(left) != len(right):
         raise ValueError(f"product_block needs matching inner blocks, got {len(left)} and {len(right)}")
-    exponents = _common_exponents([*left, *right])
+    scaling = _common_scaling([*left, *right])
     values = _product_values([_values(a) for a in left], [_values(b) for b in right])
     if values.dtype.kind in "fc" and not np.isfinite(values).all():
         return values.view(NonFiniteProduct)
-    return values if exponents is None else ScaledBlock(values, exponents)
+    if scaling is None:
+        return values
+    # The coded axis is the left operand's rows or the right one's columns, and so is the product's.
+    coded_left = isinstance(left[0], ScaledBlock)
+    if scaling.bounds is not None and scaling.axis != (0 if coded_left else scaling.values.ndim - 1):
+        raise ValueError("a block equilibrated by segments of its inner axis cannot be multiplied")
+    return dataclasses.replace(scaling, values=values, axis=0 if coded_left else values.ndim - 1)
 
 
-def _common_exponents(operands: Sequence[Any]) -> np.ndarray | None:
-    found = [o.exponents for o in operands if isinstance(o, ScaledBlock)]
+def _common_scaling(operands: Sequence[Any]) -> ScaledBlock | None:
+    """The scaled block among ``operands`` (all of them scaled alike), or None."""
+    found = [o for o in operands if isinstance(o, ScaledBlock)]
     if not found:
         return None
-    if any(not np.array_equal(e, found[0]) for e in found[1:]):
+    first = found[0]
+    if any(not np.array_equal(o.exponents, first.exponents) or o.bounds != first.bounds for o in found[1:]):
         raise ValueError("the chunks of one coded block were equilibrated with different exponents")
-    return found[0]
+    return first
 
 
 def _product_values(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> np.ndarray:
@@ -369,52 +476,50 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         direct = spec.code.direct_block(spec.output, present)
         if direct is not None:
             return _trimmed(np.asarray(_values(present[direct])), spec)
-    exponents = _common_exponents(list(present.values()))
+    scaling = _common_scaling(list(present.values()))
     results = {i: _values(p) for i, p in present.items()}
+    exponents = None if scaling is None or target_unknowns(spec.code) is None else scaling.exponents
+    solvable = results
+    segmented = scaling if scaling is not None and scaling.bounds is not None else None
+    if segmented is not None:
+        # Exponents per segment of rows: bring the data products to the equilibrated unknowns the
+        # parities mix, exactly, and solve for those (the outputs are scaled back below).
+        copied = spec.code.copied_block
+        solvable = {i: _segment_scaled(r, copied(i), segmented, -1) for i, r in results.items()}
+        exponents = None
     if spec.max_errors:
         wrong = spec.code.locate_errors(
-            results, spec.max_errors, exponents=exponents, suspects=suspects_of(spec)
+            solvable, spec.max_errors, exponents=exponents, suspects=suspects_of(spec)
         )
         if wrong:
             _report_corrections(wrong)
             results = {i: p for i, p in results.items() if i not in wrong}
+            solvable = {i: p for i, p in solvable.items() if i not in wrong}
     dtype = np.dtype(spec.dtype)
-    if dtype.kind in "biu":
-        available = spec.recovery_set if spec.recovery_set is not None else results
-        direct = spec.code.direct_block(spec.output, available)
-        if direct is None or direct not in results:
-            raise DecodingError(
-                f"output block {spec.output} of {spec.code!r} has integer dtype {dtype}, and without its "
-                f"own block product (have {sorted(results)}) it could only be solved through parities in "
-                "floating point, which is not exact; it needs its own product",
-                suspects=tuple(i for i in range(spec.code.n) if i not in results),
-            )
+    available = spec.recovery_set if spec.recovery_set is not None else results
+    direct = spec.code.direct_block(spec.output, available)
+    if direct is not None and direct in results:
         return _trimmed(np.asarray(results[direct]), spec)
-    window = spec.window
-    try:
-        (out,) = spec.code.decode(
-            results,
-            shapes=[spec.shape],
-            outputs=[spec.output],
-            recovery_set=spec.recovery_set,  # None with max_errors: planned on every result
-            plan=spec.plan,
-            exponents=exponents if exponents is not None and target_unknowns(spec.code) is not None else None,
-            # A window of a re-split block shares the block's equilibration exponent with rows of other
-            # chunks: rows far smaller than those cannot come back through the parities, and a warning
-            # would reach only this worker's log.
-            inaccurate="warn" if window is None else "raise",
-        )
-    except DecodingError as error:
-        if window is None or error.relative_error is None:
-            raise
+    if dtype.kind in "biu":
         raise DecodingError(
-            f"rows {window[1]}:{window[2]} of data block {spec.output} cannot be decoded to their own "
-            f"accuracy from the parities: {error}. The array was re-split into data blocks that hold rows "
-            "of several of its chunks (coded.data-blocks: auto); encode it with coded.data-blocks: keep, "
-            "so each chunk is equilibrated on its own",
+            f"output block {spec.output} of {spec.code!r} has integer dtype {dtype}, and without its "
+            f"own block product (have {sorted(results)}) it could only be solved through parities in "
+            "floating point, which is not exact; it needs its own product",
             suspects=tuple(i for i in range(spec.code.n) if i not in results),
-            relative_error=error.relative_error,
-        ) from None
+        )
+    (out,) = spec.code.decode(
+        solvable,
+        shapes=[spec.shape],
+        outputs=[spec.output],
+        recovery_set=spec.recovery_set,  # None with max_errors: planned on every result
+        plan=spec.plan,
+        exponents=exponents,
+    )
+    if segmented is not None:
+        unknowns = target_unknowns(spec.code)
+        if unknowns is None:
+            raise ValueError(f"{spec.code!r} decodes combinations of blocks; segment exponents do not apply")
+        out = _segment_scaled(out, unknowns[spec.output], segmented, 1)
     return np.asarray(out).astype(dtype, copy=False)
 
 
@@ -423,9 +528,16 @@ def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:
     if product is MISSING:
         return product
     where = (slice(None),) * axis + (slice(start, stop),)
-    if isinstance(product, ScaledBlock):
-        return ScaledBlock(product.values[where], product.exponents)
-    return product[where]
+    if not isinstance(product, ScaledBlock):
+        return product[where]
+    if product.bounds is None:
+        return dataclasses.replace(product, values=product.values[where])
+    if axis != product.axis:
+        raise ValueError(f"a window along axis {axis} of a block equilibrated along axis {product.axis}")
+    bounds = product.bounds
+    kept = [p for p in range(len(bounds) - 1) if bounds[p] < stop and bounds[p + 1] > start]
+    cuts = [max(bounds[kept[0]], start) - start] + [min(bounds[p + 1], stop) - start for p in kept]
+    return ScaledBlock(product.values[where], product.exponents[:, kept], tuple(cuts), axis)
 
 
 def assembled_block(grid: tuple[int, ...], slices: Sequence[tuple[slice, ...]], *blocks: Any) -> np.ndarray:

@@ -242,7 +242,7 @@ def corrupt(value: Any, kind: str, rng: np.random.Generator) -> Any:
     True
     """
     if isinstance(value, ScaledBlock):  # an equilibrated parity product: corrupt its values
-        return ScaledBlock(corrupt(value.values, kind, rng), value.exponents)
+        return dataclasses.replace(value, values=corrupt(value.values, kind, rng))
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "fc" or value.size == 0:
         return value
     out = np.array(value, copy=True)

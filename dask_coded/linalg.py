@@ -248,15 +248,6 @@ def _coded(
                     f"got a {coded.ndim}-D one encoded along axis {coded.axis}; dot its data_array instead"
                 )
             _check_correctable(coded.code, max_errors)
-            if max_errors and coded.chunks[coded.axis] != coded._source_chunks:
-                # A wrong product of rows far smaller than the rest of their data block hides under
-                # the rounding of the large ones: errors are located block by block.
-                raise ValueError(
-                    f"max_errors={max_errors} needs a CodedArray whose data blocks are the chunks of the "
-                    "array it encoded; this one was re-split (coded.data-blocks: auto, or a code of another "
-                    "k), so a data block holds rows of several chunks: encode with coded.data-blocks: keep "
-                    "and a code of one data block per chunk"
-                )
             other = Operand(b if side == "left" else a)
             return _one_sided(CodedOperand.of_coded_array(coded), other, dtype, max_errors)
     if a.ndim == 1 and b.ndim == 1:

@@ -180,7 +180,14 @@ class CodedOperand:
         a block's index from it, as for :func:`~dask_coded.encode`);
         ``source_chunks`` are the operand's chunks before it was split into them.
         """
-        from .blocks import CodedTask, scaled_parity_block
+        from .blocks import (
+            CodedTask,
+            scaled_parity_block,
+            segment_bounds,
+            segment_exponents,
+            segment_max_abs,
+            segment_parity_block,
+        )
         from .codes.base import equilibration_exponents
 
         name = encoding_name(encode_name, code, tokenize(operand, code, axis))
@@ -195,12 +202,16 @@ class CodedOperand:
         # now because the data is here: a 1e-3 block decoded through a parity that also carries a
         # 1e12 block keeps its own relative accuracy, and no task gathers them.
         bounds = np.cumsum((0, *operand.chunks[axis]))
-        exponents = equilibration_exponents(
-            [np.take(operand.array, range(bounds[j], bounds[j + 1]), axis=axis) for j in range(code.k)]
-        )
+        whole = [np.take(operand.array, range(bounds[j], bounds[j + 1]), axis=axis) for j in range(code.k)]
+        exponents = equilibration_exponents(whole)
         layer: dict[Any, Any] = {}
         for group in code.groups:
             members = group.members[: group.code.k]
+            # A re-split data block holds rows of several chunks: equilibrated by segments of rows.
+            segments = segment_bounds(operand.chunks[axis], source_chunks or operand.chunks[axis], members)
+            if segments is not None:
+                magnitudes = [segment_max_abs(axis, segments, whole[j]) for j in members]
+                group_exponents = segment_exponents(len(members), *magnitudes)
             for other in others:
                 data = [operand.block(index(j, other)) for j in members]
                 for local in range(group.code.k, group.code.n):
@@ -208,7 +219,13 @@ class CodedOperand:
                         continue  # a replica is the data block itself, carried by value
                     key = (name, *index(group.members[local], other))
                     weights = group.code.generator[local]
-                    layer[key] = CodedTask(key, scaled_parity_block, weights, exponents[list(members)], *data)
+                    if segments is None:
+                        task = CodedTask(key, scaled_parity_block, weights, exponents[list(members)], *data)
+                    else:
+                        task = CodedTask(
+                            key, segment_parity_block, weights, group_exponents, (axis, segments), *data
+                        )
+                    layer[key] = task
         parities = GraphLayer(name, layer)
 
         def block(idx: tuple[int, ...]) -> Any:

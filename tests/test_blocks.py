@@ -24,6 +24,10 @@ from dask_coded.blocks import (
     decode_block,
     product_block,
     scaled_parity_block,
+    segment_bounds,
+    segment_exponents,
+    segment_max_abs,
+    segment_parity_block,
     transpose_block,
 )
 from dask_coded.codes import MDSCode, ReplicationCode
@@ -196,6 +200,45 @@ def test_parity_chunks_share_their_data_blocks_exponents():
     np.testing.assert_array_equal(copy.values, product.values)
     with pytest.raises(ValueError, match="different exponents"):
         product_block([parity[0], ScaledBlock(parity[1].values, np.array([0, 0]))], [np.ones(2)] * 2)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_segmented_parity_equilibrates_each_segment_on_its_own(axis):
+    """Block 0 holds rows of a 1e12 chunk then a 1e-3 one; block 1 is shorter (zero-padded)."""
+    rng = np.random.default_rng(5)
+    chunks, source = (5, 4), (3, 6)  # rows 0:3 | 3:9 of the array re-split into 0:5 | 5:9
+    bounds = segment_bounds(chunks, source, (0, 1))
+    assert bounds == (0, 3, 5)
+    whole = rng.standard_normal((9, 3)) * np.repeat([1e12, 1e-3], source)[:, None]
+    blocks = [whole[:5], whole[5:]]
+    if axis:
+        blocks = [b.T for b in blocks]
+    code = MDSCode(2, 3)
+    magnitudes = [segment_max_abs(axis, bounds, b) for b in blocks]
+    assert [m.shape for m in magnitudes] == [(2,), (2,)]
+    exponents = segment_exponents(2, *magnitudes)
+    parity = segment_parity_block(code.generator[2], None, (axis, bounds), *blocks)
+    np.testing.assert_array_equal(parity.exponents, exponents)
+    assert (parity.bounds, parity.axis) == (bounds, axis)
+    # Each segment is the equilibrated mix of that segment's rows.
+    padded = [blocks[0], np.pad(blocks[1], [(0, 1) if a == axis else (0, 0) for a in (0, 1)])]
+    for p, (start, stop) in enumerate(zip(bounds, bounds[1:])):
+        rows = [np.take(b, range(start, stop), axis=axis) for b in padded]
+        mixed = sum(w * np.ldexp(r, -int(e)) for w, r, e in zip(code.generator[2], rows, exponents[:, p]))
+        np.testing.assert_allclose(np.take(parity.values, range(start, stop), axis=axis), mixed, rtol=1e-15)
+    # Windows and transposes keep the segments that the rows they keep belong to.
+    product = product_block([parity], [np.ones(3)]) if axis == 0 else product_block([np.ones(3)], [parity])
+    assert (product.bounds, product.axis) == (bounds, 0)
+    flipped = transpose_block(parity)
+    assert (flipped.bounds, flipped.axis) == (bounds, 1 - axis)
+    # Decoded from the parity and block 1, block 0's 1e-3 rows keep their own accuracy.
+    x = rng.standard_normal(3)
+    products = [product_block([b], [x]) if axis == 0 else product_block([x], [b]) for b in [*blocks, parity]]
+    spec = DecodeSpec(code, 0, (3,), np.dtype(np.float64), window=(0, 2, 5))
+    out = decode_block(spec, MISSING, *products[1:])
+    expected = (whole[:5] @ x)[2:]
+    np.testing.assert_allclose(out[:1], expected[:1], rtol=1e-12)
+    np.testing.assert_allclose(out[1:], expected[1:], rtol=1e-10)
 
 
 def test_a_planned_spec_is_a_value_like_any_other():

@@ -679,7 +679,7 @@ def test_data_blocks_follow_the_evidence_of_delays(client_of):
     assert encode_auto().code == MDSCode(3, 6)  # at most twice the work
     assert dask_coded.encode(A).chunks == A.chunks  # the default, keep: A's own chunks
     with dask.config.set({"coded.max-errors": 1}):
-        assert encode_auto().chunks == A.chunks  # errors are located block by block: no re-split
+        assert encode_auto().chunks == A.chunks  # a code sized for corrections, not from the delays
 
 
 @pytest.mark.slow

@@ -132,8 +132,11 @@ def equilibration_exponents(blocks: Sequence[Any]) -> np.ndarray:
     return exponents_from_max_abs(max_abs(b) for b in blocks)
 
 
-def scale_by_power_of_two(array: Any, exponent: int) -> np.ndarray:
+def scale_by_power_of_two(array: Any, exponent: int | np.ndarray) -> np.ndarray:
     """``array * 2**exponent``, exactly (barring overflow and underflow); integers become float64.
+
+    ``exponent`` may be an integer array that broadcasts against ``array``
+    (one exponent per row, say).
 
     Examples
     --------
@@ -141,10 +144,22 @@ def scale_by_power_of_two(array: Any, exponent: int) -> np.ndarray:
     array([ 1.5 , -0.75])
     >>> scale_by_power_of_two(np.array([1 + 2j]), 2)
     array([4.+8.j])
+    >>> scale_by_power_of_two(np.ones((2, 2)), np.array([[1], [-1]]))
+    array([[2. , 2. ],
+           [0.5, 0.5]])
     """
     array = np.asarray(array)
     if array.dtype.kind not in "fc":
         array = array.astype(_working_dtype(array.dtype))
+    if np.ndim(exponent):
+        exponent = np.asarray(exponent, dtype=np.int32)
+        if not exponent.any():
+            return array
+        if array.dtype.kind == "c":
+            out = np.empty(np.broadcast_shapes(array.shape, exponent.shape), dtype=array.dtype)
+            out.real, out.imag = np.ldexp(array.real, exponent), np.ldexp(array.imag, exponent)
+            return out
+        return np.ldexp(array, exponent)
     if not exponent:
         return array
     if array.dtype.kind == "c":
