@@ -293,9 +293,12 @@ def segment_bounds(
 def segment_max_abs(axis: int, bounds: Sequence[int], block: Any) -> np.ndarray:
     """The largest magnitude of each segment of one data chunk (rows past its end count 0)."""
     block = np.asarray(block)
-    length = block.shape[axis]
-    segments = [range(min(start, length), min(stop, length)) for start, stop in zip(bounds, bounds[1:])]
-    return np.array([max_abs(np.take(block, rows, axis=axis)) for rows in segments])
+    return np.array([max_abs(_rows(block, axis, start, stop)) for start, stop in zip(bounds, bounds[1:])])
+
+
+def _rows(block: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    """Rows (``axis`` 0) or columns ``start:stop`` of ``block``, a view (short or empty past its end)."""
+    return block[(slice(None),) * axis + (slice(start, stop),)]
 
 
 def segment_exponents(k: int, *magnitudes: np.ndarray) -> np.ndarray:
@@ -326,7 +329,7 @@ def segment_parity_block(
     pieces = [
         equilibrated_combine(
             np.asarray(weights)[None, :],
-            [np.take(b, range(start, min(stop, b.shape[axis])), axis=axis) for b in blocks],
+            [_rows(b, axis, start, stop) for b in blocks],
             exponents[:, p],
         )[0]
         for p, (start, stop) in enumerate(zip(bounds, bounds[1:]))
@@ -527,17 +530,17 @@ def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:
     """Rows (``axis`` 0) or columns ``start:stop`` of a product, a view; ``MISSING`` stays."""
     if product is MISSING:
         return product
-    where = (slice(None),) * axis + (slice(start, stop),)
     if not isinstance(product, ScaledBlock):
-        return product[where]
+        return _rows(product, axis, start, stop)
+    values = _rows(product.values, axis, start, stop)
     if product.bounds is None:
-        return dataclasses.replace(product, values=product.values[where])
+        return dataclasses.replace(product, values=values)
     if axis != product.axis:
         raise ValueError(f"a window along axis {axis} of a block equilibrated along axis {product.axis}")
     bounds = product.bounds
     kept = [p for p in range(len(bounds) - 1) if bounds[p] < stop and bounds[p + 1] > start]
     cuts = [max(bounds[kept[0]], start) - start] + [min(bounds[p + 1], stop) - start for p in kept]
-    return ScaledBlock(product.values[where], product.exponents[:, kept], tuple(cuts), axis)
+    return ScaledBlock(values, product.exponents[:, kept], tuple(cuts), axis)
 
 
 def assembled_block(grid: tuple[int, ...], slices: Sequence[tuple[slice, ...]], *blocks: Any) -> np.ndarray:
