@@ -45,10 +45,11 @@ from .errors import DecodingError
 
 __all__ = [
     "MISSING",
-    "NONFINITE_TYPENAME",
+    "NONFINITE_TYPENAMES",
     "CodedTask",
     "DecodeSpec",
     "NonFiniteProduct",
+    "NonFiniteScaledBlock",
     "ScaledBlock",
     "aligned_block",
     "block_exponents",
@@ -190,8 +191,16 @@ class NonFiniteProduct(np.ndarray):
     """
 
 
-#: ``TaskState.type`` of a product the scheduler must not mix into other outputs.
-NONFINITE_TYPENAME = typename(NonFiniteProduct)
+@dataclass(frozen=True, eq=False)
+class NonFiniteScaledBlock(ScaledBlock):
+    """A :class:`NonFiniteProduct` of a parity: marked by its type, and still carrying its exponents.
+
+    A decode of a window of it that holds no NaN may mix those rows in, scaled back exactly.
+    """
+
+
+#: ``TaskState.type`` of the products the scheduler must not mix into other outputs.
+NONFINITE_TYPENAMES = frozenset({typename(NonFiniteProduct), typename(NonFiniteScaledBlock)})
 
 
 def _values(block: Any) -> np.ndarray:
@@ -405,15 +414,15 @@ def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
         raise ValueError(f"product_block needs matching inner blocks, got {len(left)} and {len(right)}")
     scaling = _common_scaling([*left, *right])
     values = _product_values([_values(a) for a in left], [_values(b) for b in right])
-    if values.dtype.kind in "fc" and not np.isfinite(values).all():
-        return values.view(NonFiniteProduct)
+    nonfinite = values.dtype.kind in "fc" and not np.isfinite(values).all()
     if scaling is None:
-        return values
+        return values.view(NonFiniteProduct) if nonfinite else values
     # The coded axis is the left operand's rows or the right one's columns, and so is the product's.
     coded_left = isinstance(left[0], ScaledBlock)
     if scaling.bounds is not None and scaling.axis != (0 if coded_left else scaling.values.ndim - 1):
         raise ValueError("a block equilibrated by segments of its inner axis cannot be multiplied")
-    return dataclasses.replace(scaling, values=values, axis=0 if coded_left else values.ndim - 1)
+    marked = NonFiniteScaledBlock if nonfinite else ScaledBlock
+    return marked(values, scaling.exponents, scaling.bounds, 0 if coded_left else values.ndim - 1)
 
 
 def _common_scaling(operands: Sequence[Any]) -> ScaledBlock | None:
@@ -537,6 +546,8 @@ def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:
         return dataclasses.replace(product, values=values)
     if axis != product.axis:
         raise ValueError(f"a window along axis {axis} of a block equilibrated along axis {product.axis}")
+    if start >= stop:  # the window of an empty chunk
+        return ScaledBlock(values, product.exponents[:, :0], (0,), axis)
     bounds = product.bounds
     kept = [p for p in range(len(bounds) - 1) if bounds[p] < stop and bounds[p + 1] > start]
     cuts = [max(bounds[kept[0]], start) - start] + [min(bounds[p + 1], stop) - start for p in kept]

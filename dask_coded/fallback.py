@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import config
+from .array import CodedArray, parities_less_precise
 from .errors import FallbackWarning
 
 __all__ = ["Reason", "fall_back", "fallback_reason"]
@@ -100,6 +101,13 @@ parity blocks cannot reproduce that wrap
             f"than {block_dtype} has",
             TypeError,
         )
+    for x in (a, b):
+        if isinstance(x, CodedArray) and parities_less_precise(x.dtype, result.dtype):
+            return Reason(
+                f"a {x.dtype} CodedArray's parity blocks hold {x.dtype} numbers, too few digits to decode a "
+                f"{result.dtype} product from; encode it as {result.dtype} (A.astype) to code this product",
+                TypeError,
+            )
     for x in (a, b):
         if any(math.isnan(c) for axis in getattr(x, "chunks", ()) for c in axis):
             return Reason("operands with unknown (nan) chunk sizes cannot be split into coded blocks")

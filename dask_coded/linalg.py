@@ -24,7 +24,15 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import config, keys
 from ._compat import List, Task, TaskRef, old_to_new
-from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
+from .array import (
+    CodedArray,
+    chunking,
+    data_array,
+    encode,
+    even_chunks,
+    parities_less_precise,
+    resolve_one_sided_code,
+)
 from .blocks import CodedTask, DecodeSpec, assembled_block, decode_block, parity_block, product_block
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
 from .codes.base import check_max_errors
@@ -282,7 +290,7 @@ def _coded_operands(
         return _two_sided(a, b, resolved, max_errors, dtype)
     axis = 0 if a.ndim == 2 else 1  # encode a's rows, or b's columns when a is a vector
     coded, other = (a, b) if axis == 0 else (b, a)
-    encoded = _encode_for(coded, name, axis, lambda: _chunking(a, b, axis, max_errors))
+    encoded = _encode_for(coded, name, axis, lambda: _chunking(a, b, axis, max_errors), dtype)
     return _one_sided(encoded, other, dtype, max_errors)
 
 
@@ -297,10 +305,16 @@ def _chunking(a: Operand, b: Operand, split: int, max_errors: int) -> Chunking:
 
 
 def _encode_for(
-    operand: Operand, code: Code | str | None, axis: int, chunks: Callable[[], Chunking]
+    operand: Operand, code: Code | str | None, axis: int, chunks: Callable[[], Chunking], dtype: np.dtype
 ) -> CodedOperand:
-    """``operand`` encoded along ``axis``: as a CodedArray (Dask) or with its blocks by value (NumPy)."""
+    """``operand`` encoded along ``axis``: as a CodedArray (Dask) or with its blocks by value (NumPy).
+
+    Parities hold the operand's dtype: one less precise than the product (a float32 ``A`` times a
+    float64 ``x``) is cast to the product's first, as ``np.dot`` casts it before multiplying.
+    """
     resolved = resolve_one_sided_code(code, chunks)
+    if parities_less_precise(operand.dtype, dtype):
+        operand = Operand(operand.array.astype(dtype), operand.chunks)
     if isinstance(operand.array, da.Array):
         return CodedOperand.of_coded_array(encode(operand.array, resolved, axis))
     source = operand.chunks[axis]

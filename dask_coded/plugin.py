@@ -68,7 +68,7 @@ from .backup import BackupTasks
 from .blocks import (
     CORRECTIONS_TOPIC,
     MISSING,
-    NONFINITE_TYPENAME,
+    NONFINITE_TYPENAMES,
     CodedTask,
     DecodeSpec,
     decode_block,
@@ -525,7 +525,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             spec = dataclasses.replace(spec, suspects=tuple(suspects.get(i) for i in range(len(members))))
         # The scheduler set ts.type from the result when the member reached memory (before this
         # callback): products holding NaN/inf are NonFiniteProducts (see dask_coded.blocks).
-        nonfinite = [i for i in finished if members[i].type == NONFINITE_TYPENAME]
+        nonfinite = [i for i in finished if members[i].type in NONFINITE_TYPENAMES]
         parts = spec.parts or (spec,)  # a fused decode: every part, from the same members
         plans = []
         for part in parts:

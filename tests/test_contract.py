@@ -226,6 +226,41 @@ def _check(operation, a, b, reason, **kwargs):
     return result
 
 
+#: A CodedArray's parities hold its own dtype's digits (integers: float64's).
+ENCODED_CASES = {
+    "float32 CodedArray . float32": (
+        "dot",
+        dask_coded.encode(da.from_array(_data((8, 6), "float32", 0), chunks=(2, 6))),
+        _data(6, "float32", 1),
+        None,
+    ),
+    "float32 CodedArray . float64": (
+        "dot",
+        dask_coded.encode(da.from_array(_data((8, 6), "float32", 0), chunks=(2, 6))),
+        _data(6, "float64", 1),
+        "too few digits",
+    ),
+    "float64 . complex64 CodedArray": (
+        "dot",
+        _data((3, 8), "complex128", 0),
+        dask_coded.encode(da.from_array(_data((8, 6), "complex64", 1), chunks=(8, 2)), axis=1),
+        "too few digits",
+    ),
+    "int64 CodedArray . float64": (
+        "dot",
+        dask_coded.encode(da.from_array(_data((8, 6), "int64", 0), chunks=(2, 6))),
+        _data(6, "float64", 1),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENCODED_CASES))
+def test_a_coded_array_codes_only_products_its_parities_are_precise_enough_for(case):
+    operation, a, b, reason = ENCODED_CASES[case]
+    _check(operation, a, b, reason, max_errors=1)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_same_result_as_dask(case):
     operation, a, b, reason = CASES[case]

@@ -576,6 +576,82 @@ def test_a_re_split_window_keeps_its_own_accuracy_through_the_parities(side, lat
         np.testing.assert_allclose(decoded, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
 
 
+def _decoded_window(y, index, late, change=None):
+    """Output block ``index`` of ``y``, decoded with members ``late`` missing (``change`` edits products)."""
+    graph = dict(y.__dask_graph__())
+    spec, refs = graph[index].args[0], graph[index].args[1:]
+    products = list(dask.get(graph, [reference_key(r) for r in refs]))
+    if change is not None:
+        change(products)
+    return decode_block(spec, *[None if i in late else p for i, p in enumerate(products)])
+
+
+@pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
+@pytest.mark.parametrize(("data", "product"), [("float32", "float64"), ("complex64", "complex128")])
+def test_a_less_precise_operand_is_decoded_to_the_products_accuracy(as_dask, data, product):
+    """float32 A times float64 x is a float64 product: decoded through parities, it keeps float64's digits."""
+    a, x = _data((8, 4), data, 0), _data(4, product, 1)
+    A = da.from_array(a, chunks=(2, 4)) if as_dask else a
+    y = dask_coded.dot(A, x, code=None if as_dask else MDSCode(4, 6))
+    assert y.dtype == np.dtype(product)
+    expected = a.astype(product) @ x
+    graph = dict(y.__dask_graph__())
+    for task in _decode_tasks(graph).values():
+        spec, refs = task.args[0], task.args[1:]
+        products = dask.get(graph, [reference_key(r) for r in refs])
+        rows = slice(2 * spec.output, 2 * spec.output + 2) if not spec.parts else slice(None)
+        for late in itertools.combinations(range(len(refs)), 2):
+            decoded = decode_block(spec, *[None if i in late else p for i, p in enumerate(products)])
+            np.testing.assert_allclose(decoded, expected[rows], rtol=1e-12, atol=1e-12)
+
+
+def test_a_re_split_array_with_an_empty_chunk():
+    a, x = np.arange(18.0).reshape(6, 3), np.ones((3, 2))
+    A = da.from_array(a, chunks=((2, 0, 4), 3))
+    y = dask_coded.encode(A, MDSCode(2, 3)) @ x
+    assert_eq(y, a @ x, scheduler="sync", like=da.matmul(A, x))
+    for late in [(0,), (1,), (2,)]:
+        np.testing.assert_array_equal(_decoded_window(y, (y.name, 1, 0), late), np.zeros((0, 2)))
+        np.testing.assert_allclose(_decoded_window(y, (y.name, 2, 0), late), (a @ x)[2:], rtol=1e-12)
+
+
+def test_a_nan_in_one_chunk_leaves_the_finite_rows_of_a_parity_product_usable():
+    """The product of a parity that holds a NaN keeps its exponents: its other rows decode exactly."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((30, 4)) * np.repeat([1e100, 1.0, 1e-100], 10)[:, None]
+    a[13, 2] = np.nan  # in chunk 1, data block 0 (rows 0-14)
+    x = rng.standard_normal((4, 2))
+    y = dask_coded.encode(da.from_array(a, chunks=(10, 4)), MDSCode(2, 4)) @ x
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = _decoded_window(y, (y.name, 0, 0), late=(0,))  # rows 0-9: finite, through the parities
+    np.testing.assert_allclose(decoded, (a @ x)[:10], rtol=1e-12)
+
+
+def test_a_chunk_of_zeros_decodes_to_round_off_at_the_smallest_chunks_scale():
+    """A zero chunk's exponent is the smallest of the others', not 0 (which meant round-off of size 1)."""
+    rng = np.random.default_rng(1)
+    a = 1e-20 * rng.standard_normal((30, 4))
+    a[10:20] = 0.0
+    x = rng.standard_normal(4)
+    scale = np.abs(a @ x).max()
+    y = dask_coded.encode(da.from_array(a, chunks=(10, 4)), MDSCode(2, 4)) @ x
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConditioningWarning)  # zeros come back as round-off: it says so
+        decoded = _decoded_window(y, (y.name, 1), late=(0, 1))
+    assert np.abs(decoded).max() <= 1e-12 * scale
+
+    def wrong_in_the_zero_rows(products):
+        products[1] = np.array(products[1])  # data block 1: rows 15-29, of which 15-19 are zeros
+        products[1][:5] += scale
+
+    y = dask_coded.dot(dask_coded.encode(da.from_array(a, chunks=(10, 4)), MDSCode(2, 4)), x, max_errors=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConditioningWarning)
+        decoded = _decoded_window(y, (y.name, 1), late=(), change=wrong_in_the_zero_rows)
+    assert np.abs(decoded).max() <= 1e-12 * scale
+
+
 @pytest.mark.parametrize("block", [1, 2])
 def test_max_errors_finds_a_wrong_product_of_small_rows_in_a_re_split_block(block):
     """A product wrong only in the 1e-3 rows of a block that also holds 1e12 rows is found and skipped.

@@ -103,15 +103,23 @@ def max_abs(block: Any) -> float:
 
 
 def exponents_from_max_abs(magnitudes: Iterable[float]) -> np.ndarray:
-    """Exponents ``e`` with ``magnitude * 2**-e`` in ``[0.5, 1)``; 0 for zero or non-finite magnitudes.
+    """Exponents ``e`` with ``magnitude * 2**-e`` in ``[0.5, 1)``; 0 for non-finite magnitudes.
+
+    A zero block gets the smallest exponent of the others: decoded through
+    parities it comes back as round-off at the scale of the smallest block,
+    not of 1, and a wrong value in it stands out as much as in that block.
 
     Examples
     --------
     >>> exponents_from_max_abs([1e12, 1e-3, 0.0, float("nan"), 1.0]).tolist()
-    [40, -9, 0, 0, 1]
+    [40, -9, -9, 0, 1]
     """
+    sizes = [float(m) for m in magnitudes]
+    found = [math.frexp(m)[1] for m in sizes if math.isfinite(m) and m > 0]
+    smallest = min(found, default=0)
     return np.array(
-        [math.frexp(m)[1] if math.isfinite(m) and m > 0 else 0 for m in magnitudes], dtype=np.int64
+        [math.frexp(m)[1] if math.isfinite(m) and m > 0 else smallest if m == 0 else 0 for m in sizes],
+        dtype=np.int64,
     )
 
 
