@@ -6,7 +6,7 @@ on that same array and with cubed's (which judges only groups of 10 tasks or
 more) on two blocks per worker, replication (k = W/2, 2 copies),
 a fixed MDS code (k = W - 2, n = W, one coded block per worker), and what
 ``dask_coded.encode`` gives on the plain array with default settings and
-with ``coded.data-blocks: auto`` (data blocks from the measured delays),
+with ``coded.data-blocks: keep`` (the array's own chunks as data blocks),
 once the scheduler plugin has seen the cluster at work under the fault
 model (a few plain calls: the evidence its code is chosen from).
 
@@ -92,7 +92,7 @@ def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, di
             "code": mds.code,
         },
         "coded-default": {"backup": "off", "data": plain, "encode_with": {}},
-        "coded-adaptive": {"backup": "off", "data": plain, "encode_with": {"coded.data-blocks": "auto"}},
+        "coded-keep-chunks": {"backup": "off", "data": plain, "encode_with": {"coded.data-blocks": "keep"}},
     }
 
 

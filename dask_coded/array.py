@@ -414,7 +414,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         for ``dask.config``'s ``coded.code``. A name builds the code for A's
         chunks along ``axis``; a code object whose ``k`` differs from them
         rechunks A into ``k`` equal blocks. On a cluster of ``W`` workers,
-        with ``coded.data-blocks: auto``, the MDS code re-splits an ``A`` of
+        with ``coded.data-blocks: auto`` (the default), the MDS code re-splits an ``A`` of
         at most ``W`` chunks (and at least ``W`` entries) along ``axis``
         into the ``k`` data blocks of ``W`` coded blocks, one per worker,
         ``k`` chosen from the task times the scheduler plugin measured

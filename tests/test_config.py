@@ -10,7 +10,7 @@ from dask_coded import config, encode
 
 
 def test_packaged_defaults_and_user_settings():
-    assert config.get("data-blocks") == "keep" and "data-blocks" in config.option_names()
+    assert config.get("data-blocks") == "auto" and "data-blocks" in config.option_names()
     with dask.config.set({"coded.parity": 4, "coded.my-option": 1}):
         assert config.get("parity") == 4 and "my-option" in config.option_names()
 

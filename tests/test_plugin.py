@@ -677,7 +677,9 @@ def test_data_blocks_follow_the_evidence_of_delays(client_of):
     assert encode_auto().code == MDSCode(5, 6)
     run_everywhere(FaultModel(delay="shifted-exponential", delay_scale=0.05), "tail")
     assert encode_auto().code == MDSCode(3, 6)  # at most twice the work
-    assert dask_coded.encode(A).chunks == A.chunks  # the default, keep: A's own chunks
+    assert dask_coded.encode(A).code == MDSCode(3, 6)  # auto is the default
+    with dask.config.set({"coded.data-blocks": "keep"}):
+        assert dask_coded.encode(A).chunks == A.chunks  # A's own chunks
     with dask.config.set({"coded.max-errors": 1}):
         assert encode_auto().chunks == A.chunks  # a code sized for corrections, not from the delays
 
