@@ -137,25 +137,6 @@ def encoding_name(prefix: str, code: Code, token: str) -> str:
     return keys.grouped_name(prefix, code.k, *layout, token)
 
 
-def parities_less_precise(encoded: np.dtype, product: np.dtype) -> bool:
-    """Whether parity blocks of ``encoded`` data hold fewer digits than a ``product`` needs.
-
-    Parities keep the data's dtype (integers: float64), so a float32 array's
-    parities cannot decode a float64 product to float64's accuracy.
-
-    Examples
-    --------
-    >>> parities_less_precise(np.dtype("float32"), np.dtype("float64"))
-    True
-    >>> parities_less_precise(np.dtype("int64"), np.dtype("complex128"))
-    False
-    """
-    if product.kind not in "fc":
-        return False
-    parities = np.result_type(encoded, np.float64) if encoded.kind in "biu" else encoded
-    return bool(np.finfo(parities).eps > np.finfo(product).eps)
-
-
 def resolve_one_sided_code(code: Code | str | None, chunks: Callable[[], Chunking]) -> Code:
     """A one-sided code from a code object, a registered name, or ``dask.config``'s ``coded.code``.
 

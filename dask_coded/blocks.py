@@ -16,7 +16,7 @@ Two facts travel with the values, so the decoder can be exact and safe:
   :class:`NonFiniteProduct` (an ``ndarray`` subclass). The scheduler records
   a result's type name in ``TaskState.type`` when it reaches memory, before
   the plugin plans a decode, so the plugin knows which members hold NaN/inf
-  without another message (:data:`NONFINITE_TYPENAME`).
+  without another message (:data:`NONFINITE_TYPENAMES`).
 """
 
 from __future__ import annotations
@@ -547,11 +547,12 @@ def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:
     if axis != product.axis:
         raise ValueError(f"a window along axis {axis} of a block equilibrated along axis {product.axis}")
     if start >= stop:  # the window of an empty chunk
-        return ScaledBlock(values, product.exponents[:, :0], (0,), axis)
+        return dataclasses.replace(product, values=values, exponents=product.exponents[:, :0], bounds=(0,))
     bounds = product.bounds
     kept = [p for p in range(len(bounds) - 1) if bounds[p] < stop and bounds[p + 1] > start]
     cuts = [max(bounds[kept[0]], start) - start] + [min(bounds[p + 1], stop) - start for p in kept]
-    return ScaledBlock(values, product.exponents[:, kept], tuple(cuts), axis)
+    exponents = product.exponents[:, kept]
+    return dataclasses.replace(product, values=values, exponents=exponents, bounds=tuple(cuts))
 
 
 def assembled_block(grid: tuple[int, ...], slices: Sequence[tuple[slice, ...]], *blocks: Any) -> np.ndarray:

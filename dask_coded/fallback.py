@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from . import config
-from .array import CodedArray, parities_less_precise
+from .array import CodedArray
 from .errors import FallbackWarning
 
-__all__ = ["Reason", "fall_back", "fallback_reason"]
+__all__ = ["Reason", "fall_back", "fallback_reason", "parities_less_precise"]
 
 #: ``coded.fallback`` settings.
 _MODES = ("warn", "raise")
@@ -114,6 +114,25 @@ parity blocks cannot reproduce that wrap
     if 0 in a.shape or 0 in b.shape:
         return Reason("empty operands are not coded (there is nothing to compute)")
     return None
+
+
+def parities_less_precise(encoded: np.dtype, product: np.dtype) -> bool:
+    """Whether parity blocks of ``encoded`` data hold fewer digits than a ``product`` needs.
+
+    Parities keep the data's dtype (integers: float64), so a float32 array's
+    parities cannot decode a float64 product to float64's accuracy.
+
+    Examples
+    --------
+    >>> parities_less_precise(np.dtype("float32"), np.dtype("float64"))
+    True
+    >>> parities_less_precise(np.dtype("int64"), np.dtype("complex128"))
+    False
+    """
+    if product.kind not in "fc":
+        return False
+    parities = np.result_type(encoded, np.float64) if encoded.kind in "biu" else encoded
+    return bool(np.finfo(parities).eps > np.finfo(product).eps)
 
 
 def fall_back(operation: str, reason: Reason, stacklevel: int = 3) -> None:

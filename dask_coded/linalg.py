@@ -30,14 +30,13 @@ from .array import (
     data_array,
     encode,
     even_chunks,
-    parities_less_precise,
     resolve_one_sided_code,
 )
 from .blocks import CodedTask, DecodeSpec, assembled_block, decode_block, parity_block, product_block
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
 from .codes.base import check_max_errors
 from .errors import DaskCodedWarning
-from .fallback import fall_back, fallback_reason
+from .fallback import fall_back, fallback_reason, parities_less_precise
 from .operands import CodedOperand, GraphLayer, Operand
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED
 

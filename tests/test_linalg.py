@@ -605,6 +605,16 @@ def test_a_less_precise_operand_is_decoded_to_the_products_accuracy(as_dask, dat
             np.testing.assert_allclose(decoded, expected[rows], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("data", ["int8", "uint8", "int16"])
+@pytest.mark.parametrize("vector", ["float32", "complex64"])
+def test_max_errors_allows_the_rounding_of_the_least_precise_product(data, vector):
+    """int8 blocks times a float32 x are float32 products, the parities' products float64: not errors."""
+    a = (np.arange(48).reshape(8, 6) % 7).astype(data)
+    x = np.linspace(-1, 1, 6).astype(vector)
+    A = da.from_array(a, chunks=2)
+    assert_eq(dask_coded.dot(A, x, max_errors=1), a @ x, 1e-5, scheduler="sync", like=da.dot(A, x))
+
+
 def test_a_re_split_array_with_an_empty_chunk():
     a, x = np.arange(18.0).reshape(6, 3), np.ones((3, 2))
     A = da.from_array(a, chunks=((2, 0, 4), 3))

@@ -114,13 +114,14 @@ def exponents_from_max_abs(magnitudes: Iterable[float]) -> np.ndarray:
     >>> exponents_from_max_abs([1e12, 1e-3, 0.0, float("nan"), 1.0]).tolist()
     [40, -9, -9, 0, 1]
     """
-    sizes = [float(m) for m in magnitudes]
-    found = [math.frexp(m)[1] for m in sizes if math.isfinite(m) and m > 0]
-    smallest = min(found, default=0)
-    return np.array(
-        [math.frexp(m)[1] if math.isfinite(m) and m > 0 else smallest if m == 0 else 0 for m in sizes],
-        dtype=np.int64,
-    )
+    exponents: list[int | None] = []
+    for magnitude in magnitudes:
+        if math.isfinite(magnitude) and magnitude > 0:
+            exponents.append(math.frexp(magnitude)[1])
+        else:
+            exponents.append(None if magnitude == 0 else 0)  # NaN and inf: 0
+    smallest = min((e for e in exponents if e is not None), default=0)
+    return np.array([smallest if e is None else e for e in exponents], dtype=np.int64)
 
 
 def equilibration_exponents(blocks: Sequence[Any]) -> np.ndarray:
@@ -952,7 +953,9 @@ class Code:
         if budget == 0:
             return nonfinite
         sketches, scale = _sketch({i: arrays[i] for i in finite})
-        dtype = _working_dtype(np.result_type(*(arrays[i] for i in finite)))
+        # The least precise result sets the round-off allowed: an int8 block times a float32 x is a
+        # float32 product, while the parities' products are float64.
+        dtype = max((_working_dtype(arrays[i].dtype) for i in finite), key=lambda d: np.finfo(d).eps)
         tolerance = self._tolerance(finite, dtype) * scale
         for size in range(budget + 1):
             consistent = [
