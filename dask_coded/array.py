@@ -494,7 +494,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     magnitudes.append(TaskRef(chunk_key))
             exp_key = (keys.EXPONENTS + tokenize(name), q)
             gather = block_exponents if segments is None else segment_exponents
-            layer[exp_key] = Task(exp_key, gather, len(data), *magnitudes)
+            layer[exp_key] = Task(exp_key, gather, len(data), *magnitudes, dtype=A.dtype)
             exponents = TaskRef(exp_key)
         for other in other_axis_blocks:
             refs = [TaskRef(key(A.name, j, other)) for j in data]

@@ -246,17 +246,18 @@ def block_max_abs(block: Any) -> float:
     return max_abs(block)
 
 
-def block_exponents(k: int, *magnitudes: float) -> np.ndarray:
+def block_exponents(k: int, *magnitudes: float, dtype: Any = None) -> np.ndarray:
     """Equilibration exponents of ``k`` data blocks from the largest magnitude of each of their chunks.
 
     ``magnitudes`` are ``k`` runs of equal length: the chunks of data block 0,
     then those of block 1, ... A data block's exponent must be the same in
     every chunk along the other axis, or the products would not be linear in
-    the blocks.
+    the blocks. ``dtype`` is the data's (subnormal blocks: see
+    :func:`~dask_coded.codes.base.exponents_from_max_abs`).
     """
     per_block = np.asarray(magnitudes, dtype=np.float64).reshape(k, -1)
     with np.errstate(invalid="ignore"):
-        return exponents_from_max_abs(per_block.max(axis=1))
+        return exponents_from_max_abs(per_block.max(axis=1), dtype)
 
 
 def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data_blocks: Any) -> ScaledBlock:
@@ -310,15 +311,15 @@ def _rows(block: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
     return block[(slice(None),) * axis + (slice(start, stop),)]
 
 
-def segment_exponents(k: int, *magnitudes: np.ndarray) -> np.ndarray:
+def segment_exponents(k: int, *magnitudes: np.ndarray, dtype: Any = None) -> np.ndarray:
     """``(k, segments)`` equilibration exponents from :func:`segment_max_abs` of every chunk.
 
-    ``magnitudes`` are ``k`` runs of equal length, as for :func:`block_exponents`.
+    ``magnitudes`` are ``k`` runs of equal length, and ``dtype`` the data's, as for :func:`block_exponents`.
     """
     per_chunk = np.asarray(magnitudes, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         per_block = per_chunk.reshape(k, -1, per_chunk.shape[-1]).max(axis=1)
-    return exponents_from_max_abs(per_block.ravel().tolist()).reshape(per_block.shape)
+    return exponents_from_max_abs(per_block.ravel().tolist(), dtype).reshape(per_block.shape)
 
 
 def segment_parity_block(
@@ -334,7 +335,8 @@ def segment_parity_block(
     axis, bounds = segments
     blocks = [np.asarray(b) for b in data_blocks]
     if exponents is None:
-        exponents = segment_exponents(len(blocks), *(segment_max_abs(axis, bounds, b) for b in blocks))
+        magnitudes = [segment_max_abs(axis, bounds, b) for b in blocks]
+        exponents = segment_exponents(len(blocks), *magnitudes, dtype=np.result_type(*blocks))
     pieces = [
         equilibrated_combine(
             np.asarray(weights)[None, :],

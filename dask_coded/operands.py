@@ -211,7 +211,7 @@ class CodedOperand:
             segments = segment_bounds(operand.chunks[axis], source_chunks or operand.chunks[axis], members)
             if segments is not None:
                 magnitudes = [segment_max_abs(axis, segments, whole[j]) for j in members]
-                group_exponents = segment_exponents(len(members), *magnitudes)
+                group_exponents = segment_exponents(len(members), *magnitudes, dtype=operand.dtype)
             for other in others:
                 data = [operand.block(index(j, other)) for j in members]
                 for local in range(group.code.k, group.code.n):

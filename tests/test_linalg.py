@@ -526,6 +526,23 @@ def test_subnormal_blocks_are_coded_and_corrected_like_any_others():
     np.testing.assert_array_equal(y, da.dot(A, x).compute(scheduler="sync"))
 
 
+@pytest.mark.parametrize("tiny", [1e-315, 1e-320])
+def test_a_normal_chunk_beside_a_subnormal_one_keeps_its_accuracy_through_the_parities(tiny):
+    """The subnormal chunk's products have few digits: their rounding must not reach the normal chunk."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((20, 4))
+    a[10:] *= tiny
+    x = rng.standard_normal(4)
+    y = dask_coded.encode(da.from_array(a, chunks=(10, 4)), MDSCode(2, 4)) @ x
+    for late in itertools.combinations(range(4), 2):
+        if 0 not in late:
+            continue  # the normal chunk's own product returns it exactly
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            decoded = _decoded_window(y, (y.name, 0), late)
+        np.testing.assert_allclose(decoded, (a @ x)[:10], rtol=1e-13)
+
+
 def test_encode_sizes_its_code_for_the_configured_max_errors():
     A = da.from_array(np.arange(48.0).reshape(12, 4), chunks=(3, 4))
     with dask.config.set({"coded.max-errors": 1, "coded.parity": 1}):

@@ -102,22 +102,32 @@ def max_abs(block: Any) -> float:
     return float(max(-np.minimum.reduce(array, axis=None), np.maximum.reduce(array, axis=None)))
 
 
-def exponents_from_max_abs(magnitudes: Iterable[float]) -> np.ndarray:
+def exponents_from_max_abs(magnitudes: Iterable[float], dtype: Any = None) -> np.ndarray:
     """Exponents ``e`` with ``magnitude * 2**-e`` in ``[0.5, 1)``; 0 for non-finite magnitudes.
 
     A zero block gets the smallest exponent of the others: decoded through
     parities it comes back as round-off at the scale of the smallest block,
     not of 1, and a wrong value in it stands out as much as in that block.
+    With a floating ``dtype``, no exponent goes below that of its smallest
+    normal number: a block of subnormals has fewer digits than the dtype,
+    and scaled up further, the rounding of its products would be scaled up
+    into the other blocks decoded through the same parities.
 
     Examples
     --------
     >>> exponents_from_max_abs([1e12, 1e-3, 0.0, float("nan"), 1.0]).tolist()
     [40, -9, -9, 0, 1]
+    >>> exponents_from_max_abs([1e-315, 1.0], np.float64).tolist()
+    [-1021, 1]
     """
+    lowest = None
+    if dtype is not None and np.dtype(dtype).kind in "fc":
+        lowest = int(np.finfo(np.dtype(dtype)).minexp) + 1
     exponents: list[int | None] = []
     for magnitude in magnitudes:
         if math.isfinite(magnitude) and magnitude > 0:
-            exponents.append(math.frexp(magnitude)[1])
+            exponent = math.frexp(magnitude)[1]
+            exponents.append(exponent if lowest is None else max(exponent, lowest))
         else:
             exponents.append(None if magnitude == 0 else 0)  # NaN and inf: 0
     smallest = min((e for e in exponents if e is not None), default=0)
@@ -131,14 +141,15 @@ def equilibration_exponents(blocks: Sequence[Any]) -> np.ndarray:
     parities then mix ``2**-e_j * block_j``, blocks of similar size, so a
     block decoded through a parity keeps its own relative accuracy however
     different the blocks' scales are. Powers of two make the scaling exact.
-    Zero and non-finite blocks get exponent 0.
+    See :func:`exponents_from_max_abs` for zero, non-finite and subnormal blocks.
 
     Examples
     --------
     >>> equilibration_exponents([np.full(2, 3e12), np.full(2, -1e-3)]).tolist()
     [42, -9]
     """
-    return exponents_from_max_abs(max_abs(b) for b in blocks)
+    dtype = _working_dtype(np.result_type(*blocks)) if len(blocks) else None
+    return exponents_from_max_abs((max_abs(b) for b in blocks), dtype)
 
 
 def scale_by_power_of_two(array: Any, exponent: int | np.ndarray) -> np.ndarray:
