@@ -14,8 +14,9 @@ whose finished members now suffice (:func:`dask_coded.policy.plan_decode`):
    recovery set in the spec;
 2. removes the dropped members from the decode's ``dependencies`` and
    ``waiting_on`` and the decode from their ``dependents`` and ``waiters``;
-3. keeps the decode off workers running a late member or measured slow
-   (:func:`dask_coded.policy.decode_workers`: a strict restriction to every
+3. keeps the decode off workers running a late member (unless it was
+   cancelled there and the worker is measured at the cluster's speed) or
+   measured slow (:func:`dask_coded.policy.decode_workers`: a strict restriction to every
    other worker, so that work stealing cannot move it back onto them; the
    scheduler still prefers the allowed workers holding its inputs), then
    asks the scheduler to transition it to ``processing`` and every member no
@@ -88,6 +89,7 @@ from .policy import (
     spread_position,
     spread_worker,
     time_saved,
+    workers_at_speed,
 )
 from .stats import TaskTimes, task_kind
 
@@ -383,7 +385,12 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         return True
 
     def _keep_off(
-        self, ts: Any, slow: set[str], busy: Iterable[str] = (), holders: Iterable[str] = ()
+        self,
+        ts: Any,
+        slow: set[str],
+        busy: Iterable[str] = (),
+        holders: Iterable[str] = (),
+        freed: Iterable[str] = (),
     ) -> bool:
         """Keep decode ``ts`` off ``slow`` and ``busy`` workers (:func:`~dask_coded.policy.decode_workers`).
 
@@ -401,10 +408,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return False  # the user placed it
         if ts.worker_restrictions and ts.key not in self._kept_off:
             return False  # the user placed it
-        allowed = decode_workers(self.scheduler.workers, slow=slow, busy=busy, holders=holders)
+        allowed = decode_workers(self.scheduler.workers, slow, busy, holders, freed)
         running = {ws.address for ws in self.scheduler.running}
         if allowed is not None and not allowed & running:  # only paused or retiring workers left
-            allowed = decode_workers(running, slow=slow, busy=busy, holders=holders)
+            allowed = decode_workers(running, slow, busy, holders, freed)
         if allowed is None:
             return False
         ts.worker_restrictions = allowed
@@ -553,7 +560,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         args = [r if i in needed else MISSING for i, r in enumerate(refs)]
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
         self._rewritten.add(ts.key)
-        busy = set()
+        busy, freed = set(), set()
         for i in dropped:
             member = members[i]
             _compat.drop_dependency(ts, member)
@@ -567,6 +574,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             self.counters["members_dropped"] += 1
             self.dropped_by_worker[worker] = self.dropped_by_worker.get(worker, 0) + 1
             if member.state == "processing":
+                freed.add(worker)  # its product stops at the next row piece
                 self.counters["members_cancelled"] += 1
                 self.cancelled_by_worker[worker] = self.cancelled_by_worker.get(worker, 0) + 1
                 expected = member.prefix.duration_average if member.prefix.duration_average > 0 else None
@@ -578,7 +586,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if ts.waiting_on:
             return  # a needed member is not in memory after all; leave it to the scheduler
         holders = {ws.address for i in needed for ws in (members[i].who_has or ())}
-        self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders)
+        freed &= workers_at_speed(self.duration_ratios)  # not a stalled machine nobody measured
+        self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders, freed=freed)
         self.counters["decodes_early"] += 1
         recommendations[ts.key] = "processing"
 
