@@ -24,14 +24,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import config, keys
 from ._compat import List, Task, TaskRef, old_to_new
-from .array import (
-    CodedArray,
-    chunking,
-    data_array,
-    encode,
-    even_chunks,
-    resolve_one_sided_code,
-)
+from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
 from .blocks import CodedTask, DecodeSpec, assembled_block, decode_block, parity_block, product_block
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
 from .codes.base import check_max_errors

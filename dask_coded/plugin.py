@@ -560,21 +560,27 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         args = [r if i in needed else MISSING for i, r in enumerate(refs)]
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
         self._rewritten.add(ts.key)
-        busy, freed = set(), set()
+        busy: set[str] = set()
+        freed: set[str] = set()  # busy with a late product that will be cancelled
+        kept: set[str] = set()  # busy with a late member another task still needs
         for i in dropped:
             member = members[i]
             _compat.drop_dependency(ts, member)
             worker = _member_worker(member, self._pinned.get(member.key))
             if worker != UNASSIGNED and member.state != "memory":
                 # Late with this member, started or not (it may still be running a copy of a block
-                # the member needs): the decode must not queue behind it.
+                # the member needs): the decode must not queue behind it...
                 busy.add(worker)
+            if member.state == "processing":
+                # ...unless it is cancelled once the group's other decodes drop it too (they plan
+                # from the same finished members): a product stops at its next row piece.
+                needed_elsewhere = member.who_wants or any(not _is_decode_key(w.key) for w in member.waiters)
+                (kept if needed_elsewhere else freed).add(worker)
             if member.waiters or member.who_wants or member.key in recommendations:
                 continue  # another task still needs it
             self.counters["members_dropped"] += 1
             self.dropped_by_worker[worker] = self.dropped_by_worker.get(worker, 0) + 1
             if member.state == "processing":
-                freed.add(worker)  # its product stops at the next row piece
                 self.counters["members_cancelled"] += 1
                 self.cancelled_by_worker[worker] = self.cancelled_by_worker.get(worker, 0) + 1
                 expected = member.prefix.duration_average if member.prefix.duration_average > 0 else None
@@ -586,7 +592,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if ts.waiting_on:
             return  # a needed member is not in memory after all; leave it to the scheduler
         holders = {ws.address for i in needed for ws in (members[i].who_has or ())}
-        freed &= workers_at_speed(self.duration_ratios)  # not a stalled machine nobody measured
+        # Not a worker that still runs a late member for another task, nor one that may be a stalled
+        # machine nobody has measured (a small product runs to its end: see README, Limitations).
+        freed = (freed - kept) & workers_at_speed(self.duration_ratios)
         self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders, freed=freed)
         self.counters["decodes_early"] += 1
         recommendations[ts.key] = "processing"

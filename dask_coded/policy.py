@@ -276,7 +276,8 @@ def decode_workers(
 
     A slow machine slows the decode itself, and a decode placed beside a late
     member waits behind it, unless the worker is ``freed``: its late member
-    was cancelled (products stop at their next row piece) and it is measured
+    was cancelled (products stop at their next row piece, small ones at
+    their end) and it is measured
     at the cluster's speed, so it was unlucky this time rather than stalled
     (:func:`workers_at_speed`). Keeping every decode off half the workers
     (k = W/2) would queue them two a worker. When every worker is slow or busy (the first
