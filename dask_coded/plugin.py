@@ -14,9 +14,8 @@ whose finished members now suffice (:func:`dask_coded.policy.plan_decode`):
    recovery set in the spec;
 2. removes the dropped members from the decode's ``dependencies`` and
    ``waiting_on`` and the decode from their ``dependents`` and ``waiters``;
-3. keeps the decode off workers running a late member (unless it was
-   cancelled there and the worker is measured at the cluster's speed) or
-   measured slow (:func:`dask_coded.policy.decode_workers`: a strict restriction to every
+3. keeps the decode off workers running a late member or measured slow
+   (:func:`dask_coded.policy.decode_workers`: a strict restriction to every
    other worker, so that work stealing cannot move it back onto them; the
    scheduler still prefers the allowed workers holding its inputs), then
    asks the scheduler to transition it to ``processing`` and every member no
@@ -89,7 +88,6 @@ from .policy import (
     spread_position,
     spread_worker,
     time_saved,
-    workers_at_speed,
 )
 from .stats import TaskTimes, task_kind
 
@@ -385,12 +383,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         return True
 
     def _keep_off(
-        self,
-        ts: Any,
-        slow: set[str],
-        busy: Iterable[str] = (),
-        holders: Iterable[str] = (),
-        freed: Iterable[str] = (),
+        self, ts: Any, slow: set[str], busy: Iterable[str] = (), holders: Iterable[str] = ()
     ) -> bool:
         """Keep decode ``ts`` off ``slow`` and ``busy`` workers (:func:`~dask_coded.policy.decode_workers`).
 
@@ -408,10 +401,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return False  # the user placed it
         if ts.worker_restrictions and ts.key not in self._kept_off:
             return False  # the user placed it
-        allowed = decode_workers(self.scheduler.workers, slow, busy, holders, freed)
+        allowed = decode_workers(self.scheduler.workers, slow=slow, busy=busy, holders=holders)
         running = {ws.address for ws in self.scheduler.running}
         if allowed is not None and not allowed & running:  # only paused or retiring workers left
-            allowed = decode_workers(running, slow, busy, holders, freed)
+            allowed = decode_workers(running, slow=slow, busy=busy, holders=holders)
         if allowed is None:
             return False
         ts.worker_restrictions = allowed
@@ -560,22 +553,15 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         args = [r if i in needed else MISSING for i, r in enumerate(refs)]
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
         self._rewritten.add(ts.key)
-        busy: set[str] = set()
-        freed: set[str] = set()  # busy with a late product that will be cancelled
-        kept: set[str] = set()  # busy with a late member another task still needs
+        busy = set()
         for i in dropped:
             member = members[i]
             _compat.drop_dependency(ts, member)
             worker = _member_worker(member, self._pinned.get(member.key))
             if worker != UNASSIGNED and member.state != "memory":
                 # Late with this member, started or not (it may still be running a copy of a block
-                # the member needs): the decode must not queue behind it...
+                # the member needs): the decode must not queue behind it.
                 busy.add(worker)
-            if member.state == "processing":
-                # ...unless it is cancelled once the group's other decodes drop it too (they plan
-                # from the same finished members): a product stops at its next row piece.
-                needed_elsewhere = member.who_wants or any(not _is_decode_key(w.key) for w in member.waiters)
-                (kept if needed_elsewhere else freed).add(worker)
             if member.waiters or member.who_wants or member.key in recommendations:
                 continue  # another task still needs it
             self.counters["members_dropped"] += 1
@@ -592,10 +578,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if ts.waiting_on:
             return  # a needed member is not in memory after all; leave it to the scheduler
         holders = {ws.address for i in needed for ws in (members[i].who_has or ())}
-        # Not a worker that still runs a late member for another task, nor one that may be a stalled
-        # machine nobody has measured (a small product runs to its end: see README, Limitations).
-        freed = (freed - kept) & workers_at_speed(self.duration_ratios)
-        self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders, freed=freed)
+        self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders)
         self.counters["decodes_early"] += 1
         recommendations[ts.key] = "processing"
 

@@ -36,7 +36,6 @@ __all__ = [
     "spread_position",
     "spread_worker",
     "time_saved",
-    "workers_at_speed",
 ]
 
 
@@ -247,40 +246,13 @@ def member_workers(
     return [chosen[i] for i in range(len(holders))]
 
 
-def workers_at_speed(ratios: Mapping[str, float], factor: float = 1.5) -> set[str]:
-    """Workers measured at the cluster's speed: a duration ratio within ``factor`` of the median's.
-
-    ``ratios`` as for :func:`slow_workers`; a worker not measured is not among them.
-
-    Examples
-    --------
-    >>> sorted(workers_at_speed({"a": 1.0, "b": 1.2, "c": 0.9, "d": 8.0}))
-    ['a', 'b', 'c']
-    >>> workers_at_speed({})
-    set()
-    """
-    if not ratios:
-        return set()
-    median = float(np.median(list(ratios.values())))
-    return {worker for worker, ratio in ratios.items() if ratio <= factor * median}
-
-
 def decode_workers(
-    workers: Iterable[str],
-    slow: Iterable[str] = (),
-    busy: Iterable[str] = (),
-    holders: Iterable[str] = (),
-    freed: Iterable[str] = (),
+    workers: Iterable[str], slow: Iterable[str] = (), busy: Iterable[str] = (), holders: Iterable[str] = ()
 ) -> set[str] | None:
     """Where a decode may run: off ``slow`` workers and workers ``busy`` running a late member.
 
     A slow machine slows the decode itself, and a decode placed beside a late
-    member waits behind it, unless the worker is ``freed``: its late member
-    was cancelled (products stop at their next row piece, small ones at
-    their end) and it is measured
-    at the cluster's speed, so it was unlucky this time rather than stalled
-    (:func:`workers_at_speed`). Keeping every decode off half the workers
-    (k = W/2) would queue them two a worker. When every worker is slow or busy (the first
+    member waits behind it. When every worker is slow or busy (the first
     members are in while every worker still runs another one), the decode
     may run on the ``holders`` of the members it reads, unless measured
     slow: they computed (or fetched) those members in time, while a busy
@@ -305,15 +277,13 @@ def decode_workers(
     ['b']
     >>> sorted(decode_workers(["a", "b", "c"], slow=["b"], busy=["a", "c"], holders=["b"]))
     ['a', 'c']
-    >>> sorted(decode_workers(["a", "b", "c"], busy=["a", "b"], freed=["b"]))
-    ['b', 'c']
     >>> decode_workers(["a", "b"], slow=["gone"]) is None
     True
     >>> decode_workers(["a"], slow=["a"]) is None
     True
     """
     workers, slow = set(workers), set(slow)
-    allowed = workers - slow - (set(busy) - set(freed))
+    allowed = workers - slow - set(busy)
     if not allowed:
         allowed = (set(holders) & workers) - slow
     if not allowed:

@@ -110,37 +110,6 @@ async def test_a_solved_decode_is_shipped_its_weights(c, s, *workers):
     assert relative_error(await c.compute(y), a @ x) < 1e-10
 
 
-@pytest.mark.parametrize("measured", [True, False], ids=["measured-at-speed", "not-measured"])
-@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
-async def test_a_worker_whose_late_product_was_cancelled_takes_decodes_only_if_measured_at_speed(
-    c, s, *workers, measured
-):
-    """Kept off every worker that ran a late product, k = W/2 decodes would queue two a worker.
-
-    A cancelled product stops at its next row piece, so a worker measured at the cluster's speed
-    is free again; one nobody measured may be a stalled machine, and stays avoided.
-    """
-    a = _matrix()
-    await dask_coded.register(c)
-    plugin = s.plugins[NAME]
-    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))  # k=4, n=6, one per worker
-    (holder,) = s.tasks[(coded.name, 0, 0)].who_has
-    await _stick_the_holder_of_block_0(c, s, coded)
-    measured_workers = [w for w in workers if measured or w.address != holder.address]
-    plugin.duration_ratios.update({w.address: 1.0 for w in measured_workers})
-    x = np.arange(60.0)
-    y = await c.persist(dask_coded.dot(coded, x))
-    await wait(y)
-    decode = s.tasks[y.__dask_keys__()[0]]
-    assert 0 not in decode.run_spec.args[0].plan.used  # solved: the holder's product was late
-    assert plugin.counters["members_cancelled"] >= 1
-    if measured:  # the holder may take it (no restriction at all when nothing else is avoided)
-        assert not decode.worker_restrictions or holder.address in decode.worker_restrictions
-    else:
-        assert decode.worker_restrictions and holder.address not in decode.worker_restrictions
-    np.testing.assert_allclose(await c.compute(y), a @ x, rtol=1e-10)
-
-
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_a_fused_decode_plans_each_of_its_parts(c, s, *workers):
     """An output block across two decoded blocks of a re-split array: each part planned, none waits."""

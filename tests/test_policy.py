@@ -16,7 +16,6 @@ from dask_coded.policy import (
     spread_position,
     spread_worker,
     time_saved,
-    workers_at_speed,
 )
 
 
@@ -134,21 +133,6 @@ def test_when_every_worker_runs_a_late_member_the_decode_stays_with_its_inputs()
     assert decode_workers({"a", "b", "c", "d"}, busy={"a", "b", "c", "d"}, holders={"b"}) == {"b"}
     # ...unless the holder is measured slow; then anywhere but the slow ones.
     assert decode_workers({"a", "b", "c"}, slow={"b"}, busy={"a", "c"}, holders={"b"}) == {"a", "c"}
-
-
-def test_a_worker_whose_late_member_was_cancelled_is_free_if_measured_at_speed():
-    ratios = {"a": 1.0, "b": 1.1, "c": 0.9, "d": 9.0}
-    at_speed = workers_at_speed(ratios)
-    assert at_speed == {"a", "b", "c"}
-    # b and d ran late members, both cancelled: b was unlucky, d is slow (and so is any worker not
-    # measured: a stalled machine does not stop when its task is cancelled).
-    freed = {"b", "d", "e"} & at_speed
-    assert decode_workers({"a", "b", "c", "d", "e"}, slow={"d"}, busy={"b", "d", "e"}, freed=freed) == {
-        "a",
-        "b",
-        "c",
-    }
-    assert decode_workers({"a", "b"}, busy={"a"}, freed={"a"}) is None  # nothing left to avoid
 
 
 def test_dropped_members_and_time_saved():
