@@ -22,7 +22,7 @@ Two facts travel with the values, so the decoder can be exact and safe:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,9 +255,7 @@ def block_exponents(k: int, *magnitudes: float, dtype: Any = None) -> np.ndarray
     the blocks. ``dtype`` is the data's (subnormal blocks: see
     :func:`~dask_coded.codes.base.exponents_from_max_abs`).
     """
-    per_block = np.asarray(magnitudes, dtype=np.float64).reshape(k, -1)
-    with np.errstate(invalid="ignore"):
-        return exponents_from_max_abs(per_block.max(axis=1), dtype)
+    return segment_exponents(k, *([m] for m in magnitudes), dtype=dtype)[:, 0]  # one segment
 
 
 def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data_blocks: Any) -> ScaledBlock:
@@ -311,7 +309,7 @@ def _rows(block: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
     return block[(slice(None),) * axis + (slice(start, stop),)]
 
 
-def segment_exponents(k: int, *magnitudes: np.ndarray, dtype: Any = None) -> np.ndarray:
+def segment_exponents(k: int, *magnitudes: Iterable[float], dtype: Any = None) -> np.ndarray:
     """``(k, segments)`` equilibration exponents from :func:`segment_max_abs` of every chunk.
 
     ``magnitudes`` are ``k`` runs of equal length, and ``dtype`` the data's, as for :func:`block_exponents`.
