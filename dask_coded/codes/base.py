@@ -365,7 +365,7 @@ class Code:
         >>> ReplicationCode(2, r=2).copied_block(3), MDSCode(2, 3).copied_block(2)
         (1, None)
         """
-        return _selected_block(self.generator[i])
+        return _copied_unknowns(self)[i]
 
     # -- what subclasses provide ---------------------------------------------
 
@@ -1220,8 +1220,8 @@ def _folded_weights(
 
 @functools.lru_cache(maxsize=256)
 def _copied_unknowns(code: Code) -> tuple[int | None, ...]:
-    """:meth:`Code.copied_block` of every coded block (cached by code value)."""
-    return tuple(code.copied_block(i) for i in range(code.n))
+    """:meth:`Code.copied_block` of every coded block (cached by code value: decode tasks ask per block)."""
+    return tuple(_selected_block(row) for row in code.generator)
 
 
 #: Equilibration exponents within this many of a dtype's lowest (and highest) exponent are folded
