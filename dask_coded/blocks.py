@@ -32,15 +32,15 @@ from dask.utils import typename
 
 from ._compat import Task, running_task, worker_task_state
 from .codes import Code, DecodingPlan
-from .codes.base import (
+from .codes.arithmetic import (
     combine,
     equilibrated_combine,
     equilibration_exponents,
     exponents_from_max_abs,
     max_abs,
     scale_by_power_of_two,
-    target_unknowns,
 )
+from .codes.base import target_unknowns
 from .errors import DecodingError
 
 __all__ = [
@@ -253,7 +253,7 @@ def block_exponents(k: int, *magnitudes: float, dtype: Any = None) -> np.ndarray
     then those of block 1, ... A data block's exponent must be the same in
     every chunk along the other axis, or the products would not be linear in
     the blocks. ``dtype`` is the data's (subnormal blocks: see
-    :func:`~dask_coded.codes.base.exponents_from_max_abs`).
+    :func:`~dask_coded.codes.arithmetic.exponents_from_max_abs`).
     """
     return segment_exponents(k, *([m] for m in magnitudes), dtype=dtype)[:, 0]  # one segment
 

@@ -188,7 +188,7 @@ class CodedOperand:
             segment_max_abs,
             segment_parity_block,
         )
-        from .codes.base import equilibration_exponents
+        from .codes.arithmetic import equilibration_exponents
 
         name = encoding_name(encode_name, code, tokenize(operand, code, axis))
         others = range(len(operand.chunks[1 - axis])) if operand.ndim == 2 else [None]

@@ -8,7 +8,7 @@ import pytest
 import dask_coded
 from dask_coded import CodedArray, MDSCode, ReplicationCode, encode
 from dask_coded.blocks import ScaledBlock
-from dask_coded.codes.base import equilibration_exponents
+from dask_coded.codes.arithmetic import equilibration_exponents
 from dask_coded.keys import DECODE, ENCODE, PRODUCT
 from dask_coded.testing import assert_eq
 

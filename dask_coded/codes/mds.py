@@ -102,7 +102,7 @@ class MDSCode(Code):
         blocks give float64 parities.
 
         With ``exponents`` (one integer per block, e.g.
-        :func:`~dask_coded.codes.base.equilibration_exponents`), parity ``i``
+        :func:`~dask_coded.codes.arithmetic.equilibration_exponents`), parity ``i``
         is ``sum_j generator[i, j] * 2**-exponents[j] * blocks[j]``: blocks of
         very different scales are equilibrated, so each decodes to its own
         relative accuracy. Pass the same exponents to :meth:`decode`.
@@ -110,7 +110,7 @@ class MDSCode(Code):
         Examples
         --------
         >>> import numpy as np
-        >>> from dask_coded.codes.base import equilibration_exponents
+        >>> from dask_coded.codes.arithmetic import equilibration_exponents
         >>> code = MDSCode(k=2, n=3)
         >>> blocks = [np.array([1e12, 2e12]), np.array([1e-3, 3e-3])]
         >>> e = equilibration_exponents(blocks)
