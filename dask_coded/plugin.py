@@ -268,6 +268,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return
         workers = [ws.address for ws in scheduler.running] if self.spread else []
         avoid = slow_workers(self.duration_ratios)
+        inputs_seen: set[Any] = set()
         for key in tasks:
             ts = scheduler.tasks.get(key)
             if ts is None:
@@ -281,12 +282,42 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 if avoid and self._keep_off(ts, avoid):
                     # A slow machine slows the decode too; keep it off before it is scheduled.
                     self.counters["placements"] += 1
+                if avoid:
+                    self._keep_inputs_off(ts, avoid, inputs_seen)
                 self._pin_members(ts, spec, workers)
             position = spread_position(key)
             if position is not None:
                 worker = spread_worker(position, workers)
                 if worker is not None:
                     self._place(ts, {worker}, loose=True)
+
+    def _keep_inputs_off(self, ts: Any, slow: set[str], seen: set[Any]) -> None:
+        """Keep the tasks that decode ``ts``'s members read (operands, what they come from) off ``slow``.
+
+        Every member waits for them, so one of them on a slow machine delays
+        the whole group, whatever its parities: the small operand of a
+        matvec computed beside data the slow machine holds, say. Coded
+        blocks are left to the spread (the slow machine's own block feeds
+        only its member, which is dropped); tasks already placed, running or
+        done are left alone (:meth:`_keep_off`).
+        """
+        stack = [
+            dependency
+            for member in ts.dependencies
+            for dependency in member.dependencies
+            if dependency.key not in seen
+        ]
+        while stack:
+            dependency = stack.pop()
+            if dependency.key in seen:
+                continue
+            seen.add(dependency.key)
+            placed = dependency.state not in ("released", "waiting")
+            if placed or coded_block_index(dependency.key) is not None:
+                continue
+            if self._keep_off(dependency, slow):
+                self.counters["placements"] += 1
+            stack.extend(d for d in dependency.dependencies if d.key not in seen)
 
     def _parities_last(self, ts: Any, spec: DecodeSpec) -> None:
         """Run a one-sided group's parity members (and their encodes) after the rest of the graph.
@@ -467,6 +498,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             if start == "processing" and "worker" in kwargs:
                 if keys.key_name(key).startswith(keys.PRODUCT):  # only members are ever looked up
                     self._computed_by[key] = kwargs["worker"]
+                    self.task_times.record_on_time(kwargs["worker"])
                 duration = _compat.task_duration(kwargs.get("startstops"))
                 self.task_times.record(task_kind(key, ts.run_spec), kwargs["worker"], duration)
             for dependent in ts.dependents:
@@ -554,16 +586,21 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
         self._rewritten.add(ts.key)
         busy = set()
+        # How likely a worker as fast as the others was to be among the late ones of this group.
+        chance = sum(members[i].state != "memory" for i in dropped) / len(members)
         for i in dropped:
             member = members[i]
             _compat.drop_dependency(ts, member)
             worker = _member_worker(member, self._pinned.get(member.key))
-            if worker != UNASSIGNED and member.state != "memory":
+            late = worker != UNASSIGNED and member.state != "memory"
+            if late:
                 # Late with this member, started or not (it may still be running a copy of a block
                 # the member needs): the decode must not queue behind it.
                 busy.add(worker)
             if member.waiters or member.who_wants or member.key in recommendations:
                 continue  # another task still needs it
+            if late:  # once per member: a slow machine whose members are always dropped is never timed
+                self.task_times.record_late(worker, chance)
             self.counters["members_dropped"] += 1
             self.dropped_by_worker[worker] = self.dropped_by_worker.get(worker, 0) + 1
             if member.state == "processing":

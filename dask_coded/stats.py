@@ -23,6 +23,8 @@ _SAMPLES_PER_WORKER = 32
 _MIN_MODELLED_DURATION = 0.001
 #: Kinds of task remembered; the one seen first is forgotten beyond that (it starts over if it returns).
 _MAX_KINDS = 1000
+#: Odds against chance at which a worker late in every group lately counts as slow (as a log).
+_LATE_EVIDENCE = math.log(100)
 
 
 def task_kind(key: Any, run_spec: Any) -> str:
@@ -60,6 +62,11 @@ class TaskTimes:
     :attr:`samples` keeps its recent ratios to model delays
     (:func:`~dask_coded.codes.sizing.fit_shifted_exponential`).
 
+    A slow machine whose coded members are always dropped finishes nothing to
+    be timed: :meth:`record_late` and :meth:`record_on_time` give it the
+    ratio ``inf`` (slow, by how much unknown) once it has been late in
+    enough groups in a row.
+
     Both dicts are updated in place, so a reference to them stays current.
 
     Examples
@@ -78,6 +85,8 @@ class TaskTimes:
         self.samples: dict[str, list[float]] = {}
         self._recent_ratios: dict[str, list[float]] = {}
         self._durations_by_kind: dict[str, list[float]] = {}
+        #: worker -> log-likelihood ratio that its members are late lately because it is slow
+        self._late_evidence: dict[str, float] = {}
 
     def record(self, kind: str, worker: str, duration: float | None) -> None:
         """Note that ``worker`` ran a task of ``kind`` in ``duration`` seconds.
@@ -105,9 +114,50 @@ class TaskTimes:
         if reference < _MIN_MODELLED_DURATION:
             return
         ratio = duration / reference
+        self._late_evidence.pop(worker, None)  # timed now: its own ratio says how slow it is
         recent = _keep_last(self._recent_ratios.setdefault(worker, []), ratio, _RATIOS_PER_WORKER)
         self.ratios[worker] = statistics.median(recent)
         _keep_last(self.samples.setdefault(worker, []), ratio, _SAMPLES_PER_WORKER)
+
+    def record_late(self, worker: str, chance: float) -> None:
+        """Note that ``worker``'s member of a coded group was dropped unfinished (decoded without it).
+
+        ``chance`` is how likely that was for a worker as fast as the others:
+        the fraction of the group's members dropped unfinished. Each late
+        member multiplies the odds that ``worker`` is slow by ``1 / chance``;
+        at 100 to 1 its ratio becomes ``inf``, until a member of it finishes
+        (:meth:`record_on_time`) or it finishes a timed task (:meth:`record`).
+
+        Examples
+        --------
+        >>> times = TaskTimes()
+        >>> for _ in range(3):
+        ...     times.record_late("a", chance=0.25)  # 4**3 = 64 to 1: not yet
+        >>> times.ratios
+        {}
+        >>> times.record_late("a", chance=0.25)
+        >>> times.ratios
+        {'a': inf}
+        >>> times.record_on_time("a")
+        >>> times.ratios
+        {}
+        """
+        if not 0 < chance < 1:
+            return
+        evidence = self._late_evidence.get(worker, 0.0) + math.log(1 / chance)
+        self._late_evidence[worker] = evidence
+        if evidence >= _LATE_EVIDENCE:
+            self.ratios[worker] = math.inf
+
+    def record_on_time(self, worker: str) -> None:
+        """Note that a member of a coded group finished on ``worker``: its lateness so far was chance."""
+        if self._late_evidence.pop(worker, None) is None or self.ratios.get(worker) != math.inf:
+            return
+        recent = self._recent_ratios.get(worker)
+        if recent:
+            self.ratios[worker] = statistics.median(recent)
+        else:
+            del self.ratios[worker]
 
     def forget(self, worker: str) -> None:
         """Drop what is known of ``worker`` (it left the cluster).
@@ -121,7 +171,7 @@ class TaskTimes:
         >>> times.ratios
         {}
         """
-        for by_worker in (self.ratios, self.samples, self._recent_ratios):
+        for by_worker in (self.ratios, self.samples, self._recent_ratios, self._late_evidence):
             by_worker.pop(worker, None)
 
 

@@ -447,6 +447,44 @@ async def test_a_slow_machine_computes_nothing_a_coded_call_waits_for(c, s, *wor
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("operand", ["computed-beside-its-data", "from-numpy-in-the-graph"])
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=EAGER_STEALING, timeout=120)
+async def test_a_slow_machine_never_timed_is_found_late_and_computes_no_operand(c, s, *workers, operand):
+    """Its members are always dropped, so it finishes nothing to be timed; its lateness finds it.
+
+    Once found, the tasks every member reads (the operand x, and what x is computed from) are kept
+    off it too: ``y * 1.0`` with ``y`` held by the slow machine would run there (beside its data),
+    and every product, of every group, would wait for it.
+    """
+    await dask_coded.register(c)
+    a = _matrix(rows=800, cols=50)
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 50))))  # k=4, n=6
+    slow = sorted(s.workers)[1]
+    model = FaultModel.slow_machine(workers=(slow,), factor=1000, latency=0.01)  # 10 s a task there
+    await c.register_plugin(FaultInjector(model), name="faults")
+    plugin = s.plugins[NAME]
+    for seed in range(10):
+        if slow in plugin.stats()["slow_workers"]:
+            break
+        x = np.random.default_rng(seed).standard_normal(50)
+        result = await c.compute(dask_coded.dot(coded, x))
+        np.testing.assert_allclose(result, a @ x, rtol=1e-10, atol=1e-10 * np.abs(a @ x).max())
+    assert plugin.stats()["slow_workers"] == [slow]
+    assert plugin.duration_ratios[slow] == float("inf")  # never timed: slow by an unknown factor
+    x = np.random.default_rng(10).standard_normal(50)
+    if operand == "computed-beside-its-data":
+        y = await c.persist(da.from_array(x, chunks=25), workers=[slow])
+        operand_x = y * 1.0
+    else:
+        operand_x = da.from_array(x, chunks=25) * 1.0
+    before = len(s.get_task_stream())
+    result = await c.compute(dask_coded.dot(coded, operand_x))
+    np.testing.assert_allclose(result, a @ x, rtol=1e-10, atol=1e-10 * np.abs(a @ x).max())
+    on_slow = [r["key"] for r in s.get_task_stream()[before:] if r["worker"] == slow]
+    assert not on_slow
+
+
+@pytest.mark.slow
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=120)
 async def test_every_group_of_a_grouped_code_outlasts_a_slow_machine(c, s, *workers):
     """12 chunks on 6 workers: groups of 4 data blocks and 2 parities, one member of each per worker.

@@ -1,3 +1,5 @@
+import math
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -144,3 +146,45 @@ def test_an_encodings_copies_and_parities_are_different_kinds():
 
     assert slow_workers(ratios(lambda index: "coded-encode-rows-mds")) == {"e", "f"}  # one kind: wrong
     assert not slow_workers(ratios(kinds.get))
+
+
+@pytest.mark.parametrize("chance", [1 / 8, 1 / 4, 1 / 2])
+def test_a_worker_late_in_every_group_is_slow_once_chance_is_100_to_1_against(chance):
+    """A slow machine whose members are always dropped finishes nothing to be timed."""
+    times = TaskTimes()
+    _calls(times, 3, lambda w, call: 0.02)
+    needed = math.ceil(math.log(100) / math.log(1 / chance))
+    for _ in range(needed - 1):
+        times.record_late("w2", chance)
+    assert slow_workers(times.ratios) == set()
+    times.record_late("w2", chance)
+    assert times.ratios["w2"] == math.inf and slow_workers(times.ratios) == {"w2"}
+    times.record_on_time("w2")  # a member of it finished: its lateness was chance after all
+    assert times.ratios["w2"] == pytest.approx(1.0) and slow_workers(times.ratios) == set()
+
+
+def test_lateness_that_chance_explains_never_makes_a_worker_slow():
+    """Late in half the groups (k = W/2), with a member on time in between: no evidence builds up."""
+    times = TaskTimes()
+    for group in range(200):
+        if group % 7 == 6:
+            times.record_on_time("w1")
+        else:
+            times.record_late("w1", 1 / 2)  # 6 late in a row: 64 to 1, short of 100
+    assert "w1" not in times.ratios
+
+
+def test_a_timed_task_replaces_the_evidence_of_lateness():
+    times = TaskTimes()
+    _calls(times, 3, lambda w, call: 0.02)
+    for _ in range(3):
+        times.record_late("w0", 1 / 8)
+    assert times.ratios["w0"] == math.inf
+    times.record("product", "w0", 0.02)
+    assert times.ratios["w0"] == pytest.approx(1.0)
+    times.record_late("w0", 1 / 8)  # the count starts over
+    assert times.ratios["w0"] == pytest.approx(1.0)
+    times.forget("w0")
+    for _ in range(2):
+        times.record_late("w0", 1 / 8)
+    assert "w0" not in times.ratios
