@@ -24,7 +24,7 @@ from .blocks import (
     segment_parity_block,
     transpose_block,
 )
-from .codes import ONE_SIDED, Chunking, Code, build_code, code_kind, registered_codes
+from .codes import ONE_SIDED, Chunking, Code, ReplicationCode, build_code, code_kind, registered_codes
 from .codes.base import check_max_errors
 from .codes.sizing import auto_or_count, delays_from_evidence, parity_from_evidence
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
@@ -129,8 +129,11 @@ def encoding_name(prefix: str, code: Code, token: str) -> str:
     <dask_coded.codes.Code.group_layout>` describes
     (:class:`~dask_coded.GroupedMDSCode`) names it
     (:func:`~dask_coded.keys.grouped_name`), so the plugin places each
-    group's members on distinct workers.
+    group's members on distinct workers; so does a replicated encoding
+    (:func:`~dask_coded.keys.replicated_name`) with the copies of each block.
     """
+    if isinstance(code, ReplicationCode) and code.r > 1:
+        return keys.replicated_name(prefix, code.k, token)
     layout = code.group_layout
     if layout is None or len(code.groups) == 1:
         return prefix + token

@@ -27,6 +27,8 @@ __all__ = [
     "group_layout",
     "grouped_name",
     "key_name",
+    "replica_layout",
+    "replicated_name",
 ]
 
 #: Encoded blocks: a CodedArray's row or column encoding (the axis is in the name, so the
@@ -92,4 +94,32 @@ def group_layout(name: str) -> tuple[int, int, int] | None:
                 return None
             k, group_size, parity = map(int, match.groups())
             return k, group_size, parity
+    return None
+
+
+_REPLICAS = re.compile(r"k(\d+)r-")
+
+
+def replicated_name(prefix: str, k: int, token: str) -> str:
+    """The name of a replicated encoding of ``k`` blocks: coded block ``i`` copies block ``i % k``.
+
+    The plugin keeps the copies of a block on distinct workers from the key
+    alone (:func:`~dask_coded.policy.spread_position`).
+
+    Examples
+    --------
+    >>> replicated_name(ENCODE_ROWS, 4, "abc")
+    'coded-encode-rows-k4r-abc'
+    >>> replica_layout(replicated_name(ENCODE_ROWS, 4, "abc")), replica_layout("coded-encode-rows-abc")
+    (4, None)
+    """
+    return f"{prefix}k{k}r-{token}"
+
+
+def replica_layout(name: str) -> int | None:
+    """``k`` of a name built by :func:`replicated_name`, or None."""
+    for prefix in (ENCODE_ROWS, ENCODE_COLUMNS):
+        if name.startswith(prefix):
+            match = _REPLICAS.match(name, len(prefix))
+            return None if match is None else int(match.group(1))
     return None

@@ -82,6 +82,7 @@ from .policy import (
     coded_block_index,
     decode_workers,
     dropped_members,
+    member_positions,
     member_workers,
     plan_decode,
     slow_workers,
@@ -285,7 +286,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 if avoid:
                     self._keep_inputs_off(ts, avoid, inputs_seen)
                 self._pin_members(ts, spec, workers)
-            position = spread_position(key)
+            position = spread_position(key, len(workers))
             if position is not None:
                 worker = spread_worker(position, workers)
                 if worker is not None:
@@ -361,7 +362,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             homes = [None] * len(members)  # every decode of the group after the first
         else:
             holders = [set() if m is None else _block_holders(m) for m in members]
-            homes = member_workers(spec.first_position, holders, workers)
+            positions = member_positions(spec.code, spec.first_position, len(workers))
+            homes = member_workers(positions[: len(members)], holders, workers)
         suspects: list[str | None] = []
         for member, worker in zip(members, homes):
             # _place refuses a member the user placed, or one running or done already.

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .codes import Code, DecodingPlan
+from .codes import Code, DecodingPlan, ReplicationCode
 from .codes.sizing import (
     coded_block_count,
     data_blocks_for,
@@ -16,7 +16,7 @@ from .codes.sizing import (
     fit_shifted_exponential,
     slow_workers,
 )
-from .keys import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED, group_layout
+from .keys import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED, group_layout, replica_layout
 
 __all__ = [
     "BACKUP_PRESETS",
@@ -29,8 +29,10 @@ __all__ = [
     "dropped_members",
     "expected_latency",
     "fit_shifted_exponential",
+    "member_positions",
     "member_workers",
     "plan_decode",
+    "replica_position",
     "should_launch_backup",
     "slow_workers",
     "spread_position",
@@ -158,25 +160,33 @@ def coded_block_index(key: Any) -> int | None:
     return None
 
 
-def spread_position(key: Any) -> int | None:
-    """Where coded block ``key`` of an encoding goes in the round robin of workers, or None.
+def spread_position(key: Any, workers: int | None = None) -> int | None:
+    """Where coded block ``key`` of an encoding goes in the round robin of ``workers``, or None.
 
     Block ``i``'s own index, except in a grouped encoding
     (:func:`~dask_coded.keys.grouped_name`): there a group's data blocks and
     parities take consecutive positions, so with ``group_size + parity <=
     W`` each group has one member per worker, and data block ``j`` keeps
-    position ``j``.
+    position ``j``; and in a replicated one
+    (:func:`~dask_coded.keys.replicated_name`), whose copies of a block go
+    to distinct workers (:func:`replica_position`; with ``workers`` None,
+    the index).
 
     Examples
     --------
-    >>> from dask_coded.keys import ENCODE_ROWS, grouped_name
+    >>> from dask_coded.keys import ENCODE_ROWS, grouped_name, replicated_name
     >>> name = grouped_name(ENCODE_ROWS, 6, 3, 1, "abc")  # groups (0 1 2 | 6) and (3 4 5 | 7)
     >>> [spread_position((name, i, 0)) for i in range(8)]
     [0, 1, 2, 3, 4, 5, 3, 6]
+    >>> [spread_position((replicated_name(ENCODE_ROWS, 4, "abc"), i, 0), workers=4) for i in range(8)]
+    [0, 1, 2, 3, 5, 6, 7, 8]
     """
     index = coded_block_index(key)
     if index is None:
         return None
+    replicated = replica_layout(key[0])
+    if replicated is not None:
+        return index if workers is None else replica_position(index, replicated, workers)
     layout = group_layout(key[0])
     if layout is None:
         return index
@@ -185,6 +195,50 @@ def spread_position(key: Any) -> int | None:
         return index
     group, offset = divmod(index - k, parity)
     return min(k, (group + 1) * group_size) + offset
+
+
+def replica_position(index: int, k: int, workers: int) -> int:
+    """The round-robin position of coded block ``index`` (a copy of block ``index % k``) of a replication.
+
+    Copy ``t`` of every block is shifted past the workers that hold its
+    earlier copies: with ``r <= workers`` copies, those of a block are on
+    distinct workers (in index order, copies ``k`` apart would land on the
+    same worker whenever ``workers`` divides ``k``), and the load of the
+    workers differs by at most one block.
+
+    Examples
+    --------
+    >>> [replica_position(i, k=4, workers=4) % 4 for i in range(8)]  # blocks 0-3, then their copies
+    [0, 1, 2, 3, 1, 2, 3, 0]
+    >>> [replica_position(i, k=4, workers=8) for i in range(8)]  # copies on the other four workers
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    copy, block = divmod(index, k)
+    used: set[int] = set()
+    shift = 0
+    for t in range(copy + 1):
+        while (t * k + shift) % workers in used and len(used) < workers:
+            shift += 1
+        used.add((t * k + shift) % workers)
+    return copy * k + shift + block
+
+
+def member_positions(code: Code, first_position: int, workers: int) -> list[int]:
+    """The round-robin position of each member of a group whose first member is at ``first_position``.
+
+    Consecutive, except for a replication's copies (:func:`replica_position`).
+
+    Examples
+    --------
+    >>> member_positions(ReplicationCode(2, r=2), 0, workers=2)
+    [0, 1, 3, 4]
+    >>> from dask_coded.codes import MDSCode
+    >>> member_positions(MDSCode(2, 3), 3, workers=2)
+    [3, 4, 5]
+    """
+    if isinstance(code, ReplicationCode) and code.r > 1:
+        return [first_position + replica_position(i, code.k, workers) for i in range(code.n)]
+    return [first_position + i for i in range(code.n)]
 
 
 def spread_worker(index: int, workers: Sequence[str]) -> str | None:
@@ -204,13 +258,13 @@ def spread_worker(index: int, workers: Sequence[str]) -> str | None:
 
 
 def member_workers(
-    first_position: int, holders: Sequence[Iterable[str]], workers: Sequence[str]
+    positions: Sequence[int], holders: Sequence[Iterable[str]], workers: Sequence[str]
 ) -> list[str]:
     """Where each member of a group runs: one member per worker, beside its coded block where it can be.
 
     ``holders[i]`` are the workers holding member ``i``'s coded block (empty
     until it is computed). A block on its round-robin worker
-    (:func:`spread_worker` of position ``first_position + i``) keeps its
+    (:func:`spread_worker` of ``positions[i]``, from :func:`member_positions`) keeps its
     member there; a block elsewhere keeps its member beside it unless another
     member has that worker (moving a block costs a transfer on every call);
     every other member takes its round-robin worker, or the next one no
@@ -219,15 +273,15 @@ def member_workers(
 
     Examples
     --------
-    >>> member_workers(0, [set(), set(), set()], ["a", "b", "c", "d"])  # not computed yet
+    >>> member_workers([0, 1, 2], [set(), set(), set()], ["a", "b", "c", "d"])  # not computed yet
     ['a', 'b', 'c']
-    >>> member_workers(0, [{"d"}, {"b"}, {"b"}], ["a", "b", "c", "d"])  # two blocks on "b"
+    >>> member_workers([0, 1, 2], [{"d"}, {"b"}, {"b"}], ["a", "b", "c", "d"])  # two blocks on "b"
     ['d', 'b', 'c']
     """
     ordered = sorted(workers)
     if not ordered:
         return []
-    round_robin = [ordered[(first_position + i) % len(ordered)] for i in range(len(holders))]
+    round_robin = [ordered[positions[i] % len(ordered)] for i in range(len(holders))]
     present = set(ordered)
     held = [set(h) & present for h in holders]  # a paused or retiring holder takes no tasks
     chosen: dict[int, str] = {i: w for i, w in enumerate(round_robin) if w in held[i]}
@@ -239,8 +293,7 @@ def member_workers(
             taken.add(free[0])
     for i in range(len(holders)):
         if i not in chosen:
-            start = first_position + i
-            cycle = (ordered[(start + step) % len(ordered)] for step in range(len(ordered)))
+            cycle = (ordered[(positions[i] + step) % len(ordered)] for step in range(len(ordered)))
             chosen[i] = next((w for w in cycle if w not in taken), round_robin[i])
             taken.add(chosen[i])
     return [chosen[i] for i in range(len(holders))]

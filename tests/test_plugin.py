@@ -83,6 +83,27 @@ async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
     await async_poll_for(lambda: not any(_coded_keys(w.state.tasks) for w in workers), timeout=30)
 
 
+@pytest.mark.parametrize("persisted", [True, False])
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=TIMEOUT)
+async def test_replication_with_as_many_blocks_as_workers_outlasts_a_stuck_worker(c, s, *workers, persisted):
+    """Copy i of 8 went to worker i mod 4, its original's: the copies hedged nothing against it."""
+    a = _matrix()
+    await _setup(c, s, workers[1], factor=STUCK_FACTOR)
+    plain = da.from_array(a, chunks=(100, 60))
+    code = dask_coded.ReplicationCode(4, r=2)
+    operand = await c.persist(dask_coded.encode(plain, code=code)) if persisted else plain
+    x = np.arange(60.0)
+    before = len(s.get_task_stream())  # the scheduler records its task stream from the first call
+    result = await c.compute(dask_coded.dot(operand, x, code=None if persisted else "replication"))
+    np.testing.assert_allclose(result, a @ x, rtol=1e-12)
+    # Every block has a copy off the stuck worker, and it computed nothing the answer needed.
+    stream = s.get_task_stream()[before:]
+    done_on = {r["key"]: r["worker"] for r in stream if str(r["key"][0]).startswith(PRODUCT)}
+    for block in range(4):
+        homes = {w for key, w in done_on.items() if key[1] % 4 == block}
+        assert homes and workers[1].address not in homes
+
+
 async def _stick_the_holder_of_block_0(c, s, coded):
     """Make the worker holding ``coded``'s data block 0 stuck at products: that output must be solved."""
     (holder,) = s.tasks[(coded.name, 0, 0)].who_has

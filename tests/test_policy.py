@@ -5,12 +5,13 @@ from hypothesis import strategies as st
 
 from dask_coded import GroupedMDSCode
 from dask_coded.codes import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
-from dask_coded.keys import ENCODE_ROWS, grouped_name
+from dask_coded.keys import ENCODE_ROWS, grouped_name, replicated_name
 from dask_coded.policy import (
     DecodePlan,
     coded_block_index,
     decode_workers,
     dropped_members,
+    member_positions,
     member_workers,
     plan_decode,
     spread_position,
@@ -83,19 +84,19 @@ def test_spread_is_round_robin_over_sorted_workers():
 
 def test_members_not_computed_yet_take_the_round_robin():
     workers = ["c", "a", "b", "d"]
-    assert member_workers(2, [set()] * 3, workers) == ["c", "d", "a"]
-    assert member_workers(0, [set()] * 6, workers) == ["a", "b", "c", "d", "a", "b"]  # more than W
-    assert member_workers(0, [set()], []) == []
+    assert member_workers([2, 3, 4], [set()] * 3, workers) == ["c", "d", "a"]
+    assert member_workers(range(6), [set()] * 6, workers) == ["a", "b", "c", "d", "a", "b"]  # more than W
+    assert member_workers([0], [set()], []) == []
 
 
 def test_persisted_members_stay_beside_their_blocks_unless_another_member_is_there():
     workers = ["a", "b", "c", "d"]
     # Blocks persisted on a cluster that has changed since: each stays where it is.
-    assert member_workers(0, [{"b"}, {"c"}, {"d"}], workers) == ["b", "c", "d"]
+    assert member_workers([0, 1, 2], [{"b"}, {"c"}, {"d"}], workers) == ["b", "c", "d"]
     # Two blocks on "b": the one whose round-robin worker it is stays; the other moves to a free one.
-    assert member_workers(0, [{"b"}, {"b"}, set()], workers) == ["a", "b", "c"]
+    assert member_workers([0, 1, 2], [{"b"}, {"b"}, set()], workers) == ["a", "b", "c"]
     # A replicated block prefers its round-robin worker among its holders.
-    assert member_workers(0, [{"a", "c"}, {"c"}], workers) == ["a", "c"]
+    assert member_workers([0, 1], [{"a", "c"}, {"c"}], workers) == ["a", "c"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -107,7 +108,7 @@ def test_persisted_members_stay_beside_their_blocks_unless_another_member_is_the
 def test_a_group_never_shares_a_worker_it_could_avoid(workers, first, holders):
     names = [f"w{i}" for i in range(workers)]
     held = [{f"w{i}" for i in h if i < workers} for h in holders]
-    homes = member_workers(first, held, names)
+    homes = member_workers([first + i for i in range(len(held))], held, names)
     assert len(homes) == len(held) and set(homes) <= set(names)
     assert len(set(homes)) == min(len(held), workers)
     for index, (home, own) in enumerate(zip(homes, held)):
@@ -115,6 +116,25 @@ def test_a_group_never_shares_a_worker_it_could_avoid(workers, first, holders):
         round_robin = spread_worker(first + index, names)
         if round_robin in own:
             assert home == round_robin
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6, 8, 16])
+@pytest.mark.parametrize("copies", [2, 3, 4])
+def test_the_copies_of_a_block_are_on_distinct_workers_and_the_load_is_even(workers, k, copies):
+    """In index order, copy t of block j (index t * k + j) shares block j's worker when W divides k."""
+    code = ReplicationCode(k, r=copies)
+    names = [f"w{i}" for i in range(workers)]
+    homes = member_workers(member_positions(code, 0, workers), [set()] * code.n, names)
+    for block in range(k):
+        copies_at = [homes[t * k + block] for t in range(copies)]
+        assert len(set(copies_at)) == min(copies, workers), (block, copies_at)
+    load = [homes.count(name) for name in names]
+    assert max(load) - min(load) <= 1
+    # The encoding's blocks are spread the same way, so every member is beside its block.
+    name = replicated_name(ENCODE_ROWS, k, "abc")
+    spread = [spread_worker(spread_position((name, i, 0), workers), names) for i in range(code.n)]
+    assert spread == homes
 
 
 def test_decode_avoids_workers_running_late_members_and_slow_ones():

@@ -60,6 +60,25 @@ async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
     assert stats["corrections_by_block"] == {faulty_block: stats["corrections"]}
 
 
+@pytest.mark.parametrize("faulty", [0, 1])
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=CONFIG, timeout=TIMEOUT)
+async def test_replication_outvotes_a_faulty_worker_with_as_many_blocks_as_workers(c, s, *workers, faulty):
+    """Three copies of each of 4 blocks on 4 workers: never two copies of one block on one worker.
+
+    Copy i used to go to worker i mod 4, so the copies of a block were one suspect: DecodingError
+    even with no faulty worker, where da.dot works.
+    """
+    a = np.random.default_rng(0).standard_normal((400, 50))
+    b = np.random.default_rng(1).standard_normal((50, 30))
+    await _setup(c, workers[:faulty], "noise")
+    with dask.config.set(CONFIG):
+        left, right = da.from_array(a, chunks=(100, 25)), da.from_array(b, chunks=(25, 15))
+        result = await c.compute(dask_coded.dot(left, right, code="replication", max_errors=1))
+    np.testing.assert_allclose(result, a @ b, rtol=1e-10, atol=1e-10 * np.abs(a @ b).max())
+    stats = await dask_coded.plugin_stats(c)
+    assert set(stats["corrections_by_worker"]) == {w.address for w in workers[:faulty]}
+
+
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
 async def test_too_many_faulty_workers_raise_instead_of_returning(c, s, *workers):
     data = np.random.default_rng(0).standard_normal((400, 50))
