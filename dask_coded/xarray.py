@@ -30,7 +30,8 @@ class CodedAccessor:
         """Contract ``dim`` like ``xr.dot(self, other, dim=dim)``, computing it with :func:`dask_coded.dot`.
 
         Exactly one dimension is contracted (by default the one dimension the
-        two arrays share); each operand has at most one other dimension. The
+        two arrays share); each operand has at most one other dimension.
+        Coordinates are aligned as ``xr.dot`` aligns them (an inner join). The
         result is Dask-backed, with the remaining dimensions in ``xr.dot``'s
         order and their coordinates.
 
@@ -72,4 +73,6 @@ class CodedAccessor:
             input_core_dims=[[*a_rest, contracted], [contracted, *b_rest]],
             output_core_dims=[[*a_rest, *b_rest]],
             dask="allowed",
+            # As xr.dot: an inner join (``(a * b).sum()``) unless the user asked for exact alignment.
+            join="exact" if xr.get_options()["arithmetic_join"] == "exact" else "inner",
         )

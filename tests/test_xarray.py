@@ -48,3 +48,18 @@ def test_bad_dims(arrays):
         a.coded.dot(a, dim="x")
     with pytest.raises(TypeError, match="takes a DataArray"):
         a.coded.dot(np.ones(5), dim="x")
+
+
+@pytest.mark.parametrize("labels", [list("edcba"), list("cdefg")], ids=["reordered", "overlapping"])
+@pytest.mark.parametrize("pair", ["matvec", "matmat"])
+def test_coordinates_are_aligned_as_xr_dot_aligns_them(arrays, labels, pair):
+    """xr.dot joins the contracted coordinates (inner); exact alignment raised AlignmentError here."""
+    a, b, _ = arrays
+    other = b if pair == "matmat" else b.isel(y=0, drop=True)
+    other = other.isel(x=slice(0, len(labels))).assign_coords(x=labels)
+    result = a.coded.dot(other, dim="x")
+    expected = xr.dot(a, other, dim="x")
+    assert result.dims == expected.dims
+    xr.testing.assert_allclose(result.compute(), expected.compute(), rtol=1e-12, atol=1e-12)
+    with xr.set_options(arithmetic_join="exact"), pytest.raises(ValueError, match="exact"):
+        a.coded.dot(other, dim="x")
