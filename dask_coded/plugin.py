@@ -380,12 +380,17 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *ts.run_spec.args[1:])
         known = {i: w for i, w in enumerate(suspects) if w is not None}
         if not spec.code.is_recovery_set(range(spec.code.n), spec.max_errors, suspects=known):
+            remedy = (
+                "build the product while a client is connected (so dask_coded.dot sizes the code for "
+                "the cluster) or add workers"
+                if type(spec.code).kind == ONE_SIDED
+                else "two-sided codes are not sized for the cluster: use code='mds' or add workers"
+            )
             self._warn_clients(
                 f"dask-coded: {spec.code!r} cannot correct max_errors={spec.max_errors} faulty "
                 f"workers on this cluster of {len(workers)}: its {spec.code.n} members share "
                 "workers, and a faulty worker gets all of its members wrong. Wrong results will "
-                "raise DecodingError; build the product while a client is connected (so "
-                "dask_coded.dot sizes the code for the cluster) or add workers."
+                f"raise DecodingError; {remedy}."
             )
 
     def _pin_beside(self, ts: Any, worker: str) -> None:

@@ -183,3 +183,15 @@ async def test_a_code_the_cluster_cannot_support_is_reported_at_submission(c, s,
         result = await c.compute(dask_coded.dot(coded, np.ones(4), max_errors=1))
         await async_poll_for(lambda: s.plugins["dask-coded"]._warned, timeout=5)
     np.testing.assert_allclose(result, np.full(8, 4.0))
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=CONFIG)
+async def test_a_two_sided_code_longer_than_the_cluster_is_reported_with_its_remedy(c, s, *workers):
+    """MatDot(m=3) with max_errors=1 has more members than the 4 workers: client-side sizing cannot help."""
+    await dask_coded.register(c)
+    a, b = np.ones((6, 6)), np.ones((6, 4))
+    left, right = da.from_array(a, chunks=(6, 2)), da.from_array(b, chunks=(2, 4))
+    with pytest.warns(dask_coded.DaskCodedWarning, match="two-sided codes are not sized for the cluster"):
+        result = await c.compute(dask_coded.dot(left, right, code="matdot", max_errors=1))
+        await async_poll_for(lambda: s.plugins["dask-coded"]._warned, timeout=5)
+    np.testing.assert_allclose(result, a @ b)
