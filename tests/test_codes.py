@@ -264,6 +264,35 @@ def _bump_one_entry(r, rng):
 
 
 @pytest.mark.parametrize(
+    "dtype,value",
+    [
+        (np.float64, 1e307),
+        (np.float64, -1.24e308),
+        (np.complex128, 1e307),
+        (np.complex128, -1.24e308),
+        (np.complex128, complex(0, 1.7e308)),
+    ],
+)
+@pytest.mark.parametrize("victim", [1, 5])
+def test_a_wrong_value_near_the_largest_float_is_located(dtype, value, victim):
+    """An exponent bit flipped: the block's projections overflow where the others' do not.
+
+    Complex blocks used to make the residual solve overflow, and the error was detected but not
+    located (DecodingError with no suspects) where 7 good products of 8 were there to correct it.
+    """
+    rng = np.random.default_rng(0)
+    code = MDSCode(4, 8)
+    blocks = [rng.standard_normal((50, 25)).astype(dtype) for _ in range(4)]
+    x = rng.standard_normal((25, 10)).astype(dtype)
+    products = {i: block @ x for i, block in enumerate(code.encode(blocks))}
+    products[victim] = products[victim].copy()
+    products[victim][3, 3] = value
+    assert code.locate_errors(products, max_errors=1) == (victim,)
+    for decoded, block in zip(code.decode(products, max_errors=1), blocks):
+        np.testing.assert_allclose(decoded, block @ x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
     "code,t",
     [
         (MDSCode(4, 6), 1),

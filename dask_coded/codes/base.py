@@ -63,6 +63,8 @@ TWO_SIDED = "two-sided"
 _SKETCHES = 3
 #: Round-off allowance of the consistency check, in units of ``eps * cond``.
 _NOISE_FACTOR = 1e4
+#: Projections this far above the median block's cannot be compared (their squares overflow): wrong.
+_COMPARABLE = 2.0**400
 #: Relative accuracy a decode promises, by the byte size of the dtype's real part.
 _ACCURACY = {2: 1e-2, 4: 1e-4, 8: 1e-10}
 
@@ -762,8 +764,12 @@ class Code:
                 if j is not None and scales[j]:
                     arrays[i] = scale_by_power_of_two(arrays[i], -int(scales[j]))
         units = _units(indices, suspects)
-        # A suspect with one non-finite block is wrong in all of them.
-        bad_units = [u for u in units if any(not _all_finite(arrays[i]) for i in u)]
+        finite_blocks = [i for i in indices if _all_finite(arrays[i])]
+        sketches_of, scale = _sketch({i: arrays[i] for i in finite_blocks}) if finite_blocks else ({}, 1.0)
+        # A suspect with one non-finite block is wrong in all of them; so is one whose projections are
+        # too far above the others' to be compared in floating point (an exponent bit flipped).
+        beyond = {i for i, sketch in sketches_of.items() if not np.abs(sketch).max() <= _COMPARABLE * scale}
+        bad_units = [u for u in units if any(i not in sketches_of or i in beyond for i in u)]
         nonfinite = tuple(sorted(i for u in bad_units for i in u))
         finite_units = [u for u in units if u not in bad_units]
         finite = tuple(sorted(i for u in finite_units for i in u))
@@ -783,7 +789,7 @@ class Code:
             )
         if budget == 0:
             return nonfinite
-        sketches, scale = _sketch({i: arrays[i] for i in finite})
+        sketches = np.array([sketches_of[i] for i in finite])
         # The least precise result sets the round-off allowed: an int8 block times a float32 x is a
         # float32 product, while the parities' products are float64.
         dtype = max((_working_dtype(arrays[i].dtype) for i in finite), key=lambda d: np.finfo(d).eps)
@@ -1091,8 +1097,8 @@ def check_max_errors(max_errors: int) -> int:
     return int(max_errors)
 
 
-def _sketch(arrays: Mapping[int, np.ndarray]) -> tuple[np.ndarray, float]:
-    """``(blocks, _SKETCHES)`` Gaussian projections ``u^T R v`` and a robust scale.
+def _sketch(arrays: Mapping[int, np.ndarray]) -> tuple[dict[int, np.ndarray], float]:
+    """Each block's ``_SKETCHES`` Gaussian projections ``u^T R v``, and a robust scale of them.
 
     The projections use a fixed seed: they only need to be independent of the
     errors, and a fixed seed keeps decodes reproducible.
@@ -1106,9 +1112,17 @@ def _sketch(arrays: Mapping[int, np.ndarray]) -> tuple[np.ndarray, float]:
     sketches = []
     for block in arrays.values():
         matrix = _pad_to(block, shape).reshape(rows, cols)
-        sketches.append(np.einsum("rs,rc,cs->s", left, matrix, right))
-    sketches_array = np.array(sketches)
-    # The median block scale ignores the few wrong blocks, however large.
-    norms = np.sqrt(np.einsum("ij,ij->i", sketches_array.conj(), sketches_array).real)
+        with np.errstate(over="ignore", invalid="ignore"):  # a wrong block's may overflow: told apart later
+            sketches.append(np.einsum("rs,rc,cs->s", left, matrix, right))
+    # The median block scale ignores the few wrong blocks, however large (their squares may overflow).
+    norms = [_norm(sketch) for sketch in sketches]
     scale = float(np.median(norms)) or float(np.finfo(np.float64).tiny)
-    return sketches_array, scale
+    return dict(zip(arrays, sketches)), scale
+
+
+def _norm(vector: np.ndarray) -> float:
+    """The 2-norm of a short vector, without overflowing where its entries are finite."""
+    largest = float(np.abs(vector).max())
+    if not largest or not math.isfinite(largest):
+        return largest
+    return largest * float(np.sqrt(np.sum(np.abs(vector / largest) ** 2)))
