@@ -156,6 +156,8 @@ def resolve_one_sided_code(code: Code | str | None, chunks: Callable[[], Chunkin
         resolved = code
     else:
         name = code if code is not None else config.get("code")
+        if name not in registered_codes():
+            raise ValueError(f"unknown code {name!r}; registered codes: {registered_codes()}")
         if code_kind(name) != ONE_SIDED:
             raise ValueError(
                 f"code {name!r} cannot encode one array; encode takes a registered one-sided code "

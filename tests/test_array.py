@@ -114,7 +114,7 @@ def test_layers_have_readable_names(matrix):
         (np.ones((2, 4)), {"code": MDSCode(3, 5)}, ValueError, "into 3 non-empty blocks"),
         (np.ones((4, 4)), {"code": "polynomial"}, ValueError, "cannot encode one array"),
         (np.ones((4, 4)), {"code": dask_coded.MatDotCode(2, 3)}, ValueError, "does not split one operand"),
-        (np.ones((4, 4)), {"code": "nonsense"}, ValueError, "cannot encode"),
+        (np.ones((4, 4)), {"code": "nonsense"}, ValueError, "unknown code .nonsense.; registered codes"),
     ],
 )
 def test_encode_bad_input(array, kwargs, error, match):
