@@ -82,6 +82,7 @@ from .policy import (
     coded_block_index,
     decode_workers,
     dropped_members,
+    late_members,
     member_positions,
     member_workers,
     plan_decode,
@@ -593,20 +594,18 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
         self._rewritten.add(ts.key)
         busy = set()
-        # How likely a worker as fast as the others was to be among the late ones of this group.
-        chance = sum(members[i].state != "memory" for i in dropped) / len(members)
+        late, chance = late_members(spec.code, (i for i in dropped if members[i].state != "memory"))
         for i in dropped:
             member = members[i]
             _compat.drop_dependency(ts, member)
             worker = _member_worker(member, self._pinned.get(member.key))
-            late = worker != UNASSIGNED and member.state != "memory"
-            if late:
+            if worker != UNASSIGNED and member.state != "memory":
                 # Late with this member, started or not (it may still be running a copy of a block
                 # the member needs): the decode must not queue behind it.
                 busy.add(worker)
             if member.waiters or member.who_wants or member.key in recommendations:
                 continue  # another task still needs it
-            if late:  # once per member: a slow machine whose members are always dropped is never timed
+            if worker != UNASSIGNED and i in late:  # once per member: one always dropped is never timed
                 self.task_times.record_late(worker, chance)
             self.counters["members_dropped"] += 1
             self.dropped_by_worker[worker] = self.dropped_by_worker.get(worker, 0) + 1

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .codes import Code, DecodingPlan, ReplicationCode
+from .codes import ONE_SIDED, Code, DecodingPlan, ReplicationCode
 from .codes.sizing import (
     coded_block_count,
     data_blocks_for,
@@ -29,6 +29,7 @@ __all__ = [
     "dropped_members",
     "expected_latency",
     "fit_shifted_exponential",
+    "late_members",
     "member_positions",
     "member_workers",
     "plan_decode",
@@ -344,6 +345,29 @@ def decode_workers(
     if not allowed or allowed == workers:
         return None
     return allowed
+
+
+def late_members(code: Code, unfinished: Iterable[int]) -> tuple[list[int], float]:
+    """Which of a group's members dropped ``unfinished`` say their worker is late, and how likely by chance.
+
+    A one-sided group's parities run last on purpose (the plugin orders
+    them after the rest of the graph): dropped before they start, they say
+    nothing of their workers, so only its data members count. The chance is
+    the fraction of the counted members that were dropped unfinished: how
+    likely that was for a worker as fast as the others
+    (:meth:`~dask_coded.stats.TaskTimes.record_late`).
+
+    Examples
+    --------
+    >>> from dask_coded.codes import MDSCode, MatDotCode
+    >>> late_members(MDSCode(4, 6), [2, 4, 5])  # parities 4 and 5 were never needed
+    ([2], 0.25)
+    >>> late_members(MatDotCode(2, 5), [0, 4])
+    ([0, 4], 0.4)
+    """
+    counted = code.k if type(code).kind == ONE_SIDED else code.n
+    late = sorted(i for i in set(unfinished) if i < counted)
+    return late, len(late) / counted
 
 
 def dropped_members(members: Sequence[Any], needed: Iterable[int]) -> list[int]:

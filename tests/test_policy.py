@@ -11,6 +11,7 @@ from dask_coded.policy import (
     coded_block_index,
     decode_workers,
     dropped_members,
+    late_members,
     member_positions,
     member_workers,
     plan_decode,
@@ -135,6 +136,21 @@ def test_the_copies_of_a_block_are_on_distinct_workers_and_the_load_is_even(work
     name = replicated_name(ENCODE_ROWS, k, "abc")
     spread = [spread_worker(spread_position((name, i, 0), workers), names) for i in range(code.n)]
     assert spread == homes
+
+
+@pytest.mark.parametrize(
+    "code,unfinished,counted,chance",
+    [
+        (MDSCode(4, 6), [2, 4, 5], [2], 1 / 4),  # parities run last: never evidence
+        (MDSCode(4, 6), [4, 5], [], 0.0),
+        (ReplicationCode(2, r=3), [1, 3, 5], [1], 1 / 2),
+        (GroupedMDSCode(6, group_size=3, parity=1).groups[0].code, [0, 1, 3], [0, 1], 2 / 3),
+        (MatDotCode(2, 5), [0, 4], [0, 4], 2 / 5),  # no systematic blocks, nothing runs last
+    ],
+    ids=repr,
+)
+def test_only_members_that_run_in_their_turn_are_evidence_of_lateness(code, unfinished, counted, chance):
+    assert late_members(code, unfinished) == (counted, pytest.approx(chance))
 
 
 def test_decode_avoids_workers_running_late_members_and_slow_ones():

@@ -1115,8 +1115,10 @@ def _sketch(arrays: Mapping[int, np.ndarray]) -> tuple[dict[int, np.ndarray], fl
         with np.errstate(over="ignore", invalid="ignore"):  # a wrong block's may overflow: told apart later
             sketches.append(np.einsum("rs,rc,cs->s", left, matrix, right))
     # The median block scale ignores the few wrong blocks, however large (their squares may overflow).
-    norms = [_norm(sketch) for sketch in sketches]
-    scale = float(np.median(norms)) or float(np.finfo(np.float64).tiny)
+    # Exactly zero products (a block-diagonal A, an x nonzero on a few blocks) are left out of it: a
+    # median of zero would call every other block, parities included, inconsistent.
+    norms = [norm for norm in map(_norm, sketches) if norm]
+    scale = float(np.median(norms)) if norms else float(np.finfo(np.float64).tiny)
     return dict(zip(arrays, sketches)), scale
 
 

@@ -95,11 +95,16 @@ def slow_workers(ratios: Mapping[str, float], factor: float = 3.0) -> set[str]:
     ['d']
     >>> slow_workers({"a": 1.0})
     set()
+    >>> sorted(slow_workers({"a": 1.0, "b": 1.1, "c": float("inf"), "d": 10.0}))  # c: never timed
+    ['c', 'd']
     """
     if len(ratios) < 2:
         return set()
-    median = float(np.median(list(ratios.values())))
-    return {worker for worker, ratio in ratios.items() if ratio > factor * median}
+    # inf: late in group after group, never timed (TaskTimes.record_late); slow, by a factor unknown,
+    # so it stays out of the median the others are compared with.
+    finite = [ratio for ratio in ratios.values() if math.isfinite(ratio)]
+    median = float(np.median(finite)) if finite else math.inf
+    return {worker for worker, ratio in ratios.items() if ratio > factor * median or ratio == math.inf}
 
 
 def parity_from_evidence(
