@@ -17,6 +17,7 @@ from .blocks import (
     aligned_block,
     block_exponents,
     block_max_abs,
+    chunk_cuts,
     scaled_parity_block,
     segment_bounds,
     segment_exponents,
@@ -481,19 +482,20 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
         # A re-split data block holds rows of several chunks: its parities are equilibrated by
         # segments of rows, so a small chunk keeps its accuracy beside a large one.
         segments = segment_bounds(A.chunks[axis], source_chunks, data)
+        cuts = None if segments is None else tuple(chunk_cuts(A.chunks[axis], source_chunks, j) for j in data)
         mixes = any(group.code.copied_block(i) is None for i in range(group.code.k, group.code.n))
         if mixes and len(other_axis_blocks) > 1:
             # Equilibration exponents per data block, from every chunk of it along the other axis:
             # one tiny max-abs task per chunk, one task per group gathering them.
             magnitudes = []
-            for j in data:
+            for local, j in enumerate(data):
                 for other in other_axis_blocks:
                     chunk_key = key(max_name, j, other)
                     chunk = TaskRef(key(A.name, j, other))
                     task = (
                         Task(chunk_key, block_max_abs, chunk)
-                        if segments is None
-                        else Task(chunk_key, segment_max_abs, axis, segments, chunk)
+                        if segments is None or cuts is None
+                        else Task(chunk_key, segment_max_abs, axis, segments, chunk, cuts[local])
                     )
                     layer[chunk_key] = task
                     magnitudes.append(TaskRef(chunk_key))
@@ -516,7 +518,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     layer[parity_key] = CodedTask(parity_key, scaled_parity_block, weights, exponents, *refs)
                 else:
                     layer[parity_key] = CodedTask(
-                        parity_key, segment_parity_block, weights, exponents, (axis, segments), *refs
+                        parity_key, segment_parity_block, weights, exponents, (axis, segments, cuts), *refs
                     )
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     return CodedArray(graph, name, code, A.chunks, A.dtype, axis, source_chunks)

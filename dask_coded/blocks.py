@@ -54,6 +54,7 @@ __all__ = [
     "aligned_block",
     "block_exponents",
     "block_max_abs",
+    "chunk_cuts",
     "decode_block",
     "parity_block",
     "product_block",
@@ -270,6 +271,20 @@ def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data
     return ScaledBlock(values, scales)
 
 
+def chunk_cuts(chunks: Sequence[int], source_chunks: Sequence[int], block: int) -> tuple[int, ...]:
+    """Where data block ``block``'s rows change chunk of the array they were cut from, in its own rows.
+
+    Examples
+    --------
+    >>> chunk_cuts((3, 3), (2, 2, 2), 1)  # block 1 holds rows 3:4 of chunk 1 and 4:6 of chunk 2
+    (0, 1, 3)
+    """
+    starts = np.cumsum((0, *chunks)).tolist()
+    edges = np.cumsum(source_chunks).tolist()[:-1]
+    inside = [edge - starts[block] for edge in edges if starts[block] < edge < starts[block + 1]]
+    return (0, *inside, chunks[block])
+
+
 def segment_bounds(
     chunks: Sequence[int], source_chunks: Sequence[int], members: Sequence[int]
 ) -> tuple[int, ...] | None:
@@ -278,9 +293,10 @@ def segment_bounds(
     ``chunks`` are the data blocks along the coded axis, re-split from an
     array of ``source_chunks``; ``members`` are the group's data blocks. A
     parity mixes row ``r`` of every member, so it is equilibrated segment by
-    segment between these bounds (in the blocks' own coordinates): a chunk
-    1e15 times smaller than its neighbour in one data block keeps its own
-    accuracy through the parities. None when no member holds rows of two chunks.
+    segment between these bounds (in the blocks' own coordinates, every
+    member's :func:`chunk_cuts` together): a chunk 1e15 times smaller than
+    its neighbour in one data block keeps its own accuracy through the
+    parities. None when no member holds rows of two chunks.
 
     Examples
     --------
@@ -289,19 +305,38 @@ def segment_bounds(
     >>> segment_bounds((2, 2, 2), (2, 2, 2), (0, 1, 2)) is None
     True
     """
-    starts = np.cumsum((0, *chunks)).tolist()
-    edges = np.cumsum(source_chunks).tolist()[:-1]
-    length = max(chunks[j] for j in members)
-    cuts = {0, length}
+    cuts = {0, max(chunks[j] for j in members)}
     for j in members:
-        cuts.update(edge - starts[j] for edge in edges if starts[j] < edge < starts[j + 1])
+        cuts.update(chunk_cuts(chunks, source_chunks, j)[1:-1])
     return None if len(cuts) == 2 else tuple(sorted(cuts))
 
 
-def segment_max_abs(axis: int, bounds: Sequence[int], block: Any) -> np.ndarray:
-    """The largest magnitude of each segment of one data chunk (rows past its end count 0)."""
+def segment_max_abs(
+    axis: int, bounds: Sequence[int], block: Any, cuts: Sequence[int] | None = None
+) -> np.ndarray:
+    """The largest magnitude of each segment of one data block (rows past its end count 0).
+
+    With the block's own ``cuts`` (:func:`chunk_cuts`), the segments of one
+    chunk all take that chunk's largest magnitude: a segment another
+    member's chunk boundary cut short (a row or two) would otherwise get an
+    exponent of its own, and every decode would scale its window row by row.
+
+    Examples
+    --------
+    >>> block = np.array([4.0, 1.0, 1.0, 9.0])
+    >>> segment_max_abs(0, (0, 1, 3, 4), block).tolist()
+    [4.0, 1.0, 9.0]
+    >>> segment_max_abs(0, (0, 1, 3, 4), block, cuts=(0, 3, 4)).tolist()  # rows 0:3 are one chunk
+    [4.0, 4.0, 9.0]
+    """
     block = np.asarray(block)
-    return np.array([max_abs(_rows(block, axis, start, stop)) for start, stop in zip(bounds, bounds[1:])])
+    segments = list(zip(bounds, bounds[1:]))
+    maxima = np.array([max_abs(_rows(block, axis, start, stop)) for start, stop in segments])
+    for start, stop in zip(cuts or (), (cuts or ())[1:]):
+        inside = [p for p, (first, _) in enumerate(segments) if start <= first < stop]
+        if inside:
+            maxima[inside] = np.max(maxima[inside])  # NaN stays NaN
+    return maxima
 
 
 def _rows(block: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
@@ -323,17 +358,21 @@ def segment_exponents(k: int, *magnitudes: Iterable[float], dtype: Any = None) -
 def segment_parity_block(
     weights: np.ndarray,
     exponents: np.ndarray | None,
-    segments: tuple[int, tuple[int, ...]],
+    segments: tuple[int, tuple[int, ...], tuple[tuple[int, ...], ...] | None],
     *data_blocks: Any,
 ) -> ScaledBlock:
-    """:func:`scaled_parity_block` with exponents per segment ``(axis, bounds)`` (see :func:`segment_bounds`).
+    """:func:`scaled_parity_block`, by segment ``(axis, bounds, cuts)`` (see :func:`segment_bounds`).
 
-    ``exponents=None`` computes them from ``data_blocks`` (when they are whole data blocks).
+    ``exponents=None`` computes them from ``data_blocks`` (when they are
+    whole data blocks), by chunk where each block's ``cuts`` are given
+    (:func:`segment_max_abs`).
     """
-    axis, bounds = segments
+    axis, bounds, cuts = segments
     blocks = [np.asarray(b) for b in data_blocks]
     if exponents is None:
-        magnitudes = [segment_max_abs(axis, bounds, b) for b in blocks]
+        magnitudes = [
+            segment_max_abs(axis, bounds, b, None if cuts is None else cuts[j]) for j, b in enumerate(blocks)
+        ]
         exponents = segment_exponents(len(blocks), *magnitudes, dtype=np.result_type(*blocks))
     pieces = [
         equilibrated_combine(
@@ -496,6 +535,10 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     exponents = None if scaling is None or target_unknowns(spec.code) is None else scaling.exponents
     solvable = results
     segmented = scaling if scaling is not None and scaling.bounds is not None else None
+    if segmented is not None and exponents is not None and _uniform_rows(exponents):
+        # One exponent per data block over this window (a window of one chunk's rows, mostly): the
+        # whole-block path, whose powers of two go into the weights, with no scaled copies.
+        exponents, segmented = exponents[:, 0], None
     if segmented is not None:
         # Exponents per segment of rows: bring the data products to the equilibrated unknowns the
         # parities mix, exactly, and solve for those (the outputs are scaled back below).
@@ -536,6 +579,11 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             raise ValueError(f"{spec.code!r} decodes combinations of blocks; segment exponents do not apply")
         out = _segment_scaled(out, unknowns[spec.output], segmented, 1)
     return np.asarray(out).astype(dtype, copy=False)
+
+
+def _uniform_rows(exponents: np.ndarray) -> bool:
+    """Whether every row of a (blocks, segments) array of exponents is one value (and there is one)."""
+    return bool(exponents.size) and bool((exponents == exponents[:, :1]).all())
 
 
 def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:

@@ -182,6 +182,7 @@ class CodedOperand:
         """
         from .blocks import (
             CodedTask,
+            chunk_cuts,
             scaled_parity_block,
             segment_bounds,
             segment_exponents,
@@ -208,9 +209,11 @@ class CodedOperand:
         for group in code.groups:
             members = group.members[: group.code.k]
             # A re-split data block holds rows of several chunks: equilibrated by segments of rows.
-            segments = segment_bounds(operand.chunks[axis], source_chunks or operand.chunks[axis], members)
+            split_from = source_chunks or operand.chunks[axis]
+            segments = segment_bounds(operand.chunks[axis], split_from, members)
             if segments is not None:
-                magnitudes = [segment_max_abs(axis, segments, whole[j]) for j in members]
+                cuts = [chunk_cuts(operand.chunks[axis], split_from, j) for j in members]
+                magnitudes = [segment_max_abs(axis, segments, whole[j], c) for j, c in zip(members, cuts)]
                 group_exponents = segment_exponents(len(members), *magnitudes, dtype=operand.dtype)
             for other in others:
                 data = [operand.block(index(j, other)) for j in members]
@@ -223,7 +226,7 @@ class CodedOperand:
                         task = CodedTask(key, scaled_parity_block, weights, exponents[list(members)], *data)
                     else:
                         task = CodedTask(
-                            key, segment_parity_block, weights, group_exponents, (axis, segments), *data
+                            key, segment_parity_block, weights, group_exponents, (axis, segments, None), *data
                         )
                     layer[key] = task
         parities = GraphLayer(name, layer)

@@ -22,6 +22,7 @@ from dask_coded.blocks import (
     NonFiniteScaledBlock,
     ScaledBlock,
     block_exponents,
+    chunk_cuts,
     decode_block,
     product_block,
     scaled_parity_block,
@@ -209,6 +210,24 @@ def test_parity_chunks_share_their_data_blocks_exponents():
         product_block([parity[0], ScaledBlock(parity[1].values, np.array([0, 0]))], [np.ones(2)] * 2)
 
 
+def test_the_segments_of_one_chunk_share_its_exponent():
+    """Block 1 is all of chunk 1, but block 0's chunk boundary cuts it in two segments.
+
+    Each segment took its own largest magnitude, so its rows got two exponents and every decode of
+    a window of chunk 1 scaled row by row; by chunk, one power of two scales the whole window.
+    """
+    chunks, source = (5, 4), (3, 6)
+    bounds = segment_bounds(chunks, source, (0, 1))
+    cuts = [chunk_cuts(chunks, source, j) for j in (0, 1)]
+    assert bounds == (0, 3, 5) and cuts == [(0, 3, 5), (0, 4)]
+    blocks = [np.ones((5, 2)), np.array([[4.0], [4.0], [4.0], [0.25]]) * np.ones(2)]
+    by_segment = segment_exponents(2, *[segment_max_abs(0, bounds, b) for b in blocks])
+    by_chunk = segment_exponents(2, *[segment_max_abs(0, bounds, b, c) for b, c in zip(blocks, cuts)])
+    assert by_segment[1].tolist() == [3, -1] and by_chunk[1].tolist() == [3, 3]
+    parity = segment_parity_block(MDSCode(2, 3).generator[2], None, (0, bounds, tuple(cuts)), *blocks)
+    np.testing.assert_array_equal(parity.exponents, by_chunk)
+
+
 @pytest.mark.parametrize("axis", [0, 1])
 def test_a_segmented_parity_equilibrates_each_segment_on_its_own(axis):
     """Block 0 holds rows of a 1e12 chunk then a 1e-3 one; block 1 is shorter (zero-padded)."""
@@ -224,7 +243,7 @@ def test_a_segmented_parity_equilibrates_each_segment_on_its_own(axis):
     magnitudes = [segment_max_abs(axis, bounds, b) for b in blocks]
     assert [m.shape for m in magnitudes] == [(2,), (2,)]
     exponents = segment_exponents(2, *magnitudes)
-    parity = segment_parity_block(code.generator[2], None, (axis, bounds), *blocks)
+    parity = segment_parity_block(code.generator[2], None, (axis, bounds, None), *blocks)
     np.testing.assert_array_equal(parity.exponents, exponents)
     assert (parity.bounds, parity.axis) == (bounds, axis)
     # Each segment is the equilibrated mix of that segment's rows.
