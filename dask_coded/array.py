@@ -494,7 +494,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     chunk = TaskRef(key(A.name, j, other))
                     task = (
                         Task(chunk_key, block_max_abs, chunk)
-                        if segments is None or cuts is None
+                        if cuts is None  # no data block holds rows of two chunks
                         else Task(chunk_key, segment_max_abs, axis, segments, chunk, cuts[local])
                     )
                     layer[chunk_key] = task
