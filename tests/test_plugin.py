@@ -469,7 +469,7 @@ async def test_a_slow_machine_computes_nothing_a_coded_call_waits_for(c, s, *wor
 
 @pytest.mark.slow
 @pytest.mark.parametrize("operand", ["computed-beside-its-data", "from-numpy-in-the-graph"])
-@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=EAGER_STEALING, timeout=120)
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=EAGER_STEALING, timeout=120)
 async def test_a_slow_machine_never_timed_is_found_late_and_computes_no_operand(c, s, *workers, operand):
     """Its members are always dropped, so it finishes nothing to be timed; its lateness finds it.
 
@@ -479,12 +479,13 @@ async def test_a_slow_machine_never_timed_is_found_late_and_computes_no_operand(
     """
     await dask_coded.register(c)
     a = _matrix(rows=800, cols=50)
-    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 50))))  # k=4, n=6
-    slow = sorted(s.workers)[1]
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 50))))
+    assert coded.code == MDSCode(4, 6)  # one member per worker
+    slow = sorted(s.workers)[1]  # data block 1's: late in every call, once in 4 by chance
     model = FaultModel.slow_machine(workers=(slow,), factor=1000, latency=0.01)  # 10 s a task there
     await c.register_plugin(FaultInjector(model), name="faults")
     plugin = s.plugins[NAME]
-    for seed in range(10):
+    for seed in range(20):  # 100 to 1 takes 4 late groups in a row; a call a group
         if slow in plugin.stats()["slow_workers"]:
             break
         x = np.random.default_rng(seed).standard_normal(50)
