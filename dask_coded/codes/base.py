@@ -776,15 +776,15 @@ class Code:
         budget = max_errors - len(bad_units)
         if budget < 0:
             raise DecodingError(
-                f"blocks {list(nonfinite)} of {self!r} are not finite: more than "
-                f"max_errors={max_errors} wrong results",
+                f"blocks {list(nonfinite)} of {self!r} are not finite (or 2**400 times the others): "
+                f"more than max_errors={max_errors} wrong results",
                 suspects=nonfinite,
             )
         if not self._tolerates(finite_units, budget):
             raise DecodingError(
                 f"cannot check {max_errors} wrong results of {self!r}: blocks "
-                f"{list(nonfinite)} are not finite and the finite ones {list(finite)} "
-                f"leave too few checks ({self._threshold_phrase()})",
+                f"{list(nonfinite)} are not finite (or 2**400 times the others) and the rest "
+                f"{list(finite)} leave too few checks ({self._threshold_phrase()})",
                 suspects=nonfinite,
             )
         if budget == 0:
