@@ -629,6 +629,32 @@ async def test_a_decode_kept_off_a_slow_worker_runs_there_once_all_the_others_ha
     assert relative_error(result, a @ np.arange(60.0)) < 1e-10
 
 
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=NO_MEMORY_PAUSE, timeout=TIMEOUT)
+async def test_an_operand_kept_off_a_slow_worker_runs_there_once_all_the_others_have_left(c, s, slow, b, d):
+    """The tasks the products read are kept off a slow worker strictly; that lifts as for decodes."""
+    await dask_coded.register(c)
+    plugin = s.plugins[NAME]
+    a = _matrix()
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
+    plugin.duration_ratios.update({slow.address: 10.0, b.address: 1.0, d.address: 1.0})  # as measured
+    # Hold the call back: x is computed from data only the slow worker may make, and it is paused.
+    slow.status = Status.paused
+    await async_poll_for(lambda: s.workers[slow.address].status == Status.paused, timeout=30)
+    y = c.persist(da.arange(60.0, chunks=30), workers=[slow.address])
+    x = y * 1.0  # computed beside y, on the slow worker, unless kept off it
+    future = c.compute(dask_coded.dot(coded, x))
+    operand = [key for key in x.__dask_graph__() if key[0] == x.name]
+    await async_poll_for(lambda: all(key in s.tasks for key in operand), timeout=30)
+    for key in operand:
+        assert s.tasks[key].worker_restrictions == {b.address, d.address}
+        assert not s.tasks[key].loose_restrictions
+    await b.close()
+    await d.close()
+    slow.status = Status.running
+    result = await future
+    assert relative_error(result, a @ np.arange(60.0)) < 1e-10
+
+
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=NO_MEMORY_PAUSE, timeout=TIMEOUT)
 async def test_members_pinned_to_paused_workers_run_elsewhere(c, s, *workers):
     """Two of a group's three workers pause (memory) before its products start: the pins lift.
