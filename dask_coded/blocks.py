@@ -393,10 +393,7 @@ def _segment_scaled(values: np.ndarray, unknown: int | None, scaling: ScaledBloc
     if unknown is None:
         return values
     assert scaling.bounds is not None
-    exponents = scaling.exponents[unknown]
-    if len(exponents) and (exponents == exponents[0]).all():  # a window of one chunk, mostly
-        return scale_by_power_of_two(values, sign * int(exponents[0]))
-    rows = np.repeat(sign * exponents, np.diff(scaling.bounds))[: values.shape[scaling.axis]]
+    rows = np.repeat(sign * scaling.exponents[unknown], np.diff(scaling.bounds))[: values.shape[scaling.axis]]
     shape = [1] * values.ndim
     shape[scaling.axis] = len(rows)
     return scale_by_power_of_two(values, rows.reshape(shape))
