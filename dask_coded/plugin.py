@@ -215,7 +215,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self._rewritten: set[Any] = set()
         #: product key -> the worker it is pinned to (groups with max_errors)
         self._pinned: dict[Any, str] = {}
-        #: decode keys this plugin restricted away from slow or busy workers, while the scheduler holds them
+        #: decodes and their inputs this plugin restricted away from slow or busy workers, while held
         self._kept_off: set[Any] = set()
         self._flush_scheduled = False
         self._warned: set[str] = set()
@@ -424,7 +424,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     def _keep_off(
         self, ts: Any, slow: set[str], busy: Iterable[str] = (), holders: Iterable[str] = ()
     ) -> bool:
-        """Keep decode ``ts`` off ``slow`` and ``busy`` workers (:func:`~dask_coded.policy.decode_workers`).
+        """Keep ``ts`` (a decode, or a task its members read) off ``slow`` and ``busy`` workers.
+
+        The workers allowed are :func:`~dask_coded.policy.decode_workers`'s.
 
         False if it cannot be or need not be. The restriction is strict, because
         the scheduler's work stealing hands a loosely restricted task to any idle
@@ -460,8 +462,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         """Free what is pinned to ``worker``, which has left or stopped taking tasks (paused, retiring).
 
         Its pinned members and encodes may run anywhere (the group has its
-        parities for a worker that is gone or stopped), and so may a decode
-        whose allowed workers have all gone: better a slow worker than none.
+        parities for a worker that is gone or stopped), and so may a decode (or
+        a task its members read) whose allowed workers have all gone: better a
+        slow worker than none.
         """
         scheduler = self.scheduler
         recommendations = {}
