@@ -604,50 +604,33 @@ async def test_parity_members_run_last_on_a_worker_of_their_own(c, s, *workers, 
 NO_MEMORY_PAUSE = {**VALIDATE, "distributed.worker.memory.pause": False}
 
 
+@pytest.mark.parametrize("operand", ["persisted-on-the-slow-worker", "computed-beside-its-data"])
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=NO_MEMORY_PAUSE, timeout=TIMEOUT)
-async def test_a_decode_kept_off_a_slow_worker_runs_there_once_all_the_others_have_left(c, s, slow, b, d):
-    """Decodes are kept off a slow worker strictly; when every allowed worker has gone, that lifts."""
+async def test_work_kept_off_a_slow_worker_runs_there_once_the_others_have_left(c, s, slow, b, d, operand):
+    """Decodes, and the tasks the products read, are kept off a slow worker strictly; when every
+    allowed worker has gone, that lifts. An operand the user placed on the slow worker stays there.
+    """
     await dask_coded.register(c)
     plugin = s.plugins[NAME]
     a = _matrix()
     coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
     plugin.duration_ratios.update({slow.address: 10.0, b.address: 1.0, d.address: 1.0})  # as measured
-    # Hold the call back: its x may only be computed on the slow worker, which is paused for now.
+    # Hold the call back: x needs data only the slow worker may make, and it is paused for now.
     slow.status = Status.paused
     await async_poll_for(lambda: s.workers[slow.address].status == Status.paused, timeout=30)
-    x = c.persist(da.arange(60.0, chunks=60), workers=[slow.address])
+    if operand == "persisted-on-the-slow-worker":
+        x = c.persist(da.arange(60.0, chunks=60), workers=[slow.address])
+        operand_keys = []
+    else:
+        x = c.persist(da.arange(60.0, chunks=30), workers=[slow.address]) * 1.0  # computed beside its data
+        operand_keys = [key for key in x.__dask_graph__() if key[0] == x.name]
     future = c.compute(dask_coded.dot(coded, x))
     await async_poll_for(lambda: [k for k in s.tasks if str(k[0]).startswith(DECODE)], timeout=30)
     decodes = [ts for ts in s.tasks.values() if str(ts.key[0]).startswith(DECODE)]
-    assert all(ts.worker_restrictions == {b.address, d.address} for ts in decodes)
-    assert not any(ts.loose_restrictions for ts in decodes)
+    for ts in decodes + [s.tasks[key] for key in operand_keys]:
+        assert ts.worker_restrictions == {b.address, d.address}
+        assert not ts.loose_restrictions
     # The allowed workers leave; only the slow one can finish the call (without hanging).
-    await b.close()
-    await d.close()
-    slow.status = Status.running
-    result = await future
-    assert relative_error(result, a @ np.arange(60.0)) < 1e-10
-
-
-@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=NO_MEMORY_PAUSE, timeout=TIMEOUT)
-async def test_an_operand_kept_off_a_slow_worker_runs_there_once_all_the_others_have_left(c, s, slow, b, d):
-    """The tasks the products read are kept off a slow worker strictly; that lifts as for decodes."""
-    await dask_coded.register(c)
-    plugin = s.plugins[NAME]
-    a = _matrix()
-    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60))))
-    plugin.duration_ratios.update({slow.address: 10.0, b.address: 1.0, d.address: 1.0})  # as measured
-    # Hold the call back: x is computed from data only the slow worker may make, and it is paused.
-    slow.status = Status.paused
-    await async_poll_for(lambda: s.workers[slow.address].status == Status.paused, timeout=30)
-    y = c.persist(da.arange(60.0, chunks=30), workers=[slow.address])
-    x = y * 1.0  # computed beside y, on the slow worker, unless kept off it
-    future = c.compute(dask_coded.dot(coded, x))
-    operand = [key for key in x.__dask_graph__() if key[0] == x.name]
-    await async_poll_for(lambda: all(key in s.tasks for key in operand), timeout=30)
-    for key in operand:
-        assert s.tasks[key].worker_restrictions == {b.address, d.address}
-        assert not s.tasks[key].loose_restrictions
     await b.close()
     await d.close()
     slow.status = Status.running
