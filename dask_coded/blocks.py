@@ -17,11 +17,16 @@ Two facts travel with the values, so the decoder can be exact and safe:
   a result's type name in ``TaskState.type`` when it reaches memory, before
   the plugin plans a decode, so the plugin knows which members hold NaN/inf
   without another message (:data:`NONFINITE_TYPENAMES`).
+- Under ``max_errors``, a finite product is a :class:`CheckedProduct`: it
+  carries a bound on its own round-off, which only the worker holding the
+  operands can compute, so the error check can tell round-off from a wrong
+  result even where the product cancels.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +38,12 @@ from dask.utils import typename
 from ._compat import Task, running_task, worker_task_state
 from .codes import Code, DecodingPlan
 from .codes.arithmetic import (
+    _working_dtype,
     combine,
     equilibrated_combine,
     equilibration_exponents,
     exponents_from_max_abs,
+    frobenius_norm,
     max_abs,
     scale_by_power_of_two,
 )
@@ -46,6 +53,7 @@ from .errors import DecodingError
 __all__ = [
     "MISSING",
     "NONFINITE_TYPENAMES",
+    "CheckedProduct",
     "CodedTask",
     "DecodeSpec",
     "NonFiniteProduct",
@@ -54,6 +62,7 @@ __all__ = [
     "aligned_block",
     "block_exponents",
     "block_max_abs",
+    "checked_product_block",
     "chunk_cuts",
     "decode_block",
     "parity_block",
@@ -202,6 +211,33 @@ class NonFiniteScaledBlock(ScaledBlock):
 
 #: ``TaskState.type`` of the products the scheduler must not mix into other outputs.
 NONFINITE_TYPENAMES = frozenset({typename(NonFiniteProduct), typename(NonFiniteScaledBlock)})
+
+
+@dataclass(frozen=True, eq=False)
+class CheckedProduct:
+    """A finite block product under ``max_errors``, with a bound on its round-off.
+
+    ``roundoff`` is ``eps * sum ||left|| ||right||`` over the inner blocks
+    (Frobenius norms, in the product's own scaling). A product whose entries
+    cancel (rows of +1e8 and -1e8 summing to about 10) has round-off of the
+    size of its operands, not of its result, and only the worker holding the
+    operands can tell; without this bound the check would call such a
+    product wrong. A re-split data block's product also bounds each run of
+    rows from one chunk (``cuts`` along ``axis``, ``segment_roundoff``), as
+    the decode scales each run by its chunk's exponent: a chunk of 1e-3
+    beside one of 1e12 is checked at its own scale.
+    """
+
+    product: Any  # an ndarray or a ScaledBlock
+    roundoff: float
+    cuts: tuple[int, ...] | None = None
+    segment_roundoff: tuple[float, ...] = ()
+    axis: int = 0
+
+
+@sizeof.register(CheckedProduct)
+def _sizeof_checked(block: CheckedProduct) -> int:
+    return int(sizeof(block.product)) + 8
 
 
 def _values(block: Any) -> np.ndarray:
@@ -464,6 +500,42 @@ def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
     return marked(values, scaling.exponents, scaling.bounds, 0 if coded_left else values.ndim - 1)
 
 
+def checked_product_block(
+    left: Sequence[Any], right: Sequence[Any], cuts: Sequence[int] | None = None, coded_left: bool = True
+) -> Any:
+    """:func:`product_block`, as a :class:`CheckedProduct` where it is finite.
+
+    ``cuts`` are where the coded operand's rows (``coded_left``) or columns
+    change chunk (:func:`chunk_cuts`): the bound is then given per run too. A
+    non-finite product is returned as it is: it is wrong whatever its
+    round-off, and the scheduler reads its type.
+    """
+    product = product_block(left, right)
+    if isinstance(product, (NonFiniteProduct, NonFiniteScaledBlock)):
+        return product
+    values = _values(product)
+    eps = float(np.finfo(_working_dtype(values.dtype)).eps)
+    segments = np.zeros(max(len(cuts or ()) - 1, 0))
+    bound = 0.0
+    for a, b in zip(left, right):
+        coded, other = (_values(a), _values(b)) if coded_left else (_values(b), _values(a))
+        if cuts is None:
+            bound += frobenius_norm(coded) * frobenius_norm(other)
+            continue
+        axis = 0 if coded_left else coded.ndim - 1
+        runs = np.array([frobenius_norm(_rows(coded, axis, s, e)) for s, e in zip(cuts, cuts[1:])])
+        segments += runs * frobenius_norm(other)
+        bound += frobenius_norm(runs) * frobenius_norm(other)
+    if values.dtype.kind in "iu" and bound >= np.iinfo(values.dtype).max:
+        # Every entry is at most the bound (Cauchy-Schwarz): below it no integer product wraps. Above
+        # it one may have, as in da.dot, and the float64 parities cannot check a wrapped product.
+        return CheckedProduct(product, math.inf)
+    if cuts is None:
+        return CheckedProduct(product, eps * bound)
+    axis = 0 if coded_left else values.ndim - 1
+    return CheckedProduct(product, eps * bound, tuple(cuts), tuple((eps * segments).tolist()), axis)
+
+
 def _common_scaling(operands: Sequence[Any]) -> ScaledBlock | None:
     """The scaled block among ``operands`` (all of them scaled alike), or None."""
     found = [o for o in operands if isinstance(o, ScaledBlock)]
@@ -519,6 +591,8 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             decode_block(dataclasses.replace(part, suspects=spec.suspects), *products) for part in spec.parts
         ]
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=spec.parts[0].window[0])  # type: ignore[index]
+    checked = {i: p for i, p in enumerate(products) if isinstance(p, CheckedProduct)}
+    products = tuple(p.product if isinstance(p, CheckedProduct) else p for p in products)
     if spec.window is not None:
         products = tuple(_windowed(p, *spec.window) for p in products)
     present = {i: p for i, p in enumerate(products) if p is not MISSING}
@@ -543,8 +617,18 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         solvable = {i: _segment_scaled(r, copied(i), segmented, -1) for i, r in results.items()}
         exponents = None
     if spec.max_errors:
+        copied = spec.code.copied_block
+        roundoff = {
+            i: _roundoff_bound(c, spec.window, segmented, copied(i))
+            for i, c in checked.items()
+            if i in present
+        }
         wrong = spec.code.locate_errors(
-            solvable, spec.max_errors, exponents=exponents, suspects=suspects_of(spec)
+            solvable,
+            spec.max_errors,
+            exponents=exponents,
+            suspects=suspects_of(spec),
+            roundoff=roundoff or None,
         )
         if wrong:
             _report_corrections(wrong)
@@ -576,6 +660,39 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             raise ValueError(f"{spec.code!r} decodes combinations of blocks; segment exponents do not apply")
         out = _segment_scaled(out, unknowns[spec.output], segmented, 1)
     return np.asarray(out).astype(dtype, copy=False)
+
+
+def _roundoff_bound(
+    checked: CheckedProduct,
+    window: tuple[int, int, int] | None,
+    scaling: ScaledBlock | None,
+    unknown: int | None,
+) -> float:
+    """``checked``'s round-off bound over the ``window`` the decode reads, scaled as its values are.
+
+    With ``scaling`` (exponents per segment) and ``unknown`` (the data block
+    it holds), each run of rows is scaled by its own exponent; a product
+    with no bound per run gets the largest factor of any.
+    """
+    if not checked.segment_roundoff:
+        if scaling is None or unknown is None or not scaling.exponents[unknown].size:
+            return checked.roundoff
+        return float(scale_by_power_of_two(checked.roundoff, -int(scaling.exponents[unknown].min())))
+    assert checked.cuts is not None
+    cuts, runs = np.asarray(checked.cuts), np.asarray(checked.segment_roundoff)
+    windowed = window is not None and window[0] == checked.axis
+    start, stop = (window[1], window[2]) if window is not None and windowed else (0, int(cuts[-1]))
+    kept = np.flatnonzero((cuts[:-1] < stop) & (cuts[1:] > start))
+    if scaling is not None and unknown is not None and scaling.bounds is not None:
+        union = np.asarray(scaling.bounds) + start  # the decode's segments, in the block's rows
+        exponents = scaling.exponents[unknown]
+        for run in kept:
+            low, high = max(cuts[run], start), min(cuts[run + 1], stop)
+            first, last = np.searchsorted(union, low, "right") - 1, np.searchsorted(union, high, "left")
+            inside = exponents[first:last]
+            if inside.size:
+                runs[run] = float(scale_by_power_of_two(runs[run], -int(inside.min())))
+    return frobenius_norm(runs[kept])
 
 
 def _uniform_rows(exponents: np.ndarray) -> bool:

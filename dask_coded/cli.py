@@ -143,6 +143,10 @@ def _plot(plain: list[float], coded: list[float], args: Any) -> None:
     print(f"plot: {path.resolve()}")
 
 
+#: Suites that run in this process, on no cluster.
+_LOCAL_SUITES = frozenset({"codes", "detection"})
+
+
 def bench(args: argparse.Namespace) -> None:
     """Run the benchmark suite of a source checkout (``benchmarks/``)."""
     root = _checkout_root()
@@ -152,7 +156,7 @@ def bench(args: argparse.Namespace) -> None:
         forwarded += ["--out", args.out]
     for suite in args.suites.split(","):
         module = importlib.import_module(f"benchmarks.bench_{suite}")
-        extra = ["--scheduler", args.scheduler] if args.scheduler and suite != "codes" else []
+        extra = ["--scheduler", args.scheduler] if args.scheduler and suite not in _LOCAL_SUITES else []
         print(f"== {suite} ==", flush=True)
         module.main(forwarded + extra)
     print(f"done: {args.suites}; JSON and PNG results in {args.out or root / 'benchmarks' / 'results'}")
@@ -195,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     run_bench.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing cluster")
     run_bench.add_argument(
         "--suites",
-        default="codes,dot,overhead,scale,stragglers,strategies,sgd,sgd_sharded,soft_errors",
+        default="codes,detection,dot,overhead,scale,stragglers,strategies,sgd,sgd_sharded,soft_errors",
         help="comma-separated suites",
     )
     run_bench.add_argument("--out", default=None, help="folder for JSON and PNG results")

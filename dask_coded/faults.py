@@ -41,7 +41,7 @@ import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._compat import GraphNode, Task, worker_task_state
-from .blocks import ScaledBlock, task_cancelled
+from .blocks import CheckedProduct, ScaledBlock, task_cancelled
 
 __all__ = [
     "FaultInjector",
@@ -63,7 +63,9 @@ DELAYS = ("none", "shifted-exponential", "pareto", "trace")
 ERRORS = ("noise", "nan", "bitflip")
 TASKS = ("all", "products")
 #: Functions that multiply blocks, in dask.array, NumPy and dask-coded.
-_PRODUCT_FUNCTIONS = frozenset({"_tensordot", "_matmul", "product_block", "dot", "matmul", "tensordot"})
+_PRODUCT_FUNCTIONS = frozenset(
+    {"_tensordot", "_matmul", "product_block", "checked_product_block", "dot", "matmul", "tensordot"}
+)
 #: Sleep granularity of modelled delays: how late a cancelled task notices.
 _STEP = 0.01
 
@@ -243,6 +245,8 @@ def corrupt(value: Any, kind: str, rng: np.random.Generator) -> Any:
     """
     if isinstance(value, ScaledBlock):  # an equilibrated parity product: corrupt its values
         return dataclasses.replace(value, values=corrupt(value.values, kind, rng))
+    if isinstance(value, CheckedProduct):  # a product under max_errors: its values, not its bound
+        return dataclasses.replace(value, product=corrupt(value.product, kind, rng))
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "fc" or value.size == 0:
         return value
     out = np.array(value, copy=True)

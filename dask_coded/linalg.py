@@ -25,7 +25,16 @@ from dask.highlevelgraph import HighLevelGraph
 from . import config, keys
 from ._compat import List, Task, TaskRef, old_to_new
 from .array import CodedArray, chunking, data_array, encode, even_chunks, resolve_one_sided_code
-from .blocks import CodedTask, DecodeSpec, assembled_block, decode_block, parity_block, product_block
+from .blocks import (
+    CodedTask,
+    DecodeSpec,
+    assembled_block,
+    checked_product_block,
+    chunk_cuts,
+    decode_block,
+    parity_block,
+    product_block,
+)
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
 from .codes.base import check_max_errors
 from .errors import DaskCodedWarning
@@ -336,6 +345,7 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     """
     code, left = coded.code, coded.axis == 0
     _check_correctable(code, max_errors)
+    multiply = checked_product_block if max_errors else product_block
     inner_chunks = coded.chunks[1] if left else coded.chunks[0]
     other = other.rechunk({0 if left else other.ndim - 1: inner_chunks})
     token = tokenize(coded, other, max_errors)
@@ -346,6 +356,7 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
     inner = range(len(inner_chunks))
     sizes = coded.chunks[coded.axis]
     windows = _fusable(code, sizes, coded.source_chunks)
+    resplit = tuple(sizes) != tuple(coded.source_chunks)
     # The axis of an output block along which the coded axis runs.
     out_axis = 0 if left or not matrix else 1
     products: dict[Any, Any] = {}
@@ -361,7 +372,12 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
                 lhs = [other.block((o, kk) if matrix else (kk,)) for kk in inner]
                 rhs = [coded.block((kk, i)) for kk in inner]
                 key = (product_name, o, i) if matrix else (product_name, i)
-            products[key] = CodedTask(key, product_block, List(*lhs), List(*rhs))
+            options: dict[str, Any] = {}
+            copied = code.copied_block(i)
+            if max_errors and resplit and copied is not None:
+                # Each run of rows from one chunk is checked at that chunk's scale.
+                options = {"cuts": chunk_cuts(sizes, coded.source_chunks, copied), "coded_left": left}
+            products[key] = CodedTask(key, multiply, List(*lhs), List(*rhs), **options)
             members.append(key)
         place = functools.partial(_output_block, other=o, other_size=other_size, left=left)
         # Each output block is decoded from the members of its code group only.
@@ -464,6 +480,7 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
             raise ValueError(f"a vector cannot be split into p={p} column blocks; use p=1")
         return _rows_by_columns(a, b.expand(1), code, max_errors, dtype)[:, 0]
     _check_correctable(code, max_errors)
+    multiply = checked_product_block if max_errors else product_block
     a = _split(a, 0, m)
     b = _split(b, 1, p)
     a = a.rechunk({1: b.chunks[0]})
@@ -479,7 +496,7 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
     products = {
         (product_name, i): CodedTask(
             (product_name, i),
-            product_block,
+            multiply,
             List(*[TaskRef((enc_a, i, kk)) for kk in inner]),
             List(*[TaskRef((enc_b, i, kk)) for kk in inner]),
         )
@@ -502,6 +519,7 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
     if a.ndim != 2:
         raise ValueError(f"{code!r} needs a 2-D left operand (split along the inner dimension)")
     _check_correctable(code, max_errors)
+    multiply = checked_product_block if max_errors else product_block
     a = _split(a, 1, m)
     b = b.rechunk({0: a.chunks[1]})
     token = tokenize(a, b, code, max_errors)
@@ -518,7 +536,7 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
         members = [(product_name, r, g, i) for i in range(code.n)]
         for i, key in enumerate(members):
             products[key] = CodedTask(
-                key, product_block, List(TaskRef((enc_a, i, r))), List(TaskRef((enc_b, i, g)))
+                key, multiply, List(TaskRef((enc_a, i, r))), List(TaskRef((enc_b, i, g)))
             )
         index, shape = (
             ((r, g), (a.chunks[0][r], b.chunks[1][g])) if c is not None else ((r,), (a.chunks[0][r],))

@@ -7,6 +7,7 @@ others ``MISSING``), or, when there is no plan yet, once every member is in (no 
 
 import dataclasses
 import itertools
+import math
 import pickle
 
 import numpy as np
@@ -17,11 +18,13 @@ from dask_coded import DecodingError
 from dask_coded.blocks import (
     MISSING,
     NONFINITE_TYPENAMES,
+    CheckedProduct,
     DecodeSpec,
     NonFiniteProduct,
     NonFiniteScaledBlock,
     ScaledBlock,
     block_exponents,
+    checked_product_block,
     chunk_cuts,
     decode_block,
     product_block,
@@ -162,6 +165,71 @@ def test_products_with_nan_or_inf_are_marked_for_the_scheduler():
     for copy in (pickle.loads(pickle.dumps(marked)), deserialize(*serialize(marked))):
         np.testing.assert_array_equal(np.isnan(copy), [True, False])
     assert type(product_block([np.ones((2, 2), dtype=int)], [np.ones(2, dtype=int)])) is np.ndarray
+
+
+@pytest.mark.parametrize(
+    "dtype,reference", [(np.float32, np.float64), (np.complex64, np.complex128), (np.float64, np.longdouble)]
+)
+@pytest.mark.parametrize("data", ["normal", "positive", "cancelling"])
+def test_a_checked_product_bounds_its_own_roundoff(dtype, reference, data):
+    rng = np.random.default_rng(0)
+    left = [rng.standard_normal((30, 400)) for _ in range(2)]
+    if data == "positive":
+        left = [np.abs(a) for a in left]
+    elif data == "cancelling":
+        left = [np.concatenate([a[:, :200] * 1e8, -a[:, :200] * 1e8 + a[:, 200:]], axis=1) for a in left]
+    right = [np.abs(rng.standard_normal(400)) for _ in range(2)]
+    left = [
+        (a + 1j * a[::-1]).astype(dtype) if np.dtype(dtype).kind == "c" else a.astype(dtype) for a in left
+    ]
+    right = [b.astype(dtype) for b in right]
+    checked = checked_product_block(left, right)
+    assert type(checked) is CheckedProduct
+    np.testing.assert_array_equal(checked.product, product_block(left, right))
+    exact = sum(a.astype(reference) @ b.astype(reference) for a, b in zip(left, right))
+    error = float(np.linalg.norm((checked.product - exact).astype(np.complex128)))
+    assert 0 < error <= checked.roundoff
+    norms = sum(
+        np.linalg.norm(a.astype(reference)) * np.linalg.norm(b.astype(reference)) for a, b in zip(left, right)
+    )
+    np.testing.assert_allclose(checked.roundoff, np.finfo(dtype).eps * float(norms), rtol=1e-5)
+
+
+def test_checked_products_keep_what_the_scheduler_and_decoder_read():
+    # Non-finite: returned bare, so the scheduler sees its type.
+    assert type(checked_product_block([np.array([[np.nan, 1.0]])], [np.ones(2)])) is NonFiniteProduct
+    # A parity's product keeps its exponents inside.
+    parity = ScaledBlock(np.ones((2, 2)), np.array([3, -2]))
+    checked = checked_product_block([parity], [np.ones(2)])
+    assert type(checked.product) is ScaledBlock and checked.product.exponents.tolist() == [3, -2]
+    # Integer products are exact until they may wrap: then no bound can be given.
+    small = checked_product_block([np.full((2, 2), 2**40)], [np.full(2, 2**20)])
+    assert small.product.tolist() == [2**61, 2**61] and 0 < small.roundoff < 2**61
+    huge = checked_product_block([np.full((2, 2), 2**40)], [np.full(2, 2**22)])
+    assert huge.roundoff == math.inf
+    # Entries whose squares overflow still give a finite bound.
+    assert 0 < checked_product_block([np.full((2, 2), 1e200)], [np.full(2, 1e-200)]).roundoff < 1
+    for copy in (pickle.loads(pickle.dumps(checked)), deserialize(*serialize(checked))):
+        assert copy.roundoff == checked.roundoff
+        np.testing.assert_array_equal(copy.product.values, checked.product.values)
+
+
+def test_decode_checks_products_against_their_own_roundoff():
+    """A decode under max_errors reads each product's bound: products that cancel are not wrong."""
+    rng = np.random.default_rng(1)
+    code = MDSCode(3, 5)
+    blocks = [
+        np.concatenate([h * 1e8, -h * 1e8 + rng.standard_normal((4, 6))], axis=1)
+        for h in rng.standard_normal((3, 4, 6))
+    ]
+    products = [checked_product_block([c], [np.ones(12)]) for c in code.encode(blocks)]
+    spec = DecodeSpec(code, 0, (4,), np.dtype(np.float64), max_errors=1)
+    with pytest.raises(DecodingError):  # sized from the products alone, their round-off looks wrong
+        decode_block(spec, *[p.product for p in products])
+    products[4] = dataclasses.replace(products[4], product=products[4].product + 1.0)
+    for output, block in enumerate(blocks):
+        spec = DecodeSpec(code, output, (4,), np.dtype(np.float64), max_errors=1)
+        np.testing.assert_array_equal(decode_block(spec, *products), block @ np.ones(12))
 
 
 def test_decode_refuses_to_mix_a_nonfinite_parity():

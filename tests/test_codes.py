@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_coded import ConditioningWarning, DecodingError
+from dask_coded import ConditioningWarning, DaskCodedWarning, DecodingError
 from dask_coded.codes import (
     Chunking,
     Code,
@@ -289,6 +289,60 @@ def test_products_mostly_exactly_zero_are_checked_against_the_nonzero_ones(dtype
     tolerance = RTOL.get(dtype, 1e-10)
     for block_decoded, block in zip(decoded, blocks):
         np.testing.assert_allclose(block_decoded, block @ x, rtol=tolerance, atol=tolerance)
+
+
+def _cancelling_products(code, rng):
+    """Products whose rows of +1e8 and -1e8 sum to about 10, and their round-off bounds."""
+    blocks = []
+    for _ in range(code.k):
+        half = rng.standard_normal((40, 30)) * 1e8
+        blocks.append(np.concatenate([half, -half + rng.standard_normal((40, 30))], axis=1))
+    x = np.ones(60)
+    coded = code.encode(blocks)
+    products = {i: block @ x for i, block in enumerate(coded)}
+    eps = np.finfo(np.float64).eps
+    roundoff = {i: eps * np.linalg.norm(block) * np.linalg.norm(x) for i, block in enumerate(coded)}
+    return products, roundoff
+
+
+@pytest.mark.parametrize("code", [MDSCode(4, 6), MDSCode(4, 8, generator="cauchy"), ReplicationCode(2, 3)])
+@pytest.mark.parametrize("wrong", [None, 1, 5])
+def test_products_that_cancel_are_checked_against_their_own_roundoff(code, wrong):
+    """Their round-off is of the size of ``|A| |x|``, far above their own size.
+
+    An allowance sized from the products called such products wrong with no fault at all, where
+    da.dot works; each product's bound on its round-off (``roundoff``) tells round-off from a
+    wrong result.
+    """
+    products, roundoff = _cancelling_products(code, np.random.default_rng(0))
+    if wrong is not None:
+        products[wrong] = products[wrong] + 1.0
+    assert code.locate_errors(products, max_errors=1, roundoff=roundoff) == (
+        () if wrong is None else (wrong,)
+    )
+
+
+def test_a_wrong_result_cannot_widen_the_allowance_with_its_own_roundoff():
+    code = MDSCode(4, 8)
+    products, roundoff = _cancelling_products(code, np.random.default_rng(1))
+    products[2] = products[2] + 1e3
+    roundoff[2] = 1e300  # a faulty worker's claim
+    assert code.locate_errors(products, max_errors=1, roundoff=roundoff) == (2,)
+    products[5] = products[5] - 1e3
+    roundoff[5] = 1e300
+    assert code.locate_errors(products, max_errors=2, roundoff=roundoff) == (2, 5)
+
+
+def test_results_that_may_have_wrapped_are_not_checked_and_say_so():
+    code = MDSCode(4, 8)
+    products, roundoff = _cancelling_products(code, np.random.default_rng(2))
+    roundoff = dict.fromkeys(roundoff, math.inf)
+    products[0] = products[0] + 1.0  # not found: nothing can be
+    with pytest.warns(DaskCodedWarning, match="wrapped"):
+        assert code.locate_errors(products, max_errors=1, roundoff=roundoff) == ()
+    products[3] = np.full_like(products[3], np.nan)  # non-finite results are wrong all the same
+    with pytest.warns(DaskCodedWarning, match="wrapped"):
+        assert code.locate_errors(products, max_errors=2, roundoff=roundoff) == (3,)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from dask_coded import (
     ReplicationCode,
 )
 from dask_coded._compat import reference_key
-from dask_coded.blocks import DecodeSpec, ScaledBlock, decode_block
+from dask_coded.blocks import CheckedProduct, DecodeSpec, ScaledBlock, decode_block
 from dask_coded.errors import DaskCodedWarning
 from dask_coded.keys import DECODE, PRODUCT
 from dask_coded.linalg import _in_chunks
@@ -599,7 +599,13 @@ def _decoded_window(y, index, late, change=None):
     spec, refs = graph[index].args[0], graph[index].args[1:]
     products = list(dask.get(graph, [reference_key(r) for r in refs]))
     if change is not None:
-        change(products)
+        # Under max_errors products carry their round-off bounds: edit the values, keep the bounds.
+        values = [p.product if isinstance(p, CheckedProduct) else p for p in products]
+        change(values)
+        products = [
+            dataclasses.replace(p, product=v) if isinstance(p, CheckedProduct) else v
+            for p, v in zip(products, values)
+        ]
     return decode_block(spec, *[None if i in late else p for i, p in enumerate(products)])
 
 
@@ -679,6 +685,38 @@ def test_a_chunk_of_zeros_decodes_to_round_off_at_the_smallest_chunks_scale():
     assert np.abs(decoded).max() <= 1e-12 * scale
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_max_errors_checks_each_chunk_of_a_re_split_block_at_its_own_scale(side):
+    """Data blocks of 20 rows hold chunks of 1e12 and of 1e-3 rows, alternately (5 rows a chunk).
+
+    A product wrong by 1e-9 in one 1e-3 chunk is wrong by 1e-6 relative to it. Bounded over the
+    whole block, every data product's round-off is of size eps * 1e12 and hides that error; each
+    product bounds its round-off chunk by chunk, and the decode of that chunk reads its own bound.
+    """
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((60, 8)) * np.repeat([1e12, 1e-3] * 6, 5)[:, None]
+    x = rng.standard_normal(8)
+    if side == "left":
+        y = dask_coded.dot(dask_coded.encode(da.from_array(a, chunks=(5, 8)), MDSCode(3, 5)), x, max_errors=1)
+    else:
+        coded = dask_coded.encode(da.from_array(a.T, chunks=(8, 5)), MDSCode(3, 5), axis=1)
+        y = dask_coded.dot(x, coded, max_errors=1)
+    assert y.chunks == ((5,) * 12,)
+
+    def wrong_in_a_small_chunk(products):  # data block 1: rows 20-39; rows 25-29 are a 1e-3 chunk
+        values = products[1].values if isinstance(products[1], ScaledBlock) else products[1]
+        values = np.array(values)
+        values[5:10] += 1e-9
+        products[1] = (
+            dataclasses.replace(products[1], values=values)
+            if isinstance(products[1], ScaledBlock)
+            else values
+        )
+
+    decoded = _decoded_window(y, (y.name, 5), late=(), change=wrong_in_a_small_chunk)
+    np.testing.assert_allclose(decoded, a[25:30] @ x, rtol=1e-12)
+
+
 @pytest.mark.parametrize("block", [1, 2])
 def test_max_errors_finds_a_wrong_product_of_small_rows_in_a_re_split_block(block):
     """A product wrong only in the 1e-3 rows of a block that also holds 1e12 rows is found and skipped.
@@ -690,9 +728,12 @@ def test_max_errors_finds_a_wrong_product_of_small_rows_in_a_re_split_block(bloc
     graph = dict(y.__dask_graph__())
     spec, refs = graph[(y.name, 1)].args[0], graph[(y.name, 1)].args[1:]
     products = list(dask.get(graph, [reference_key(r) for r in refs]))
-    wrong = products[block]
+    checked = products[block]
+    assert isinstance(checked, CheckedProduct)  # with a bound on its round-off, per chunk
+    wrong = checked.product
     values = np.array(wrong.values if isinstance(wrong, ScaledBlock) else wrong)
     values[-3:] += 1e-6 * np.abs(values[-3:]).max() + 1e-9  # the last rows, in the small chunk
-    products[block] = dataclasses.replace(wrong, values=values) if isinstance(wrong, ScaledBlock) else values
+    wrong = dataclasses.replace(wrong, values=values) if isinstance(wrong, ScaledBlock) else values
+    products[block] = dataclasses.replace(checked, product=wrong)
     expected = a[20:] @ x
     np.testing.assert_allclose(decode_block(spec, *products), expected, atol=1e-12 * np.abs(expected).max())

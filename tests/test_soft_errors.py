@@ -79,6 +79,55 @@ async def test_replication_outvotes_a_faulty_worker_with_as_many_blocks_as_worke
     assert set(stats["corrections_by_worker"]) == {w.address for w in workers[:faulty]}
 
 
+def _cancelling(rows, seed=0):
+    """Rows of +1e8 and -1e8 that sum to about 10: products far smaller than ``|A| |x|``."""
+    rng = np.random.default_rng(seed)
+    half = rng.standard_normal((rows, 25)) * 1e8
+    return np.concatenate([half, -half + rng.standard_normal((rows, 25))], axis=1)
+
+
+@pytest.mark.parametrize("kind", ["noise", "nan", "bitflip"])
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
+async def test_a_faulty_worker_is_corrected_in_products_that_cancel(c, s, *workers, kind):
+    """Their round-off is of the size of ``|A| |x|``; each product's own bound tells it from a fault."""
+    data = _cancelling(400)
+    with dask.config.set(CONFIG):
+        coded = await c.persist(dask_coded.encode(da.from_array(data, chunks=(100, 50)), code=MDSCode(4, 6)))
+        await _setup(c, workers[:1], kind)
+        result = await c.compute(dask_coded.dot(coded, np.ones(50), max_errors=1))
+    # Solved through parities, a product that cancels is accurate relative to |A| |x| (as in da.dot).
+    atol = 100 * np.finfo(np.float64).eps * (np.abs(data) @ np.ones(50)).max()
+    np.testing.assert_allclose(result, data @ np.ones(50), rtol=0, atol=atol)
+    stats = await dask_coded.plugin_stats(c)
+    assert set(stats["corrections_by_worker"]) <= {workers[0].address}
+
+
+@pytest.mark.parametrize(
+    "data,x",
+    [
+        (_cancelling(80), np.ones(50)),
+        (np.random.default_rng(4).integers(-(2**25), 2**25, (80, 30)), np.full(30, 2**31 - 1)),  # past 2**53
+        (np.random.default_rng(5).integers(0, 2**6, (80, 30)).astype(np.float32), np.ones(30, np.float32)),
+    ],
+)
+def test_max_errors_returns_what_da_dot_does_with_no_fault(data, x):
+    """Products that cancel or pass 2**53 used to raise DecodingError with no fault at all."""
+    a = da.from_array(data, chunks=(20, data.shape[1]))
+    result = dask_coded.dot(a, x, max_errors=1).compute(scheduler="threads")
+    assert result.dtype == da.dot(a, x).dtype
+    np.testing.assert_array_equal(result, da.dot(a, x).compute(scheduler="threads"))
+
+
+def test_max_errors_says_when_integer_products_may_have_wrapped():
+    """Like da.dot, the products wrap; the float64 parities cannot check them, and the user is told."""
+    data = np.random.default_rng(6).integers(-(2**40), 2**40, (80, 30))
+    x = np.random.default_rng(7).integers(-(2**40), 2**40, 30)
+    a = da.from_array(data, chunks=(20, 30))
+    with pytest.warns(dask_coded.DaskCodedWarning, match="wrapped"):
+        result = dask_coded.dot(a, x, max_errors=1).compute(scheduler="sync")
+    np.testing.assert_array_equal(result, data @ x)
+
+
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
 async def test_too_many_faulty_workers_raise_instead_of_returning(c, s, *workers):
     data = np.random.default_rng(0).standard_normal((400, 50))

@@ -21,6 +21,8 @@ __all__ = [
     "equilibrated_combine",
     "equilibration_exponents",
     "exponents_from_max_abs",
+    "frobenius_norm",
+    "line_norms",
     "max_abs",
     "scale_by_power_of_two",
     "scaled_rows",
@@ -50,6 +52,63 @@ def max_abs(block: Any) -> float:
     # The ufuncs' own reductions: the array methods add Python frames, and a decode task takes one
     # of these per block.
     return float(max(-np.minimum.reduce(array, axis=None), np.maximum.reduce(array, axis=None)))
+
+
+def frobenius_norm(block: Any) -> float:
+    """The 2-norm of ``block``'s entries, without overflow or underflow (inf or NaN if not finite).
+
+    Examples
+    --------
+    >>> frobenius_norm(np.array([[3.0, 0.0], [0.0, -4.0]]))
+    5.0
+    >>> frobenius_norm(np.full(4, 1e300))  # its squares overflow
+    2e+300
+    """
+    flat = np.asarray(block).reshape(-1)
+    if flat.dtype.kind not in "fc" or flat.dtype.itemsize < 4 * (1 + (flat.dtype.kind == "c")):
+        flat = flat.astype(np.result_type(flat.dtype, np.float32))
+    # One BLAS dot is as fast as the product it bounds; BLAS nrm2, which scales as it goes, only where
+    # the squares leave the normal range (or the block is not finite, to tell inf from NaN).
+    squares = float(np.vdot(flat, flat).real)
+    real = np.finfo(flat.dtype)
+    if float(real.tiny) / float(real.eps) < squares < math.inf:
+        return math.sqrt(squares)
+    if not flat.size:
+        return 0.0
+    from scipy.linalg import blas  # slow to import, and rarely needed
+
+    return float(blas.get_blas_funcs("nrm2", (flat,))(flat))
+
+
+def line_norms(block: Any, axis: int) -> np.ndarray:
+    """The 2-norm of each row (``axis=0``) or column (``axis=1``) of a 2-D ``block``, without overflow.
+
+    Examples
+    --------
+    >>> line_norms(np.array([[3.0, 4.0], [0.0, 1e300]]), axis=0).tolist()
+    [5.0, 1e+300]
+    >>> line_norms(np.array([[3.0, 4.0], [0.0, 1e300]]), axis=1).tolist()
+    [3.0, 1e+300]
+    """
+    array = np.asarray(block)
+    if array.ndim != 2 or axis not in (0, 1):
+        raise ValueError(f"line_norms needs a 2-D block and axis 0 or 1, got {array.ndim}-D and {axis}")
+    if array.dtype.kind not in "fc" or array.dtype.itemsize < 4 * (1 + (array.dtype.kind == "c")):
+        array = array.astype(np.result_type(array.dtype, np.float32))
+    parts = (array.real, array.imag) if array.dtype.kind == "c" else (array,)
+    subscripts = "ij,ij->i" if axis == 0 else "ij,ij->j"
+    with np.errstate(over="ignore"):
+        squares = sum(np.einsum(subscripts, part, part) for part in parts)
+    real = np.finfo(array.dtype)
+    if (squares < math.inf).all() and ((squares > float(real.tiny) / float(real.eps)) | (squares == 0)).all():
+        return np.sqrt(squares)
+    # Squares out of the normal range (rare): scale each line by its largest magnitude first.
+    largest = np.abs(array).max(axis=1 - axis, initial=0.0)
+    safe = np.where((largest > 0) & np.isfinite(largest), largest, 1.0)
+    shape = (-1, 1) if axis == 0 else (1, -1)
+    scaled = np.abs(array) / safe.reshape(shape)
+    norms = safe * np.sqrt(np.einsum(subscripts, scaled, scaled))
+    return np.where(np.isfinite(largest), norms, largest)
 
 
 def exponents_from_max_abs(magnitudes: Iterable[float], dtype: Any = None) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
-from ..errors import ConditioningWarning, DecodingError
+from ..errors import ConditioningWarning, DaskCodedWarning, DecodingError
 from .arithmetic import (
     _all_finite,
     _combine_rows,
@@ -61,8 +61,12 @@ TWO_SIDED = "two-sided"
 
 #: How many random projections of each block the error search compares.
 _SKETCHES = 3
-#: Round-off allowance of the consistency check, in units of ``eps * cond``.
+#: Round-off allowance of the consistency check, in units of ``eps * cond`` times the results' size.
 _NOISE_FACTOR = 1e4
+#: The same in units of the products' own bounds on their round-off, ``eps ||A_i|| ||x||``. Honest
+#: MDS products left residuals of at most 3.3 such bounds times ``cond * sqrt(k)`` (float16 to
+#: float64, 10 to 16000 inner terms, random, positive and cancelling data, parities included).
+_ROUNDOFF_FACTOR = 1e2
 #: Projections this far above the median block's cannot be compared (their squares overflow): wrong.
 _COMPARABLE = 2.0**400
 #: Relative accuracy a decode promises, by the byte size of the dtype's real part.
@@ -731,6 +735,7 @@ class Code:
         max_errors: int,
         exponents: Sequence[int] | np.ndarray | None = None,
         suspects: Mapping[int, Hashable] | None = None,
+        roundoff: Mapping[int, float] | None = None,
     ) -> tuple[int, ...]:
         """The blocks whose results disagree with the code (non-finite ones included).
 
@@ -741,6 +746,18 @@ class Code:
         :class:`DecodingError` when wrong results are detected that cannot be
         located, or when the results are too few to check ``max_errors`` of
         them.
+
+        ``roundoff`` maps each block to a bound on the Frobenius norm of its
+        rounding errors, ``eps * ||A_i|| ||x||`` for a product
+        (see :class:`~dask_coded.blocks.CheckedProduct`). Disagreement within
+        ``1e2 * condition * sqrt(k)`` times such a bound is round-off; the
+        bound of the ``max_errors + 1``-th largest suspect is used, so a wrong
+        result cannot widen the allowance by claiming a large bound. An
+        infinite bound (an integer product that may have wrapped) makes the
+        results uncheckable: a :class:`~dask_coded.DaskCodedWarning`, and only
+        non-finite blocks are returned. Without ``roundoff``, the allowance
+        is ``1e4 * eps * condition * sqrt(k)`` times the blocks' median size,
+        which calls a product that cancels wrong.
 
         Examples
         --------
@@ -763,6 +780,8 @@ class Code:
                 j = _selected_block(self.generator[i])
                 if j is not None and scales[j]:
                     arrays[i] = scale_by_power_of_two(arrays[i], -int(scales[j]))
+                    if roundoff is not None and i in roundoff:
+                        roundoff = {**roundoff, i: float(scale_by_power_of_two(roundoff[i], -int(scales[j])))}
         units = _units(indices, suspects)
         finite_blocks = [i for i in indices if _all_finite(arrays[i])]
         sketches_of, scale = _sketch({i: arrays[i] for i in finite_blocks}) if finite_blocks else ({}, 1.0)
@@ -790,10 +809,23 @@ class Code:
         if budget == 0:
             return nonfinite
         sketches = np.array([sketches_of[i] for i in finite])
-        # The least precise result sets the round-off allowed: an int8 block times a float32 x is a
-        # float32 product, while the parities' products are float64.
-        dtype = max((_working_dtype(arrays[i].dtype) for i in finite), key=lambda d: np.finfo(d).eps)
-        tolerance = self._tolerance(finite, dtype) * scale
+        if roundoff is not None and all(i in roundoff for i in finite):
+            # The budget largest claims may be the wrong results' own: the next one is an honest block's.
+            claims = sorted((max(roundoff[i] for i in u) for u in finite_units), reverse=True)
+            if not math.isfinite(claims[budget]):
+                warnings.warn(
+                    f"max_errors cannot check the results of {self!r}: integer products may have "
+                    "wrapped past their dtype's range (as in da.dot), and the parities cannot tell",
+                    DaskCodedWarning,
+                    stacklevel=3,
+                )
+                return nonfinite
+            tolerance = _ROUNDOFF_FACTOR * self._amplification(finite) * claims[budget]
+        else:
+            # The least precise result sets the round-off allowed: an int8 block times a float32 x is
+            # a float32 product, while the parities' products are float64.
+            dtype = max((_working_dtype(arrays[i].dtype) for i in finite), key=lambda d: np.finfo(d).eps)
+            tolerance = _NOISE_FACTOR * float(np.finfo(dtype).eps) * self._amplification(finite) * scale
         for size in range(budget + 1):
             consistent = [
                 tuple(sorted(i for u in wrong for i in u))
@@ -820,11 +852,10 @@ class Code:
             suspects=blamed,
         )
 
-    def _tolerance(self, finite: tuple[int, ...], dtype: np.dtype) -> float:
-        """Relative round-off a consistent set of results may show."""
-        eps = np.finfo(dtype).eps
+    def _amplification(self, finite: tuple[int, ...]) -> float:
+        """How much the results' round-off may grow in the consistency check's residuals."""
         condition = _condition(self.generator[list(finite)])
-        return float(_NOISE_FACTOR * eps * max(condition, 1.0) * math.sqrt(self.generator.shape[1]))
+        return float(max(condition, 1.0) * math.sqrt(self.generator.shape[1]))
 
     def _residuals(self, kept: tuple[int, ...], sketches_of: np.ndarray) -> np.ndarray:
         rows = self.generator[list(kept)]

@@ -90,11 +90,13 @@ class ReplicationCode(Code):
         max_errors: int,
         exponents: Sequence[int] | np.ndarray | None = None,
         suspects: Mapping[int, Hashable] | None = None,
+        roundoff: Mapping[int, float] | None = None,
     ) -> tuple[int, ...]:
         """The wrong copies, outvoted block by block (``max_errors`` per block).
 
         Copies of one block computed by the same suspect (``suspects``: block
-        -> worker) cast one vote.
+        -> worker) cast one vote; copies may differ by their round-off (see
+        :meth:`Code.locate_errors`).
 
         Examples
         --------
@@ -113,8 +115,13 @@ class ReplicationCode(Code):
             # The copies of one block form a repetition code of length len(copies).
             vote = ReplicationCode(1, max(len(copies), 1))
             voters = {c: suspects.get(i) for c, i in enumerate(copies)} if suspects else None
+            bounds = {c: roundoff[i] for c, i in enumerate(copies) if i in roundoff} if roundoff else None
             found = Code.locate_errors(
-                vote, {c: results[i] for c, i in enumerate(copies)}, max_errors, suspects=voters
+                vote,
+                {c: results[i] for c, i in enumerate(copies)},
+                max_errors,
+                suspects=voters,
+                roundoff=bounds,
             )
             wrong.extend(copies[c] for c in found)
         return tuple(sorted(wrong))
