@@ -39,10 +39,18 @@ def test_help_and_unknown_commands(capsys):
 
 
 def test_bench_codes_quick_writes_json(tmp_path):
-    assert main(["bench", "--quick", "--suites", "codes,scale", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--suites", "codes,scale,detection", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "codes.json").read_text())
     assert result["machine"]["cpus"] >= 1 and result["rows"]
     assert all(row["relative_error"] < 1e-10 for row in result["rows"])
+    detection = json.loads((tmp_path / "detection.json").read_text())["rows"]
+    # With the products' own bounds: no false alarm, and a 10% error in Gaussian products always located.
+    assert all("false alarm" not in row["outcomes"]["own bounds"] for row in detection)
+    assert all(
+        row["outcomes"]["own bounds"] == {"located": row["trials"]}
+        for row in detection
+        if row["data"] == "gaussian" and row["relative_error"] == 0.1
+    )
     scale = json.loads((tmp_path / "scale.json").read_text())["rows"]
     # Graph size, not time: grouped codes stay linear in the chunks, one code over all of them does not.
     assert all(row["grouped"]["edges"] <= 25 * row["chunks"] for row in scale)
