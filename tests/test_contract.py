@@ -261,23 +261,25 @@ def test_a_coded_array_codes_only_products_its_parities_are_precise_enough_for(c
     _check(operation, a, b, reason, max_errors=1)
 
 
+@pytest.mark.parametrize("max_errors", [0, 1])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_same_result_as_dask(case):
+def test_same_result_as_dask(case, max_errors):
     operation, a, b, reason = CASES[case]
-    _check(operation, a, b, reason)
+    _check(operation, a, b, reason, max_errors=max_errors)
 
 
+@pytest.mark.parametrize("max_errors", [0, 1])
 @pytest.mark.parametrize("code", ["mds", "replication", "polynomial", "matdot"])
 @pytest.mark.parametrize("case", [c for c in sorted(CASES) if CASES[c][3] is None])
-def test_every_code_keeps_the_contract(case, code):
+def test_every_code_keeps_the_contract(case, code, max_errors):
     operation, a, b, _ = CASES[case]
     integer = np.result_type(a.dtype, b.dtype).kind in "iu"
     if integer and code in ("polynomial", "matdot"):
         # No systematic blocks: integers would be solved in floating point, so a systematic code is used.
         with pytest.warns(dask_coded.DaskCodedWarning, match="cannot decode integer products exactly"):
-            _check(operation, a, b, None, code=code)
+            _check(operation, a, b, None, code=code, max_errors=max_errors)
     else:
-        _check(operation, a, b, None, code=code)
+        _check(operation, a, b, None, code=code, max_errors=max_errors)
 
 
 def test_stacked_matmul_keeps_da_matmul_graph():
@@ -287,14 +289,15 @@ def test_stacked_matmul_keeps_da_matmul_graph():
     assert len(result.__dask_graph__()) == len(da.matmul(a, da.ones((4, 4), chunks=4)).__dask_graph__())
 
 
+@pytest.mark.parametrize("max_errors", [0, 1])
 @pytest.mark.parametrize("left", NUMERIC)
 @pytest.mark.parametrize("right", ["same", "float64", "int64"])
-def test_every_dtype(left, right):
+def test_every_dtype(left, right, max_errors):
     right = left if right == "same" else right
     a = da.from_array(_data((6, 5), left, 0), chunks=(4, 3))
     b = da.from_array(_data((5, 3), right, 1), chunks=(3, 2))
     coded = "bool" not in (left, right) and np.promote_types(left, right).name in CODED_DTYPES
-    _check("dot", a, b, None if coded else "not coded|cannot reproduce")
+    _check("dot", a, b, None if coded else "not coded|cannot reproduce", max_errors=max_errors)
 
 
 def test_narrow_integers_keep_da_dot_wrapping():
@@ -461,18 +464,19 @@ def test_property_dot_is_da_dot(data, m, k, n):
     a = data.draw(_operand((k,) if a_vector else (m, k), a_dtype, 0))
     b = data.draw(_operand((k,) if b_vector else (k, n), b_dtype, 1))
     code = data.draw(st.sampled_from([None, "replication", "polynomial", "matdot"]))
+    max_errors = data.draw(st.integers(0, 1))
     reference = da.dot(a, b)
     reason = fallback_reason("dot", a, b, reference)
     integer = np.result_type(reference.dtype).kind in "iu"
     if reason is None and integer and code in ("polynomial", "matdot"):
         with pytest.warns(dask_coded.DaskCodedWarning, match="cannot decode integer products exactly"):
-            result = dask_coded.dot(a, b, code=code)
+            result = dask_coded.dot(a, b, code=code, max_errors=max_errors)
     elif reason is None:
-        result = dask_coded.dot(a, b, code=code)
+        result = dask_coded.dot(a, b, code=code, max_errors=max_errors)
     else:
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
-            result = dask_coded.dot(a, b, code=code)
+            result = dask_coded.dot(a, b, code=code, max_errors=max_errors)
         assert [type(w.message) for w in record] == [FallbackWarning]
     with warnings.catch_warnings():
         if code in ("polynomial", "matdot"):
