@@ -322,6 +322,18 @@ def test_products_that_cancel_are_checked_against_their_own_roundoff(code, wrong
     )
 
 
+@pytest.mark.parametrize("code", [MDSCode(4, 8), GroupedMDSCode(8, group_size=4, parity=4)])
+def test_decode_takes_the_results_roundoff_bounds(code):
+    products, roundoff = _cancelling_products(code, np.random.default_rng(3))
+    products[1] = products[1] + 1.0
+    with pytest.raises(DecodingError):  # judged from their size, every product that cancels looks wrong
+        code.decode(products, max_errors=1)
+    kept = [i for i in range(code.n) if i != 1]
+    expected = code.decode({i: products[i] for i in kept})
+    for decoded, right in zip(code.decode(products, max_errors=1, roundoff=roundoff), expected):
+        np.testing.assert_allclose(decoded, right, rtol=0, atol=1e-6)
+
+
 def test_a_wrong_result_cannot_widen_the_allowance_with_its_own_roundoff():
     code = MDSCode(4, 8)
     products, roundoff = _cancelling_products(code, np.random.default_rng(1))

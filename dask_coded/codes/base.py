@@ -446,6 +446,7 @@ class Code:
         suspects: Mapping[int, Hashable] | None = None,
         plan: DecodingPlan | None = None,
         inaccurate: Literal["warn", "raise"] = "warn",
+        roundoff: Mapping[int, float] | None = None,
     ) -> list[np.ndarray]:
         """Decode the targets from the block products in ``results``.
 
@@ -492,6 +493,11 @@ class Code:
             When a solved target may miss the dtype's accuracy: ``"warn"``
             (a :class:`ConditioningWarning`) or ``"raise"`` (a
             :class:`DecodingError` with ``relative_error`` set).
+        roundoff
+            For ``max_errors``: each result's bound on its own round-off,
+            ``eps * ||A_i|| * ||x||`` (see :meth:`locate_errors`). Without
+            it, round-off is judged from the results' size, which calls a
+            product that cancels wrong.
 
         Returns
         -------
@@ -556,7 +562,9 @@ class Code:
                 decoded.update(self._solve(arrays, plan, outputs, scales, inaccurate))
         else:
             if max_errors:
-                wrong = self.locate_errors(arrays, max_errors=max_errors, exponents=scales, suspects=suspects)
+                wrong = self.locate_errors(
+                    arrays, max_errors=max_errors, exponents=scales, suspects=suspects, roundoff=roundoff
+                )
                 indices = tuple(i for i in indices if i not in wrong)
             rest = []
             for o in outputs:

@@ -239,6 +239,7 @@ class GroupedMDSCode(Code):
         suspects: Mapping[int, Hashable] | None = None,
         plan: DecodingPlan | None = None,
         inaccurate: Literal["warn", "raise"] = "warn",
+        roundoff: Mapping[int, float] | None = None,
     ) -> list[np.ndarray]:
         """Decode group by group (see :meth:`Code.decode <dask_coded.codes.Code.decode>`)."""
         if plan is not None:  # the weights are known: no need to split the results by group
@@ -252,6 +253,7 @@ class GroupedMDSCode(Code):
                 exponents=exponents,
                 plan=plan,
                 inaccurate=inaccurate,
+                roundoff=roundoff,
             )
         outputs = list(range(self.k)) if outputs is None else [int(o) for o in outputs]
         if any(not 0 <= o < self.k for o in outputs):
@@ -280,6 +282,9 @@ class GroupedMDSCode(Code):
                 if suspects is None
                 else {local[b]: s for b, s in suspects.items() if b in local},
                 inaccurate=inaccurate,
+                roundoff=None
+                if roundoff is None
+                else {local[b]: r for b, r in roundoff.items() if b in local},
             )
             decoded.update(zip(wanted, values))
         return [decoded[o] for o in outputs]
