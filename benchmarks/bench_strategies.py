@@ -115,10 +115,13 @@ def _encode_after_evidence(
 
 def run(client: Client, rows: int, cols: int, repeats: int, seed: int) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
-    strategies = _strategies(client, rows, cols, seed)
-    matrices = {name: strategy["data"].compute() for name, strategy in strategies.items()}
     results = []
-    for model_name, model in models(seed).items():
+    for index, (model_name, model) in enumerate(models(seed).items()):
+        # Fresh arrays for every model: an encode reads plain's blocks on other workers, and the copies
+        # it leaves let plain Dask run a slow worker's block elsewhere, which a user's plain array,
+        # one block per worker, cannot.
+        strategies = _strategies(client, rows, cols, seed + 1000 * index)
+        matrices = {name: strategy["data"].compute() for name, strategy in strategies.items()}
         for name, strategy in strategies.items():
             dask_coded.register(client, backup=strategy["backup"])
             x = rng.standard_normal(cols)
