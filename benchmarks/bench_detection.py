@@ -5,7 +5,7 @@ a vector. One product, chosen in turn, gets an error of a given size
 relative to its Frobenius norm (Gaussian, spread over its entries). Each
 trial ends one of three ways: located (the wrong block named), detected
 (``DecodingError``: wrong results found, not located) or missed (passed as
-round-off). Two allowances: the products' own bounds (``eps ||A_i|| ||x||``,
+round-off). Two allowances: the products' own bounds (``eps || |A_i| |x| ||``,
 what ``dask_coded.dot`` uses) and the results' size (what ``code.decode``
 uses on bare arrays). Data: nonnegative, Gaussian, and rows that cancel.
 Fault-free trials must come back clean: a false alarm is a crash where

@@ -44,6 +44,7 @@ from .codes.arithmetic import (
     equilibration_exponents,
     exponents_from_max_abs,
     frobenius_norm,
+    line_norms,
     max_abs,
     scale_by_power_of_two,
 )
@@ -217,8 +218,9 @@ NONFINITE_TYPENAMES = frozenset({typename(NonFiniteProduct), typename(NonFiniteS
 class CheckedProduct:
     """A finite block product under ``max_errors``, with a bound on its round-off.
 
-    ``roundoff`` is ``eps * sum ||left|| ||right||`` over the inner blocks
-    (Frobenius norms, in the product's own scaling). A product whose entries
+    ``roundoff`` is ``eps * sum_k ||left[:, k]|| ||right[k, :]||`` over the
+    inner index (a bound on ``eps * || |left| |right| ||``, in the product's
+    own scaling), plus what underflow may lose. A product whose entries
     cancel (rows of +1e8 and -1e8 summing to about 10) has round-off of the
     size of its operands, not of its result, and only the worker holding the
     operands can tell; without this bound the check would call such a
@@ -514,26 +516,49 @@ def checked_product_block(
     if isinstance(product, (NonFiniteProduct, NonFiniteScaledBlock)):
         return product
     values = _values(product)
-    eps = float(np.finfo(_working_dtype(values.dtype)).eps)
-    segments = np.zeros(max(len(cuts or ()) - 1, 0))
-    bound = 0.0
-    for a, b in zip(left, right):
-        coded, other = (_values(a), _values(b)) if coded_left else (_values(b), _values(a))
-        if cuts is None:
-            bound += frobenius_norm(coded) * frobenius_norm(other)
-            continue
-        axis = 0 if coded_left else coded.ndim - 1
-        runs = np.array([frobenius_norm(_rows(coded, axis, s, e)) for s, e in zip(cuts, cuts[1:])])
-        segments += runs * frobenius_norm(other)
-        bound += frobenius_norm(runs) * frobenius_norm(other)
-    if values.dtype.kind in "iu" and bound >= np.iinfo(values.dtype).max:
-        # Every entry is at most the bound (Cauchy-Schwarz): below it no integer product wraps. Above
-        # it one may have, as in da.dot, and the float64 parities cannot check a wrapped product.
+    runs = list(zip(cuts, cuts[1:])) if cuts is not None else []
+    per_run, bound, inner = np.zeros(len(runs)), 0.0, 0
+    with np.errstate(over="ignore"):  # a bound past the largest float is inf: the check says so
+        for a, b in zip(left, right):
+            lhs, rhs = _values(a), _values(b)
+            inner += lhs.shape[-1]
+            if not runs:
+                bound += float(_inner_norms(lhs, left=True) @ _inner_norms(rhs, left=False))
+                continue
+            if coded_left:
+                pieces = [_inner_norms(_rows(lhs, 0, s, e), left=True) for s, e in runs]
+                other = _inner_norms(rhs, left=False)
+            else:
+                pieces = [_inner_norms(_rows(rhs, rhs.ndim - 1, s, e), left=False) for s, e in runs]
+                other = _inner_norms(lhs, left=True)
+            per_run += [float(piece @ other) for piece in pieces]
+            bound += float(np.hypot.reduce(np.array(pieces), axis=0) @ other)
+    if values.dtype.kind in "iu" and not bound < np.iinfo(values.dtype).max:
+        # No entry exceeds the bound: below it no integer product wraps. Above it one may have, as
+        # in da.dot, and the float64 parities cannot check a wrapped product.
         return CheckedProduct(product, math.inf)
-    if cuts is None:
-        return CheckedProduct(product, eps * bound)
+    real = np.finfo(_working_dtype(values.dtype))
+    # Rounding, relative to |A| |x|, plus what underflow may lose: each of the inner terms of each
+    # entry a subnormal spacing.
+    floor = inner * math.sqrt(max(values.size, 1)) * float(real.smallest_subnormal)
+    roundoff = float(real.eps) * bound + floor
+    if not runs:
+        return CheckedProduct(product, roundoff)
+    segments = tuple((float(real.eps) * per_run + floor).tolist())
     axis = 0 if coded_left else values.ndim - 1
-    return CheckedProduct(product, eps * bound, tuple(cuts), tuple((eps * segments).tolist()), axis)
+    return CheckedProduct(product, roundoff, tuple(cuts or ()), segments, axis)
+
+
+def _inner_norms(block: np.ndarray, left: bool) -> np.ndarray:
+    """The 2-norm of each slice of ``block`` along the product's inner axis.
+
+    The columns of a left operand, the rows of a right one; a vector's entries' magnitudes. Summed
+    over the inner axis, their products bound ``|| |A| |x| ||`` (Frobenius) however differently
+    scaled ``A``'s columns are, where ``||A|| ||x||`` may exceed it by their whole range.
+    """
+    if block.ndim == 1:
+        return np.abs(block.astype(np.result_type(block.dtype, np.float64), copy=False))
+    return line_norms(block, axis=1 if left else 0).astype(np.float64, copy=False)
 
 
 def _common_scaling(operands: Sequence[Any]) -> ScaledBlock | None:

@@ -189,10 +189,10 @@ def test_a_checked_product_bounds_its_own_roundoff(dtype, reference, data):
     exact = sum(a.astype(reference) @ b.astype(reference) for a, b in zip(left, right))
     error = float(np.linalg.norm((checked.product - exact).astype(np.complex128)))
     assert 0 < error <= checked.roundoff
-    norms = sum(
-        np.linalg.norm(a.astype(reference)) * np.linalg.norm(b.astype(reference)) for a, b in zip(left, right)
-    )
-    np.testing.assert_allclose(checked.roundoff, np.finfo(dtype).eps * float(norms), rtol=1e-5)
+    # Bounded through |A| |x|, not ||A|| ||x||: A's columns differ in scale by 1e8 where they cancel.
+    magnitude = sum(np.abs(a.astype(reference)) @ np.abs(b.astype(reference)) for a, b in zip(left, right))
+    assert checked.roundoff >= np.finfo(dtype).eps * np.linalg.norm(magnitude)
+    assert checked.roundoff <= 2 * np.finfo(dtype).eps * np.sqrt(400) * np.linalg.norm(magnitude)
 
 
 def test_checked_products_keep_what_the_scheduler_and_decoder_read():

@@ -1,5 +1,7 @@
 """Wrong block products, end to end: located and corrected in the graph, counted per worker, never silent."""
 
+import warnings
+
 import dask
 import dask.array as da
 import numpy as np
@@ -86,20 +88,34 @@ def _cancelling(rows, seed=0):
     return np.concatenate([half, -half + rng.standard_normal((rows, 25))], axis=1)
 
 
+def _ignored_column(rows, seed=0):
+    """float32 rows with a column of timestamps (1.7e9) that x weights 0, and that x."""
+    rng = np.random.default_rng(seed)
+    data = np.column_stack([np.full(rows, 1.7e9), rng.standard_normal((rows, 49))]).astype(np.float32)
+    return data, np.r_[0.0, rng.standard_normal(49)].astype(np.float32)
+
+
 @pytest.mark.parametrize("kind", ["noise", "nan", "bitflip"])
+@pytest.mark.parametrize("data", ["cancelling", "ignored column"])
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
-async def test_a_faulty_worker_is_corrected_in_products_that_cancel(c, s, *workers, kind):
-    """Their round-off is of the size of ``|A| |x|``; each product's own bound tells it from a fault."""
-    data = _cancelling(400)
+async def test_a_faulty_worker_is_corrected_where_a_is_far_larger_than_a_x(c, s, *workers, kind, data):
+    """Round-off is of the size of ``|A| |x|`` where A's rows cancel; ``||A|| ||x||`` is far larger still
+    where x ignores A's largest column, and an allowance sized from it let a worker's noise through.
+    """
+    a, x = (_cancelling(400), np.ones(50)) if data == "cancelling" else _ignored_column(400)
     with dask.config.set(CONFIG):
-        coded = await c.persist(dask_coded.encode(da.from_array(data, chunks=(100, 50)), code=MDSCode(4, 6)))
-        await _setup(c, workers[:1], kind)
-        result = await c.compute(dask_coded.dot(coded, np.ones(50), max_errors=1))
-    # Solved through parities, a product that cancels is accurate relative to |A| |x| (as in da.dot).
-    atol = 100 * np.finfo(np.float64).eps * (np.abs(data) @ np.ones(50)).max()
-    np.testing.assert_allclose(result, data @ np.ones(50), rtol=0, atol=atol)
+        plain = await c.persist(da.from_array(a, chunks=(100, 50)))
+        (faulty,) = s.tasks[plain.__dask_keys__()[0][0]].who_has
+        coded = await c.persist(dask_coded.encode(plain, code=MDSCode(4, 6)))
+        await _setup(c, [faulty], kind)
+        result = await c.compute(dask_coded.dot(coded, x, max_errors=1))
+    # Accurate relative to |A| |x| (as da.dot is): solved through parities, a cancelling row is no
+    # more accurate than that.
+    magnitude = np.abs(a.astype(np.float64)) @ np.abs(x.astype(np.float64))
+    eps = np.finfo(a.dtype).eps
+    np.testing.assert_array_less(np.abs(result - a.astype(np.float64) @ x), 100 * eps * magnitude + 1e-300)
     stats = await dask_coded.plugin_stats(c)
-    assert set(stats["corrections_by_worker"]) <= {workers[0].address}
+    assert set(stats["corrections_by_worker"]) == {faulty.address}
 
 
 @pytest.mark.parametrize(
@@ -108,20 +124,37 @@ async def test_a_faulty_worker_is_corrected_in_products_that_cancel(c, s, *worke
         (_cancelling(80), np.ones(50)),
         (np.random.default_rng(4).integers(-(2**25), 2**25, (80, 30)), np.full(30, 2**31 - 1)),  # past 2**53
         (np.random.default_rng(5).integers(0, 2**6, (80, 30)).astype(np.float32), np.ones(30, np.float32)),
+        _ignored_column(80),
+        # ||A|| ||x|| overflows where |A| |x| does not.
+        (np.column_stack([np.full(80, 1e200), np.ones(80)]), np.array([1e-200, 1e200])),
+        # Products that underflow: what is lost is of the subnormal spacing, not of eps |A| |x|.
+        (np.full((80, 10), 1e-300), np.full(10, 1e-20)),
+        (np.full((80, 10), 1e-200), np.full(10, 1e-200)),
+        (np.full((80, 50), 1e-22, np.float32), np.full(50, 1e-22, np.float32)),
     ],
 )
 def test_max_errors_returns_what_da_dot_does_with_no_fault(data, x):
-    """Products that cancel or pass 2**53 used to raise DecodingError with no fault at all."""
+    """Products that cancel, pass 2**53 or underflow used to raise DecodingError with no fault at all."""
     a = da.from_array(data, chunks=(20, data.shape[1]))
-    result = dask_coded.dot(a, x, max_errors=1).compute(scheduler="threads")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning either: every product here can be checked
+        result = dask_coded.dot(a, x, max_errors=1).compute(scheduler="threads")
     assert result.dtype == da.dot(a, x).dtype
     np.testing.assert_array_equal(result, da.dot(a, x).compute(scheduler="threads"))
 
 
-def test_max_errors_says_when_integer_products_may_have_wrapped():
-    """Like da.dot, the products wrap; the float64 parities cannot check them, and the user is told."""
-    data = np.random.default_rng(6).integers(-(2**40), 2**40, (80, 30))
-    x = np.random.default_rng(7).integers(-(2**40), 2**40, 30)
+@pytest.mark.parametrize("blocks", ["all", "one"])
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_max_errors_says_when_integer_products_may_have_wrapped(blocks, dtype):
+    """Like da.dot, the products wrap; the float64 parities cannot check them, and the user is told.
+
+    With one such block, the check used to call it wrong and the decode raised (an integer block
+    cannot be solved through parities).
+    """
+    rng = np.random.default_rng(6)
+    data = rng.integers(0, 10, (80, 30)).astype(dtype)
+    data[: 80 if blocks == "all" else 20] += dtype(2**40)
+    x = np.full(30, 2**23 + 1, dtype=dtype)
     a = da.from_array(data, chunks=(20, 30))
     with pytest.warns(dask_coded.DaskCodedWarning, match="wrapped"):
         result = dask_coded.dot(a, x, max_errors=1).compute(scheduler="sync")

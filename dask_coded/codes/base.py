@@ -63,9 +63,11 @@ TWO_SIDED = "two-sided"
 _SKETCHES = 3
 #: Round-off allowance of the consistency check, in units of ``eps * cond`` times the results' size.
 _NOISE_FACTOR = 1e4
-#: The same in units of the products' own bounds on their round-off, ``eps ||A_i|| ||x||``. Honest
-#: MDS products left residuals of at most 3.3 such bounds times ``cond * sqrt(k)`` (float16 to
-#: float64, 10 to 16000 inner terms, random, positive and cancelling data, parities included).
+#: The same in units of the products' own bounds on their round-off, ``eps || |A_i| |x| ||`` (or of
+#: the projections' own rounding, where larger). Honest MDS products left residuals of at most 3.9
+#: such bounds times ``cond * sqrt(k)`` (float16 to float64, 10 to 16000 inner terms, random,
+#: positive and cancelling data, parities included), and 1.2 with identical blocks or one column
+#: dominating every block.
 _ROUNDOFF_FACTOR = 1e2
 #: Projections this far above the median block's cannot be compared (their squares overflow): wrong.
 _COMPARABLE = 2.0**400
@@ -495,7 +497,7 @@ class Code:
             :class:`DecodingError` with ``relative_error`` set).
         roundoff
             For ``max_errors``: each result's bound on its own round-off,
-            ``eps * ||A_i|| * ||x||`` (see :meth:`locate_errors`). Without
+            about ``eps * || |A_i| |x| ||`` (see :meth:`locate_errors`). Without
             it, round-off is judged from the results' size, which calls a
             product that cancels wrong.
 
@@ -756,14 +758,15 @@ class Code:
         them.
 
         ``roundoff`` maps each block to a bound on the Frobenius norm of its
-        rounding errors, ``eps * ||A_i|| ||x||`` for a product
+        rounding errors, about ``eps * || |A_i| |x| ||`` for a product
         (see :class:`~dask_coded.blocks.CheckedProduct`). Disagreement within
         ``1e2 * condition * sqrt(k)`` times such a bound is round-off; the
         bound of the ``max_errors + 1``-th largest suspect is used, so a wrong
         result cannot widen the allowance by claiming a large bound. An
         infinite bound (an integer product that may have wrapped) makes the
         results uncheckable: a :class:`~dask_coded.DaskCodedWarning`, and only
-        non-finite blocks are returned. Without ``roundoff``, the allowance
+        non-finite blocks are returned (a wrong result that claims one is
+        not found, but not silently). Without ``roundoff``, the allowance
         is ``1e4 * eps * condition * sqrt(k)`` times the blocks' median size,
         which calls a product that cancels wrong.
 
@@ -820,15 +823,20 @@ class Code:
         if roundoff is not None and all(i in roundoff for i in finite):
             # The budget largest claims may be the wrong results' own: the next one is an honest block's.
             claims = sorted((max(roundoff[i] for i in u) for u in finite_units), reverse=True)
-            if not math.isfinite(claims[budget]):
+            unbounded = [i for i in finite if not roundoff[i] < math.inf]
+            if unbounded:
                 warnings.warn(
-                    f"max_errors cannot check the results of {self!r}: integer products may have "
-                    "wrapped past their dtype's range (as in da.dot), and the parities cannot tell",
+                    f"max_errors cannot check the results of {self!r}: blocks {unbounded} have no "
+                    "finite bound on their round-off (integer products that may have wrapped past "
+                    "their dtype's range, as in da.dot, or |A| |x| past the largest float)",
                     DaskCodedWarning,
                     stacklevel=3,
                 )
                 return nonfinite
-            tolerance = _ROUNDOFF_FACTOR * self._amplification(finite) * claims[budget]
+            # The projections' own float64 sums round too, by about eps sqrt(entries) times their size.
+            entries = max(arrays[i].size for i in finite)
+            sketching = float(np.finfo(np.float64).eps) * math.sqrt(entries) * scale
+            tolerance = _ROUNDOFF_FACTOR * self._amplification(finite) * max(claims[budget], sketching)
         else:
             # The least precise result sets the round-off allowed: an int8 block times a float32 x is
             # a float32 product, while the parities' products are float64.
