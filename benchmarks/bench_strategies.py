@@ -5,7 +5,7 @@ plain ``da.dot`` (one row block per worker), backup tasks with Spark 4's rule
 on that same array and with cubed's (which judges only groups of 10 tasks or
 more) on two blocks per worker, replication (k = W/2, 2 copies),
 a fixed MDS code (k = W - 2, n = W, one coded block per worker), and what
-``dask_coded.encode`` gives on the plain array with default settings and
+``dask_coded.encode`` gives on a plain array like it (its own copy) with default settings and
 with ``coded.data-blocks: keep`` (the array's own chunks as data blocks),
 once the scheduler plugin has seen the cluster at work under the fault
 model (a few plain calls: the evidence its code is chosen from).
@@ -70,6 +70,10 @@ def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, di
     plain_twice = one_block_per_worker(client, rows, cols, blocks=2 * workers, seed=seed)
     mds_data = one_block_per_worker(client, rows, cols, blocks=workers - 2, seed=seed)
     replicated_data = one_block_per_worker(client, rows, cols, blocks=workers // 2, seed=seed)
+
+    def fresh(copy: int) -> Any:  # plain's layout under other keys (and other values)
+        return one_block_per_worker(client, rows, cols, seed=seed + copy)
+
     dask_coded.register(client)
     mds = client.persist(dask_coded.encode(mds_data, code=dask_coded.MDSCode(workers - 2, workers)))
     replicated = client.persist(
@@ -91,8 +95,14 @@ def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, di
             "call": lambda x: dask_coded.dot(mds, x),
             "code": mds.code,
         },
-        "coded-default": {"backup": "off", "data": plain, "encode_with": {}},
-        "coded-keep-chunks": {"backup": "off", "data": plain, "encode_with": {"coded.data-blocks": "keep"}},
+        # Each on its own copy of plain's data: backup tasks leave copies of a late block on other
+        # workers, and the evidence calls would run the slow worker's block there.
+        "coded-default": {"backup": "off", "data": fresh(1), "encode_with": {}},
+        "coded-keep-chunks": {
+            "backup": "off",
+            "data": fresh(2),
+            "encode_with": {"coded.data-blocks": "keep"},
+        },
     }
 
 
