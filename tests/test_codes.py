@@ -345,6 +345,14 @@ def test_a_wrong_result_cannot_widen_the_allowance_with_its_own_roundoff():
     assert code.locate_errors(products, max_errors=2, roundoff=roundoff) == (2, 5)
 
 
+@pytest.mark.parametrize("claim", [float("nan"), -1.0])
+def test_a_result_claiming_an_impossible_roundoff_bound_is_wrong(claim):
+    code = MDSCode(4, 8)
+    products, roundoff = _cancelling_products(code, np.random.default_rng(4))
+    roundoff[6] = claim
+    assert code.locate_errors(products, max_errors=1, roundoff=roundoff) == (6,)
+
+
 def test_results_that_may_have_wrapped_are_not_checked_and_say_so():
     code = MDSCode(4, 8)
     products, roundoff = _cancelling_products(code, np.random.default_rng(2))

@@ -766,7 +766,8 @@ class Code:
         infinite bound (an integer product that may have wrapped) makes the
         results uncheckable: a :class:`~dask_coded.DaskCodedWarning`, and only
         non-finite blocks are returned (a wrong result that claims one is
-        not found, but not silently). Without ``roundoff``, the allowance
+        not found, but not silently); a NaN or negative bound is wrong, as a
+        non-finite result is. Without ``roundoff``, the allowance
         is ``1e4 * eps * condition * sqrt(k)`` times the blocks' median size,
         which calls a product that cancels wrong.
 
@@ -799,22 +800,26 @@ class Code:
         # A suspect with one non-finite block is wrong in all of them; so is one whose projections are
         # too far above the others' to be compared in floating point (an exponent bit flipped).
         beyond = {i for i, sketch in sketches_of.items() if not np.abs(sketch).max() <= _COMPARABLE * scale}
+        # So is one that claims a round-off bound no product has (NaN, or below zero).
+        if roundoff is not None:
+            beyond.update(i for i in sketches_of if i in roundoff and not roundoff[i] >= 0)
         bad_units = [u for u in units if any(i not in sketches_of or i in beyond for i in u)]
         nonfinite = tuple(sorted(i for u in bad_units for i in u))
         finite_units = [u for u in units if u not in bad_units]
         finite = tuple(sorted(i for u in finite_units for i in u))
         budget = max_errors - len(bad_units)
+        wrong_outright = "not finite (or 2**400 times the others, or claim no possible round-off)"
         if budget < 0:
             raise DecodingError(
-                f"blocks {list(nonfinite)} of {self!r} are not finite (or 2**400 times the others): "
+                f"blocks {list(nonfinite)} of {self!r} are {wrong_outright}: "
                 f"more than max_errors={max_errors} wrong results",
                 suspects=nonfinite,
             )
         if not self._tolerates(finite_units, budget):
             raise DecodingError(
-                f"cannot check {max_errors} wrong results of {self!r}: blocks "
-                f"{list(nonfinite)} are not finite (or 2**400 times the others) and the rest "
-                f"{list(finite)} leave too few checks ({self._threshold_phrase()})",
+                f"cannot check {max_errors} wrong results of {self!r}: blocks {list(nonfinite)} are "
+                f"{wrong_outright} and the rest {list(finite)} leave too few checks "
+                f"({self._threshold_phrase()})",
                 suspects=nonfinite,
             )
         if budget == 0:
