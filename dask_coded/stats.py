@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any
+from typing import Any, TypeVar
 
 from dask.utils import key_split
 
 __all__ = ["TaskTimes", "task_kind"]
+
+T = TypeVar("T")
 
 #: Recent durations of a kind of task that a new one of that kind is compared with.
 _REFERENCE_DURATIONS = 15
@@ -52,8 +54,8 @@ class TaskTimes:
     """Each worker's task durations relative to the cluster's, for the same kind of task.
 
     A finished task's *ratio* is its duration over the median of the last
-    durations of its kind (:func:`task_kind`) on any worker, taken before it. The
-    median is not pulled up by a slow machine's own tasks, and a task is not
+    durations of its kind (:func:`task_kind`) on other workers, taken before it. The
+    median is not pulled up by a slow machine's own tasks, and a worker is not
     compared with itself, so a machine 10x slower shows ratios near 10 (an
     average that includes the task, as the scheduler's per-prefix average
     does, caps them below 2). Kinds taking under a millisecond are not
@@ -72,10 +74,10 @@ class TaskTimes:
     Examples
     --------
     >>> times = TaskTimes()
-    >>> for worker, duration in [("a", 0.01), ("b", 0.01), ("c", 0.01), ("a", 0.01), ("c", 0.1)]:
+    >>> for worker, duration in [("a", 0.01), ("b", 0.01), ("c", 0.01), ("d", 0.01), ("a", 0.01), ("c", 0.1)]:
     ...     times.record("product", worker, duration)
     >>> times.ratios
-    {'a': 1.0, 'c': 10.0}
+    {'d': 1.0, 'a': 1.0, 'c': 10.0}
     """
 
     def __init__(self) -> None:
@@ -84,7 +86,7 @@ class TaskTimes:
         #: worker address -> its recent ratios of kinds taking at least a millisecond
         self.samples: dict[str, list[float]] = {}
         self._recent_ratios: dict[str, list[float]] = {}
-        self._durations_by_kind: dict[str, list[float]] = {}
+        self._durations_by_kind: dict[str, list[tuple[str, float]]] = {}
         #: worker -> log-likelihood ratio that its members are late lately because it is slow
         self._late_evidence: dict[str, float] = {}
 
@@ -97,8 +99,8 @@ class TaskTimes:
         Examples
         --------
         >>> times = TaskTimes()
-        >>> for duration in [0.02, 0.02, 0.02, 0.06, float("nan")]:
-        ...     times.record("decode", "a", duration)
+        >>> for worker, duration in [("b", 0.02), ("c", 0.02), ("d", 0.02), ("a", 0.06), ("a", float("nan"))]:
+        ...     times.record("decode", worker, duration)
         >>> times.ratios, times.samples
         ({'a': 3.0}, {'a': [3.0]})
         """
@@ -109,8 +111,11 @@ class TaskTimes:
             if len(self._durations_by_kind) >= _MAX_KINDS:
                 del self._durations_by_kind[next(iter(self._durations_by_kind))]
             durations = self._durations_by_kind[kind] = []
-        reference = statistics.median(durations) if len(durations) >= _MIN_REFERENCE_DURATIONS else 0.0
-        _keep_last(durations, duration, _REFERENCE_DURATIONS)
+        # Only other workers' durations: a kind that one worker runs alone (the operand x, say) would
+        # compare that worker with itself, and its ratios of 1 would hide how slow it is elsewhere.
+        others = [d for w, d in durations if w != worker]
+        reference = statistics.median(others) if len(others) >= _MIN_REFERENCE_DURATIONS else 0.0
+        _keep_last(durations, (worker, duration), _REFERENCE_DURATIONS)
         if reference < _MIN_MODELLED_DURATION:
             return
         ratio = duration / reference
@@ -175,7 +180,7 @@ class TaskTimes:
             by_worker.pop(worker, None)
 
 
-def _keep_last(values: list[float], value: float, count: int) -> list[float]:
+def _keep_last(values: list[T], value: T, count: int) -> list[T]:
     values.append(value)
     del values[:-count]
     return values

@@ -58,6 +58,18 @@ def test_kinds_compare_with_their_own_kind_only():
     assert set(times.ratios) == set(WORKERS)
 
 
+def test_a_kind_one_worker_runs_alone_does_not_hide_that_it_is_slow():
+    """The slow worker also computes the operand x every call: compared with itself, those tasks
+    gave it ratios of 1, and the median of its ratios, half products and half x, hid its products'."""
+    times = TaskTimes()
+    for _ in range(6):
+        _calls(times, 1, lambda w, call: 0.02 * (10 if w == "w0" else 1))
+        times.record("operand", "w0", 0.2)
+        times.record("operand", "w0", 0.2)
+    assert times.ratios["w0"] == pytest.approx(10.0)
+    assert slow_workers(times.ratios) == {"w0"}
+
+
 def test_tasks_under_a_millisecond_are_not_compared():
     """A 10 µs task that a busy process holds up for 1 ms is noise, not a slow machine."""
     times = TaskTimes()
