@@ -786,14 +786,15 @@ class Code:
         arrays = {int(i): np.asarray(r) for i, r in results.items()}
         indices = self._validate_indices(arrays)
         scales = self._check_exponents(exponents)
+        bounds = None if roundoff is None else {int(i): float(r) for i, r in roundoff.items()}
         if scales is not None:
             # Back to the scaled unknowns the parities mix: data rows hold the unknowns unscaled.
             for i in indices:
                 j = _selected_block(self.generator[i])
                 if j is not None and scales[j]:
                     arrays[i] = scale_by_power_of_two(arrays[i], -int(scales[j]))
-                    if roundoff is not None and i in roundoff:
-                        roundoff = {**roundoff, i: float(scale_by_power_of_two(roundoff[i], -int(scales[j])))}
+                    if bounds is not None and i in bounds:
+                        bounds[i] = float(scale_by_power_of_two(bounds[i], -int(scales[j])))
         units = _units(indices, suspects)
         finite_blocks = [i for i in indices if _all_finite(arrays[i])]
         sketches_of, scale = _sketch({i: arrays[i] for i in finite_blocks}) if finite_blocks else ({}, 1.0)
@@ -801,8 +802,8 @@ class Code:
         # too far above the others' to be compared in floating point (an exponent bit flipped).
         beyond = {i for i, sketch in sketches_of.items() if not np.abs(sketch).max() <= _COMPARABLE * scale}
         # So is one that claims a round-off bound no product has (NaN, or below zero).
-        if roundoff is not None:
-            beyond.update(i for i in sketches_of if i in roundoff and not roundoff[i] >= 0)
+        if bounds is not None:
+            beyond.update(i for i in sketches_of if i in bounds and not bounds[i] >= 0)
         bad_units = [u for u in units if any(i not in sketches_of or i in beyond for i in u)]
         nonfinite = tuple(sorted(i for u in bad_units for i in u))
         finite_units = [u for u in units if u not in bad_units]
@@ -825,10 +826,10 @@ class Code:
         if budget == 0:
             return nonfinite
         sketches = np.array([sketches_of[i] for i in finite])
-        if roundoff is not None and all(i in roundoff for i in finite):
+        if bounds is not None and all(i in bounds for i in finite):
             # The budget largest claims may be the wrong results' own: the next one is an honest block's.
-            claims = sorted((max(roundoff[i] for i in u) for u in finite_units), reverse=True)
-            unbounded = [i for i in finite if not roundoff[i] < math.inf]
+            claims = sorted((max(bounds[i] for i in u) for u in finite_units), reverse=True)
+            unbounded = [i for i in finite if not bounds[i] < math.inf]
             if unbounded:
                 warnings.warn(
                     f"max_errors cannot check the results of {self!r}: blocks {unbounded} have no "
