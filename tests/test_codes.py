@@ -27,7 +27,7 @@ from dask_coded.codes import (
     register_code,
     registered_codes,
 )
-from dask_coded.codes.arithmetic import equilibration_exponents
+from dask_coded.codes.arithmetic import equilibration_exponents, frobenius_norm, line_norms
 from dask_coded.codes.base import ONE_SIDED as KIND_ONE
 from dask_coded.codes.base import TWO_SIDED as KIND_TWO
 from dask_coded.codes.base import _decode_plan
@@ -289,6 +289,25 @@ def test_products_mostly_exactly_zero_are_checked_against_the_nonzero_ones(dtype
     tolerance = RTOL.get(dtype, 1e-10)
     for block_decoded, block in zip(decoded, blocks):
         np.testing.assert_allclose(block_decoded, block @ x, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128", "int64", "bool"])
+@pytest.mark.parametrize("scale", [1.0, 1e200, 1e-200, 1e30, 1e-30])
+def test_norms_match_numpy_without_overflow_or_underflow(dtype, scale):
+    """Squares of 1e200 overflow and of 1e-200 underflow (to zero, which is no zero block)."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((7, 5)) + (1j * rng.standard_normal((7, 5)) if "complex" in dtype else 0)
+    base[2] = 0.0  # a zero row and a zero column stay zero
+    base[:, 3] = 0.0
+    kind = np.dtype(dtype).kind
+    if kind not in "fc" or not float(np.finfo(dtype).tiny) < scale < float(np.finfo(dtype).max):
+        scale = 1.0
+    block = (np.abs(base) * 10).astype(dtype) if kind in "iub" else (base * scale).astype(dtype)
+    exact = block.astype(np.complex128) / scale  # the norms, where they cannot overflow
+    np.testing.assert_allclose(frobenius_norm(block) / scale, np.linalg.norm(exact), rtol=1e-5)
+    for axis, numpy_axis in ((0, 1), (1, 0)):
+        norms = line_norms(block, axis) / scale
+        np.testing.assert_allclose(norms, np.linalg.norm(exact, axis=numpy_axis), rtol=1e-5)
 
 
 def _cancelling_products(code, rng):

@@ -64,9 +64,7 @@ def frobenius_norm(block: Any) -> float:
     >>> frobenius_norm(np.full(4, 1e300))  # its squares overflow
     2e+300
     """
-    flat = np.asarray(block).reshape(-1)
-    if flat.dtype.kind not in "fc" or flat.dtype.itemsize < 4 * (1 + (flat.dtype.kind == "c")):
-        flat = flat.astype(np.result_type(flat.dtype, np.float32))
+    flat = _for_norms(np.asarray(block).reshape(-1))
     # One BLAS dot is as fast as the product it bounds; BLAS nrm2, which scales as it goes, only where
     # the squares leave the normal range (or the block is not finite, to tell inf from NaN).
     squares = float(np.vdot(flat, flat).real)
@@ -93,22 +91,31 @@ def line_norms(block: Any, axis: int) -> np.ndarray:
     array = np.asarray(block)
     if array.ndim != 2 or axis not in (0, 1):
         raise ValueError(f"line_norms needs a 2-D block and axis 0 or 1, got {array.ndim}-D and {axis}")
-    if array.dtype.kind not in "fc" or array.dtype.itemsize < 4 * (1 + (array.dtype.kind == "c")):
-        array = array.astype(np.result_type(array.dtype, np.float32))
+    array = _for_norms(array)
     parts = (array.real, array.imag) if array.dtype.kind == "c" else (array,)
     subscripts = "ij,ij->i" if axis == 0 else "ij,ij->j"
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         squares = sum(np.einsum(subscripts, part, part) for part in parts)
     real = np.finfo(array.dtype)
-    if (squares < math.inf).all() and ((squares > float(real.tiny) / float(real.eps)) | (squares == 0)).all():
-        return np.sqrt(squares)
-    # Squares out of the normal range (rare): scale each line by its largest magnitude first.
-    largest = np.abs(array).max(axis=1 - axis, initial=0.0)
-    safe = np.where((largest > 0) & np.isfinite(largest), largest, 1.0)
-    shape = (-1, 1) if axis == 0 else (1, -1)
-    scaled = np.abs(array) / safe.reshape(shape)
-    norms = safe * np.sqrt(np.einsum(subscripts, scaled, scaled))
-    return np.where(np.isfinite(largest), norms, largest)
+    norms = np.sqrt(squares)
+    # Lines whose squares left the normal range (zero, underflowed, overflowed or not finite; rare):
+    # again, each scaled by its largest magnitude first.
+    redo = np.flatnonzero(~((squares > float(real.tiny) / float(real.eps)) & (squares < math.inf)))
+    if redo.size:
+        lines = np.abs(np.take(array, redo, axis=axis))
+        largest = lines.max(axis=1 - axis, initial=0.0)
+        safe = np.where((largest > 0) & np.isfinite(largest), largest, 1.0)
+        scaled = lines / safe.reshape((-1, 1) if axis == 0 else (1, -1))
+        rescued = safe * np.sqrt(np.einsum(subscripts, scaled, scaled))
+        norms[redo] = np.where(np.isfinite(largest), rescued, largest)
+    return norms
+
+
+def _for_norms(array: np.ndarray) -> np.ndarray:
+    """``array`` in a floating dtype of at least single precision, whose squares can be summed."""
+    if array.dtype.kind in "fc" and array.dtype.itemsize >= 4 * (1 + (array.dtype.kind == "c")):
+        return array
+    return array.astype(np.result_type(array.dtype, np.float32))
 
 
 def exponents_from_max_abs(magnitudes: Iterable[float], dtype: Any = None) -> np.ndarray:
