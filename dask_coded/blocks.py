@@ -224,17 +224,23 @@ class CheckedProduct:
     cancel (rows of +1e8 and -1e8 summing to about 10) has round-off of the
     size of its operands, not of its result, and only the worker holding the
     operands can tell; without this bound the check would call such a
-    product wrong. A re-split data block's product also bounds each run of
-    rows from one chunk (``cuts`` along ``axis``, ``segment_roundoff``), as
-    the decode scales each run by its chunk's exponent: a chunk of 1e-3
-    beside one of 1e12 is checked at its own scale.
+    product wrong.
+
+    ``bounds`` holds the same bound per run of the coded axis (``axis``) from
+    one chunk (between ``cuts``; one run without them) and per line of the
+    other axis (``line_axis``: each column of ``A @ X``, each row of
+    ``X @ C``; one line for a vector). The decode scales each run by its
+    chunk's exponent, and checks lines of very different scale apart, so a
+    chunk of 1e-3 beside one of 1e12, or a column of X 1e-8 the size of
+    another, is checked at its own scale.
     """
 
     product: Any  # an ndarray or a ScaledBlock
     roundoff: float
+    bounds: np.ndarray | None = None
     cuts: tuple[int, ...] | None = None
-    segment_roundoff: tuple[float, ...] = ()
     axis: int = 0
+    line_axis: int | None = None
 
 
 @sizeof.register(CheckedProduct)
@@ -507,32 +513,40 @@ def checked_product_block(
 ) -> Any:
     """:func:`product_block`, as a :class:`CheckedProduct` where it is finite.
 
-    ``cuts`` are where the coded operand's rows (``coded_left``) or columns
-    change chunk (:func:`chunk_cuts`): the bound is then given per run too. A
-    non-finite product is returned as it is: it is wrong whatever its
+    ``coded_left`` says which operand is the coded one; ``cuts`` are where
+    its rows (``coded_left``) or columns change chunk (:func:`chunk_cuts`).
+    A non-finite product is returned as it is: it is wrong whatever its
     round-off, and the scheduler reads its type.
     """
     product = product_block(left, right)
     if isinstance(product, (NonFiniteProduct, NonFiniteScaledBlock)):
         return product
     values = _values(product)
-    runs = list(zip(cuts, cuts[1:])) if cuts is not None else []
-    per_run, bound, inner = np.zeros(len(runs)), 0.0, 0
+    coded_axis = 0 if coded_left else values.ndim - 1
+    runs = (
+        list(zip(cuts, cuts[1:]))
+        if cuts is not None
+        else [(0, values.shape[coded_axis] if values.ndim else 1)]
+    )
+    lines = values.shape[1 - coded_axis] if values.ndim == 2 else 1
+    per_cell, bound, inner = np.zeros((len(runs), lines)), 0.0, 0
     with np.errstate(over="ignore"):  # a bound past the largest float is inf: the check says so
         for a, b in zip(left, right):
             lhs, rhs = _values(a), _values(b)
             inner += lhs.shape[-1]
-            if not runs:
-                bound += float(_inner_norms(lhs, left=True) @ _inner_norms(rhs, left=False))
-                continue
-            if coded_left:
-                pieces = [_inner_norms(_rows(lhs, 0, s, e), left=True) for s, e in runs]
-                other = _inner_norms(rhs, left=False)
+            coded, other = (lhs, rhs) if coded_left else (rhs, lhs)
+            if coded.ndim == 2:
+                axis = 0 if coded_left else 1
+                pieces = np.array([_inner_norms(_rows(coded, axis, s, e), left=coded_left) for s, e in runs])
             else:
-                pieces = [_inner_norms(_rows(rhs, rhs.ndim - 1, s, e), left=False) for s, e in runs]
-                other = _inner_norms(lhs, left=True)
-            per_run += [float(piece @ other) for piece in pieces]
-            bound += float(np.hypot.reduce(np.array(pieces), axis=0) @ other)
+                pieces = _inner_norms(coded, left=coded_left)[None, :]
+            # |other| with the inner index first and one column per line.
+            magnitudes = np.abs(other.astype(np.result_type(other.dtype, np.float64), copy=False))
+            magnitudes = (
+                magnitudes.reshape(len(magnitudes), -1) if coded_left else magnitudes.T.reshape(-1, lines)
+            )
+            per_cell += pieces @ magnitudes
+            bound += float(np.hypot.reduce(pieces, axis=0) @ _inner_norms(other, left=not coded_left))
     if values.dtype.kind in "iu" and not bound < np.iinfo(values.dtype).max:
         # No entry exceeds the bound: below it no integer product wraps. Above it one may have, as
         # in da.dot, and the float64 parities cannot check a wrapped product.
@@ -541,12 +555,14 @@ def checked_product_block(
     # Rounding, relative to |A| |x|, plus what underflow may lose: each of the inner terms of each
     # entry a subnormal spacing.
     floor = inner * math.sqrt(max(values.size, 1)) * float(real.smallest_subnormal)
-    roundoff = float(real.eps) * bound + floor
-    if not runs:
-        return CheckedProduct(product, roundoff)
-    segments = tuple((float(real.eps) * per_run + floor).tolist())
-    axis = 0 if coded_left else values.ndim - 1
-    return CheckedProduct(product, roundoff, tuple(cuts or ()), segments, axis)
+    return CheckedProduct(
+        product,
+        float(real.eps) * bound + floor,
+        float(real.eps) * per_cell + floor,
+        None if cuts is None else tuple(cuts),
+        coded_axis,
+        1 - coded_axis if values.ndim == 2 else None,
+    )
 
 
 def _inner_norms(block: np.ndarray, left: bool) -> np.ndarray:
@@ -642,18 +658,8 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         solvable = {i: _segment_scaled(r, copied(i), segmented, -1) for i, r in results.items()}
         exponents = None
     if spec.max_errors:
-        copied = spec.code.copied_block
-        roundoff = {
-            i: _roundoff_bound(c, spec.window, segmented, copied(i))
-            for i, c in checked.items()
-            if i in present
-        }
-        wrong = spec.code.locate_errors(
-            solvable,
-            spec.max_errors,
-            exponents=exponents,
-            suspects=suspects_of(spec),
-            roundoff=roundoff or None,
+        wrong = _located_errors(
+            spec, solvable, {i: c for i, c in checked.items() if i in present}, exponents, segmented
         )
         if wrong:
             _report_corrections(wrong)
@@ -687,37 +693,94 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     return np.asarray(out).astype(dtype, copy=False)
 
 
+def _located_errors(
+    spec: DecodeSpec,
+    solvable: dict[int, np.ndarray],
+    checked: dict[int, CheckedProduct],
+    exponents: np.ndarray | None,
+    segmented: ScaledBlock | None,
+) -> tuple[int, ...]:
+    """The wrong products among ``solvable`` (:meth:`Code.locate_errors`), line group by line group."""
+    copied = spec.code.copied_block
+    groups: list[np.ndarray | None] = [None]
+    if len(checked) == len(solvable):
+        groups = list(_line_groups(list(checked.values())) or groups)
+    found: set[int] = set()
+    for lines in groups:
+        results = solvable
+        if lines is not None:
+            axis = next(iter(checked.values())).line_axis
+            results = {i: np.take(r, lines, axis=axis) for i, r in solvable.items()}
+        roundoff = {
+            i: _roundoff_bound(c, spec.window, segmented, copied(i), lines) for i, c in checked.items()
+        }
+        found.update(
+            spec.code.locate_errors(
+                results,
+                spec.max_errors,
+                exponents=exponents,
+                suspects=suspects_of(spec),
+                roundoff=roundoff or None,
+            )
+        )
+    wrong = tuple(sorted(found))
+    suspects = suspects_of(spec) or {}
+    if len({suspects.get(i, ("block", i)) for i in wrong}) > spec.max_errors:
+        raise DecodingError(
+            f"more than {spec.max_errors} wrong result(s) of {spec.code!r}: blocks {list(wrong)}, each "
+            "wrong in some of the product's columns (or rows)",
+            suspects=wrong,
+        )
+    return wrong
+
+
 def _roundoff_bound(
     checked: CheckedProduct,
     window: tuple[int, int, int] | None,
     scaling: ScaledBlock | None,
     unknown: int | None,
+    lines: np.ndarray | None = None,
 ) -> float:
-    """``checked``'s round-off bound over the ``window`` the decode reads, scaled as its values are.
+    """``checked``'s bound over the ``window`` and ``lines`` the decode reads, scaled as its values are.
 
     With ``scaling`` (exponents per segment) and ``unknown`` (the data block
-    it holds), each run of rows is scaled by its own exponent; a product
-    with no bound per run gets the largest factor of any.
+    it holds), each run of rows is scaled by its own exponent.
     """
-    if not checked.segment_roundoff:
-        if scaling is None or unknown is None or not scaling.exponents[unknown].size:
-            return checked.roundoff
-        return float(scale_by_power_of_two(checked.roundoff, -int(scaling.exponents[unknown].min())))
-    assert checked.cuts is not None
-    cuts, runs = np.asarray(checked.cuts), np.asarray(checked.segment_roundoff)
+    if checked.bounds is None:
+        return checked.roundoff
+    runs = np.hypot.reduce(checked.bounds if lines is None else checked.bounds[:, lines], axis=1)
+    cuts = np.asarray(checked.cuts if checked.cuts is not None else (0, np.iinfo(np.int64).max))
     windowed = window is not None and window[0] == checked.axis
     start, stop = (window[1], window[2]) if window is not None and windowed else (0, int(cuts[-1]))
     kept = np.flatnonzero((cuts[:-1] < stop) & (cuts[1:] > start))
-    if scaling is not None and unknown is not None and scaling.bounds is not None:
-        union = np.asarray(scaling.bounds) + start  # the decode's segments, in the block's rows
+    if scaling is not None and unknown is not None and scaling.exponents[unknown].size:
         exponents = scaling.exponents[unknown]
+        union = np.asarray(scaling.bounds if scaling.bounds is not None else (0,)) + start
         for run in kept:
             low, high = max(cuts[run], start), min(cuts[run + 1], stop)
             first, last = np.searchsorted(union, low, "right") - 1, np.searchsorted(union, high, "left")
-            inside = exponents[first:last]
+            inside = exponents[max(first, 0) : max(last, first + 1)]
             if inside.size:
                 runs[run] = float(scale_by_power_of_two(runs[run], -int(inside.min())))
     return frobenius_norm(runs[kept])
+
+
+def _line_groups(checked: Sequence[CheckedProduct]) -> list[np.ndarray] | None:
+    """The products' lines (columns of ``A @ X``, rows of ``X @ C``) in groups of similar scale, or None.
+
+    An error in a line 1e-8 the size of another is below the round-off allowed for the two together:
+    lines whose bounds are more than 2**20 apart are checked apart. None where one group holds them all.
+    """
+    axes = {c.line_axis for c in checked}
+    if not checked or any(c.bounds is None for c in checked) or len(axes) != 1 or None in axes:
+        return None
+    scales = np.max([np.max(c.bounds, axis=0) for c in checked if c.bounds is not None], axis=0)
+    with np.errstate(divide="ignore"):
+        bins = np.floor(np.log2(scales) / 20)
+    labels = np.unique(bins)
+    if len(labels) < 2:
+        return None
+    return [np.flatnonzero(bins == label) for label in labels]
 
 
 def _uniform_rows(exponents: np.ndarray) -> bool:

@@ -372,11 +372,11 @@ def _one_sided(coded: CodedOperand, other: Operand, dtype: np.dtype, max_errors:
                 lhs = [other.block((o, kk) if matrix else (kk,)) for kk in inner]
                 rhs = [coded.block((kk, i)) for kk in inner]
                 key = (product_name, o, i) if matrix else (product_name, i)
-            options: dict[str, Any] = {}
+            options: dict[str, Any] = {"coded_left": left} if max_errors else {}
             copied = code.copied_block(i)
             if max_errors and resplit and copied is not None:
                 # Each run of rows from one chunk is checked at that chunk's scale.
-                options = {"cuts": chunk_cuts(sizes, coded.source_chunks, copied), "coded_left": left}
+                options["cuts"] = chunk_cuts(sizes, coded.source_chunks, copied)
             products[key] = CodedTask(key, multiply, List(*lhs), List(*rhs), **options)
             members.append(key)
         place = functools.partial(_output_block, other=o, other_size=other_size, left=left)

@@ -686,6 +686,46 @@ def test_a_chunk_of_zeros_decodes_to_round_off_at_the_smallest_chunks_scale():
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("member", [0, 1, 2, 3, 4])
+def test_max_errors_checks_each_column_of_x_at_its_own_scale(side, member):
+    """X's second column is 1e-8 its first's size: a 1e-12 error in it is 1e-4 of it.
+
+    Checked as one block, the first column's round-off allowance hid it (an error of 7e-4 relative
+    to |A| |X| came back); lines of very different scale are checked apart.
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((30, 20))
+    x = rng.standard_normal((20, 2)) * np.array([1.0, 1e-8])
+    if side == "left":
+        coded = dask_coded.encode(da.from_array(a, chunks=(10, 20)), MDSCode(3, 5))
+        y, expected, line = (
+            dask_coded.dot(coded, da.from_array(x, chunks=(20, 2)), max_errors=1),
+            a @ x,
+            (0, 1),
+        )
+    else:
+        coded = dask_coded.encode(da.from_array(a.T, chunks=(20, 10)), MDSCode(3, 5), axis=1)
+        y, expected, line = (
+            dask_coded.dot(da.from_array(x.T, chunks=(2, 20)), coded, max_errors=1),
+            x.T @ a.T,
+            (1, 0),
+        )
+
+    def wrong_in_the_small_line(products):
+        values = products[member].values if isinstance(products[member], ScaledBlock) else products[member]
+        values = np.array(values)
+        values[line] += 1e-12
+        if isinstance(products[member], ScaledBlock):
+            values = dataclasses.replace(products[member], values=values)
+        products[member] = values
+
+    decoded = _decoded_window(y, (y.name, 0, 0), late=(), change=wrong_in_the_small_line)
+    rows = slice(0, 10)
+    reference = expected[rows] if side == "left" else expected[:, rows]
+    np.testing.assert_allclose(decoded, reference, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
 def test_max_errors_checks_each_chunk_of_a_re_split_block_at_its_own_scale(side):
     """Data blocks of 20 rows hold chunks of 1e12 and of 1e-3 rows, alternately (5 rows a chunk).
 
