@@ -65,17 +65,17 @@ def frobenius_norm(block: Any) -> float:
     2e+300
     """
     flat = _for_norms(np.asarray(block).reshape(-1))
-    # One BLAS dot is as fast as the product it bounds; BLAS nrm2, which scales as it goes, only where
-    # the squares leave the normal range (or the block is not finite, to tell inf from NaN).
+    # One BLAS dot is as fast as the product it bounds; only where the squares leave the normal range
+    # (rare) is the block scaled by its largest magnitude first, a copy.
     squares = float(np.vdot(flat, flat).real)
     real = np.finfo(flat.dtype)
     if float(real.tiny) / float(real.eps) < squares < math.inf:
         return math.sqrt(squares)
-    if not flat.size:
-        return 0.0
-    from scipy.linalg import blas  # slow to import, and rarely needed
-
-    return float(blas.get_blas_funcs("nrm2", (flat,))(flat))
+    largest = max_abs(flat)
+    if not largest or not math.isfinite(largest):
+        return abs(largest)  # zero, inf or NaN
+    scaled = flat / largest
+    return largest * math.sqrt(float(np.vdot(scaled, scaled).real))
 
 
 def line_norms(block: Any, axis: int) -> np.ndarray:

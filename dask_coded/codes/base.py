@@ -41,6 +41,7 @@ from .arithmetic import (
     _working_dtype,
     combine,
     equilibrated_combine,
+    frobenius_norm,
     max_abs,
     scale_by_power_of_two,
 )
@@ -1170,14 +1171,6 @@ def _sketch(arrays: Mapping[int, np.ndarray]) -> tuple[dict[int, np.ndarray], fl
     # The median block scale ignores the few wrong blocks, however large (their squares may overflow).
     # Exactly zero products (a block-diagonal A, an x nonzero on a few blocks) are left out of it: a
     # median of zero would call every other block, parities included, inconsistent.
-    norms = [norm for norm in map(_norm, sketches) if norm]
+    norms = [norm for norm in map(frobenius_norm, sketches) if norm]
     scale = float(np.median(norms)) if norms else float(np.finfo(np.float64).tiny)
     return dict(zip(arrays, sketches)), scale
-
-
-def _norm(vector: np.ndarray) -> float:
-    """The 2-norm of a short vector, without overflowing where its entries are finite."""
-    largest = float(np.abs(vector).max())
-    if not largest or not math.isfinite(largest):
-        return largest
-    return largest * float(np.sqrt(np.sum(np.abs(vector / largest) ** 2)))
