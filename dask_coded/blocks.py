@@ -541,7 +541,7 @@ def checked_product_block(
             else:
                 pieces = _inner_norms(coded, left=coded_left)[None, :]
             # |other| with the inner index first and one column per line.
-            magnitudes = np.abs(other.astype(np.result_type(other.dtype, np.float64), copy=False))
+            magnitudes = _magnitudes(other)
             magnitudes = (
                 magnitudes.reshape(len(magnitudes), -1) if coded_left else magnitudes.T.reshape(-1, lines)
             )
@@ -573,8 +573,13 @@ def _inner_norms(block: np.ndarray, left: bool) -> np.ndarray:
     scaled ``A``'s columns are, where ``||A|| ||x||`` may exceed it by their whole range.
     """
     if block.ndim == 1:
-        return np.abs(block.astype(np.result_type(block.dtype, np.float64), copy=False))
+        return _magnitudes(block)
     return line_norms(block, axis=1 if left else 0).astype(np.float64, copy=False)
+
+
+def _magnitudes(block: np.ndarray) -> np.ndarray:
+    """``|block|`` in float64 (or wider), where the abs of an integer's minimum cannot wrap."""
+    return np.abs(block.astype(np.result_type(block.dtype, np.float64), copy=False))
 
 
 def _common_scaling(operands: Sequence[Any]) -> ScaledBlock | None:
@@ -701,7 +706,7 @@ def _located_errors(
     segmented: ScaledBlock | None,
 ) -> tuple[int, ...]:
     """The wrong products among ``solvable`` (:meth:`Code.locate_errors`), line group by line group."""
-    copied = spec.code.copied_block
+    copied, suspects = spec.code.copied_block, suspects_of(spec)
     groups: list[np.ndarray | None] = [None]
     if len(checked) == len(solvable):
         groups = list(_line_groups(list(checked.values())) or groups)
@@ -719,13 +724,12 @@ def _located_errors(
                 results,
                 spec.max_errors,
                 exponents=exponents,
-                suspects=suspects_of(spec),
+                suspects=suspects,
                 roundoff=roundoff or None,
             )
         )
     wrong = tuple(sorted(found))
-    suspects = suspects_of(spec) or {}
-    if len({suspects.get(i, ("block", i)) for i in wrong}) > spec.max_errors:
+    if len({(suspects or {}).get(i, ("block", i)) for i in wrong}) > spec.max_errors:
         raise DecodingError(
             f"more than {spec.max_errors} wrong result(s) of {spec.code!r}: blocks {list(wrong)}, each "
             "wrong in some of the product's columns (or rows)",

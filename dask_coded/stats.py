@@ -10,7 +10,7 @@ from dask.utils import key_split
 
 __all__ = ["TaskTimes", "task_kind"]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 #: Recent durations of a kind of task that a new one of that kind is compared with.
 _REFERENCE_DURATIONS = 15
@@ -180,7 +180,7 @@ class TaskTimes:
             by_worker.pop(worker, None)
 
 
-def _keep_last(values: list[T], value: T, count: int) -> list[T]:
+def _keep_last(values: list[_T], value: _T, count: int) -> list[_T]:
     values.append(value)
     del values[:-count]
     return values
