@@ -517,6 +517,12 @@ def checked_product_block(
     its rows (``coded_left``) or columns change chunk (:func:`chunk_cuts`).
     A non-finite product is returned as it is: it is wrong whatever its
     round-off, and the scheduler reads its type.
+
+    Examples
+    --------
+    >>> checked = checked_product_block([np.array([[1e8, -1e8], [1.0, 2.0]])], [np.ones(2)])
+    >>> checked.product.tolist(), bool(checked.roundoff > 1e-8)  # of the size of |A| |x|, not of 0
+    ([0.0, 3.0], True)
     """
     product = product_block(left, right)
     if isinstance(product, (NonFiniteProduct, NonFiniteScaledBlock)):

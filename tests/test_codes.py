@@ -310,6 +310,12 @@ def test_norms_match_numpy_without_overflow_or_underflow(dtype, scale):
         np.testing.assert_allclose(norms, np.linalg.norm(exact, axis=numpy_axis), rtol=1e-5)
 
 
+@pytest.mark.parametrize("block,axis", [(np.ones(3), 0), (np.ones((2, 2, 2)), 0), (np.ones((2, 2)), 2)])
+def test_line_norms_refuses_what_has_no_rows_and_columns(block, axis):
+    with pytest.raises(ValueError, match="2-D block and axis 0 or 1"):
+        line_norms(block, axis)
+
+
 def _cancelling_products(code, rng):
     """Products whose rows of +1e8 and -1e8 sum to about 10, and their round-off bounds."""
     blocks = []
