@@ -26,6 +26,7 @@ Two facts travel with the values, so the decoder can be exact and safe:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -594,7 +595,10 @@ def _common_scaling(operands: Sequence[Any]) -> ScaledBlock | None:
     if not found:
         return None
     first = found[0]
-    if any(not np.array_equal(o.exponents, first.exponents) or o.bounds != first.bounds for o in found[1:]):
+    # Bytes, not an elementwise comparison: a decode task asks for every product, and on a busy
+    # worker each NumPy reduction costs more than these few integers.
+    signature = (first.exponents.shape, first.exponents.tobytes(), first.bounds)
+    if any((o.exponents.shape, o.exponents.tobytes(), o.bounds) != signature for o in found[1:]):
         raise ValueError("the chunks of one coded block were equilibrated with different exponents")
     return first
 
@@ -640,11 +644,17 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     """
     if spec.parts:
         pieces = [
-            decode_block(dataclasses.replace(part, suspects=spec.suspects), *products) for part in spec.parts
+            decode_block(
+                part if part.suspects == spec.suspects else dataclasses.replace(part, suspects=spec.suspects),
+                *products,
+            )
+            for part in spec.parts
         ]
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=spec.parts[0].window[0])  # type: ignore[index]
-    checked = {i: p for i, p in enumerate(products) if isinstance(p, CheckedProduct)}
-    products = tuple(p.product if isinstance(p, CheckedProduct) else p for p in products)
+    checked: dict[int, CheckedProduct] = {}
+    if spec.max_errors:  # only a checked call's products carry their round-off
+        checked = {i: p for i, p in enumerate(products) if isinstance(p, CheckedProduct)}
+        products = tuple(p.product if isinstance(p, CheckedProduct) else p for p in products)
     if spec.window is not None:
         products = tuple(_windowed(p, *spec.window) for p in products)
     present = {i: p for i, p in enumerate(products) if p is not MISSING}
@@ -676,11 +686,11 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             _report_corrections(wrong)
             results = {i: p for i, p in results.items() if i not in wrong}
             solvable = {i: p for i, p in solvable.items() if i not in wrong}
+        # The output's own product may have passed the check (without max_errors it was not in).
+        direct = spec.code.direct_block(spec.output, results)
+        if direct is not None:
+            return _trimmed(np.asarray(results[direct]), spec)
     dtype = np.dtype(spec.dtype)
-    available = spec.recovery_set if spec.recovery_set is not None else results
-    direct = spec.code.direct_block(spec.output, available)
-    if direct is not None and direct in results:
-        return _trimmed(np.asarray(results[direct]), spec)
     if dtype.kind in "biu":
         raise DecodingError(
             f"output block {spec.output} of {spec.code!r} has integer dtype {dtype}, and without its "
@@ -795,7 +805,8 @@ def _line_groups(checked: Sequence[CheckedProduct]) -> list[np.ndarray] | None:
 
 def _uniform_rows(exponents: np.ndarray) -> bool:
     """Whether every row of a (blocks, segments) array of exponents is one value (and there is one)."""
-    return bool(exponents.size) and bool((exponents == exponents[:, :1]).all())
+    rows = exponents.tolist()  # a few integers: Python compares them faster than a NumPy reduction
+    return bool(exponents.size) and all(value == row[0] for row in rows for value in row)
 
 
 def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:
@@ -806,16 +817,23 @@ def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:
         return _rows(product, axis, start, stop)
     values = _rows(product.values, axis, start, stop)
     if product.bounds is None:
-        return dataclasses.replace(product, values=values)
+        return type(product)(values, product.exponents, None, product.axis)
     if axis != product.axis:
         raise ValueError(f"a window along axis {axis} of a block equilibrated along axis {product.axis}")
     if start >= stop:  # the window of an empty chunk
         return dataclasses.replace(product, values=values, exponents=product.exponents[:, :0], bounds=(0,))
-    bounds = product.bounds
+    first, last, cuts = _window_segments(product.bounds, start, stop)
+    # The class itself, not dataclasses.replace: a decode task windows every product, and each of its
+    # Python steps is work the stragglers delay.
+    return type(product)(values, product.exponents[:, first:last], cuts, product.axis)
+
+
+@functools.lru_cache(maxsize=1024)
+def _window_segments(bounds: tuple[int, ...], start: int, stop: int) -> tuple[int, int, tuple[int, ...]]:
+    """The segments between ``bounds`` that rows ``start:stop`` overlap (``first:last``), and their cuts."""
     kept = [p for p in range(len(bounds) - 1) if bounds[p] < stop and bounds[p + 1] > start]
     cuts = [max(bounds[kept[0]], start) - start] + [min(bounds[p + 1], stop) - start for p in kept]
-    exponents = product.exponents[:, kept]
-    return dataclasses.replace(product, values=values, exponents=exponents, bounds=tuple(cuts))
+    return kept[0], kept[-1] + 1, tuple(cuts)
 
 
 def assembled_block(grid: tuple[int, ...], slices: Sequence[tuple[slice, ...]], *blocks: Any) -> np.ndarray:

@@ -270,12 +270,13 @@ def _weighted_sum(
     memory to the system early (``MALLOC_TRIM_THRESHOLD_``), so a worker's
     fresh pages are page faults.
     """
-    nonzero = np.flatnonzero(row)
-    if not len(nonzero):
+    weights = row.tolist()  # Python numbers: a row is a handful, and every NumPy call has a set-up cost
+    nonzero = [s for s, weight in enumerate(weights) if weight]
+    if not nonzero:
         return np.zeros(shape, dtype=dtype)
     first, rest = nonzero[0], nonzero[1:]
     acc = np.multiply(_pad_to(blocks[first], shape), row[first], dtype=dtype, casting="unsafe")
-    scratch = np.empty_like(acc) if len(rest) else acc
+    scratch = np.empty_like(acc) if rest else acc
     for s in rest:
         np.multiply(_pad_to(blocks[s], shape), row[s], out=scratch, casting="unsafe")
         acc += scratch
@@ -336,8 +337,9 @@ def _range_of(dtype: np.dtype) -> tuple[float, float, int, int]:
     return float(info.tiny), float(info.max), span, int(info.minexp) + 1 + _EXPONENT_MARGIN
 
 
-def _sums_in_range(weights: np.ndarray, sizes: np.ndarray, dtype: np.dtype) -> bool:
-    """Whether no weighted sum of blocks of magnitudes ``sizes`` can overflow ``dtype``."""
-    # Python floats: a product past the largest float is inf, not an error or a warning.
-    largest = max(sum(abs(float(w)) * float(size) for w, size in zip(row, sizes)) for row in weights)
-    return largest < _range_of(dtype)[1] / 2
+def _mixed_sizes(weights: np.ndarray, sizes: Sequence[float]) -> list[float]:
+    """Per row of ``weights``: ``sum_s |weights[s]| * sizes[s]``, the most its weighted sum can reach.
+
+    In Python floats: a product past the largest float is inf, not an error or a warning.
+    """
+    return [sum(abs(w) * size for w, size in zip(row, sizes)) for row in weights.tolist()]

@@ -34,10 +34,10 @@ from .arithmetic import (
     _all_finite,
     _combine_rows,
     _common_shape,
+    _mixed_sizes,
     _pad_to,
     _range_of,
     _selected_block,
-    _sums_in_range,
     _working_dtype,
     combine,
     equilibrated_combine,
@@ -88,8 +88,9 @@ def _accuracy(dtype: np.dtype) -> tuple[float, float]:
     return float(np.finfo(dtype).eps), accuracy_target(dtype)
 
 
-def _check_dtype(array: np.ndarray, what: str) -> None:
+def _check_dtype(array: np.ndarray, what: str, index: int | None = None) -> None:
     if array.dtype.kind not in "iufc":
+        what = what if index is None else f"{what} {index}"
         raise TypeError(
             f"{what} has dtype {array.dtype}; coded computation needs numbers (integer, floating or complex)"
         )
@@ -551,10 +552,12 @@ class Code:
         # With a plan, only the blocks it reads are looked at (a decode task is given only those).
         wanted = results if plan is None else {i: results[i] for i in plan.used if i in results}
         arrays = {i: np.asarray(r) for i, r in wanted.items()}
-        indices = self._validate_indices(arrays)
-        for i in indices:
-            _check_dtype(arrays[i], f"result of block {i}")
-        _common_shape(arrays.values(), "block results")
+        if plan is None:  # a plan's blocks are the code's, and its arithmetic checks their shapes
+            indices = self._validate_indices(arrays)
+        for i, array in arrays.items():
+            _check_dtype(array, "result of block", i)
+        if plan is None:
+            _common_shape(arrays.values(), "block results")
         scales = self._check_exponents(exponents)
         decoded: dict[int, np.ndarray] = {}
         if plan is not None:
@@ -646,7 +649,7 @@ class Code:
         dtype = _working_dtype(np.result_type(*blocks))
         # One pass over each block, allocating nothing: its magnitude says whether it is finite, and
         # how much round-off it brings into the outputs.
-        sizes = np.array([max_abs(b) for b in blocks])
+        sizes = [max_abs(b) for b in blocks]
         bad = tuple(i for i, size in zip(plan.used, sizes) if not math.isfinite(size))
         if bad:  # only mixing decodes get here: a copy's own NaN is its own
             raise DecodingError(
@@ -657,15 +660,18 @@ class Code:
             )
         weights = plan.weights
         if scales is not None:
-            equilibrated = _folded_weights(self, plan, scales, dtype)
-            if equilibrated is None or not _sums_in_range(equilibrated, sizes, dtype):
+            folded = _folded_weights(self, plan, scales, dtype)
+            if folded is None:
                 return self._solve_scaled(blocks, plan, outputs, scales, inaccurate)
-            weights = equilibrated
+            weights = folded
+        mixed = _mixed_sizes(weights, sizes)
+        if scales is not None and max(mixed) >= _range_of(dtype)[1] / 2:  # a weighted sum might overflow
+            return self._solve_scaled(blocks, plan, outputs, scales, inaccurate)
         # A row that copies a block returns it unchanged: with scales, a copy is the output's own
         # data block, whose 2**-e and 2**e cancel.
         out = _combine_rows(weights, plan.selected, blocks, dtype)
         if plan.copies is None:
-            self._warn_if_inaccurate(plan, weights, sizes, out, outputs, dtype, inaccurate)
+            self._warn_if_inaccurate(plan, mixed, out, outputs, dtype, inaccurate)
         return dict(zip(outputs, out))
 
     def _solve_scaled(
@@ -684,10 +690,10 @@ class Code:
             for j, b in zip(unknowns, blocks)
         ]
         dtype = _working_dtype(np.result_type(*scaled))
-        sizes = np.array([max_abs(b) for b in scaled])
+        sizes = [max_abs(b) for b in scaled]
         out = _combine_rows(plan.weights, plan.selected, scaled, dtype)
         if plan.copies is None:
-            self._warn_if_inaccurate(plan, plan.weights, sizes, out, outputs, dtype, inaccurate)
+            self._warn_if_inaccurate(plan, _mixed_sizes(plan.weights, sizes), out, outputs, dtype, inaccurate)
         targets = [target_unknowns(self)[o] for o in outputs]  # type: ignore[index]
         # A row that copies a block is that block itself: scaled there and back, its small entries
         # would underflow.
@@ -700,8 +706,7 @@ class Code:
     def _warn_if_inaccurate(
         self,
         plan: DecodingPlan,
-        weights: np.ndarray,
-        sizes: np.ndarray,
+        mixed: Sequence[float],
         out: Sequence[np.ndarray],
         outputs: Sequence[int],
         dtype: np.dtype,
@@ -710,21 +715,22 @@ class Code:
         """ConditioningWarning (or DecodingError) when a decoded block may miss the dtype's accuracy.
 
         Two estimates: the decode's condition number times epsilon, and, per
-        output block, the round-off of the combined results relative to that
-        block's own size (large when a small block is decoded through parities
-        that carry much larger ones without equilibration).
+        output block, the round-off of the combined results (``mixed``, from
+        :func:`_mixed_sizes`) relative to that block's own size (large when a
+        small block is decoded through parities that carry much larger ones
+        without equilibration).
         """
         eps, target = _accuracy(dtype)
         condition = plan.condition_bound
         if condition * eps > target:
             condition = self.decoding_condition(plan.chosen)
         worst, where = condition * eps, None
-        for o, row, block in zip(outputs, weights, out):
-            size, mixed = max_abs(block), float(np.abs(row) @ sizes)
-            if not np.isfinite(size) or not mixed:
+        for o, carried, block in zip(outputs, mixed, out):
+            size = max_abs(block)
+            if not math.isfinite(size) or not carried:
                 continue
             # A block that cancelled to exact zeros from nonzero ones has lost every digit.
-            estimate = eps * mixed / size if size > 0 else math.inf
+            estimate = eps * carried / size if size > 0 else math.inf
             if estimate > worst:
                 worst, where = estimate, o
         if worst > target:
@@ -1036,28 +1042,50 @@ def _folded_weights(
     and the outputs would, while every weight stays a normal number of
     ``dtype``. Exponents far apart (blocks whose sizes differ by ``2**1000``)
     can push a weight out of range: those decodes scale the blocks instead.
+    """
+    return _folded_rows(
+        code,
+        plan.used,
+        plan.outputs,
+        tuple(map(tuple, plan.weights.tolist())),
+        tuple(exponents.tolist()),
+        np.dtype(dtype),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _folded_rows(
+    code: Code,
+    used: tuple[int, ...],
+    outputs: tuple[int, ...],
+    weights: tuple[tuple[float, ...], ...],
+    shifts: tuple[int, ...],
+    dtype: np.dtype,
+) -> np.ndarray | None:
+    """:func:`_folded_weights`, cached by everything it reads (a decode task of every call asks again).
+
     In Python floats, a handful of them: NumPy calls on a matrix this small
     cost more than a decode's arithmetic on a worker whose caches other
-    processes keep cold. Not cached: a cache keyed by the plan would have to
-    trust that the plan is the code's.
+    processes keep cold.
     """
     copied, unknowns = _copied_unknowns(code), target_unknowns(code)
-    shifts = exponents.tolist()
     tiny, largest, span, _ = _range_of(dtype)
-    columns = [-shifts[j] if (j := copied[i]) is not None else 0 for i in plan.used]
+    columns = [-shifts[j] if (j := copied[i]) is not None else 0 for i in used]
     rows = []
-    for output, weights in zip(plan.outputs, plan.weights.tolist()):
+    for output, row_weights in zip(outputs, weights):
         own = shifts[unknowns[output]]  # type: ignore[index]
         if any(abs(own + column) >= span for column in columns):
             return None
         try:
-            row = [math.ldexp(w, own + column) for w, column in zip(weights, columns)]
+            row = [math.ldexp(w, own + column) for w, column in zip(row_weights, columns)]
         except OverflowError:
             return None
-        if any(w and not tiny <= abs(folded) <= largest for w, folded in zip(weights, row)):
+        if any(w and not tiny <= abs(folded) <= largest for w, folded in zip(row_weights, row)):
             return None  # a weight under- or overflowed
         rows.append(row)
-    return np.array(rows)
+    folded = np.array(rows)
+    folded.flags.writeable = False  # shared by every decode that reads the cache
+    return folded
 
 
 @functools.lru_cache(maxsize=256)
