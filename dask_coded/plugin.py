@@ -222,6 +222,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
+        if NAME in scheduler.plugins:
+            # register() replaces the plugin, as its docstring says; removed first, distributed does not
+            # warn that it is "overwriting" one (an error where warnings are).
+            scheduler.remove_plugin(NAME)
         _add_dashboard_page(scheduler)
         missing = _compat.missing_internals(scheduler)
         if missing:

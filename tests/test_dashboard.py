@@ -99,7 +99,6 @@ async def test_page_shows_the_plugins_counters_over_http(c, s, *workers):
     assert status.code == 200 and "individual-coded" in status.body.decode()
 
 
-@pytest.mark.filterwarnings("ignore:Scheduler already contains a plugin")
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], scheduler_kwargs=DASHBOARD)
 async def test_registering_again_keeps_one_page(c, s, a):
     _needs_bokeh()
