@@ -23,7 +23,11 @@ call (the extra work), and for coded strategies the oracle (the k-th fastest
 product plus the decode, over when the last decode finished). One plot: the
 latency CDF of each strategy, one panel per model.
 
-Run: python -m benchmarks.bench_strategies [--quick] [--scheduler ADDRESS]
+With ``--runs N``, N whole runs back to back on the same cluster (each with its own seed), and the
+least, median and most p50 speed-up of each strategy over them: one run's ratios move by up to 2x.
+``--models`` picks fault models by name.
+
+Run: python -m benchmarks.bench_strategies [--quick] [--runs N] [--models NAME,...] [--scheduler ADDRESS]
 """
 
 from __future__ import annotations
@@ -123,10 +127,14 @@ def _encode_after_evidence(
     return {"call": lambda x: dask_coded.dot(coded, x), "code": coded.code}
 
 
-def run(client: Client, rows: int, cols: int, repeats: int, seed: int) -> list[dict[str, Any]]:
+def run(
+    client: Client, rows: int, cols: int, repeats: int, seed: int, only: list[str] | None = None
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     results = []
     for index, (model_name, model) in enumerate(models(seed).items()):
+        if only is not None and model_name not in only:
+            continue
         # Fresh arrays for every model: an encode reads plain's blocks on other workers, and the copies
         # it leaves let plain Dask run a slow worker's block elsewhere, which a user's plain array,
         # one block per worker, cannot.
@@ -199,28 +207,70 @@ def plot(rows: list[dict[str, Any]], path: Any) -> None:
     model_names = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(model_names), figsize=(4.2 * len(model_names), 3.4))
     for ax, model_name in zip(np.atleast_1d(axes), model_names):
-        for row in (r for r in rows if r["model"] == model_name):
-            times = np.sort(row["times"])
-            ax.step(times, np.arange(1, len(times) + 1) / len(times), where="post", label=row["strategy"])
+        of_model = [r for r in rows if r["model"] == model_name]
+        for name in dict.fromkeys(r["strategy"] for r in of_model):  # every run's calls together
+            times = np.sort(np.concatenate([r["times"] for r in of_model if r["strategy"] == name]))
+            ax.step(times, np.arange(1, len(times) + 1) / len(times), where="post", label=name)
         ax.set_xscale("log")
         ax.set_title(model_name)
         ax.set_xlabel("latency of one matvec (s)")
         ax.set_ylabel("fraction of calls")
     np.atleast_1d(axes)[0].legend(fontsize=7)
+    count = len({r.get("run", 0) for r in rows})
     fig.suptitle(
         f"A {rows[0]['rows']}x{rows[0]['cols']}, {rows[0]['repeats']} back-to-back calls per strategy"
+        + (f" in each of {count} runs" if count > 1 else "")
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+#: Seeds of consecutive runs this far apart: each model's arrays take seeds ``seed + 1000 * model + copy``.
+RUN_SEED_STEP = 7919
+
+
+def runs(
+    client: Client, rows: int, cols: int, repeats: int, seed: int, count: int, only: list[str] | None
+) -> list[dict[str, Any]]:
+    """``count`` runs back to back on one cluster, each with its own seed; rows carry their ``run``."""
+    results = []
+    for number in range(count):
+        for row in run(client, rows, cols, repeats, seed + RUN_SEED_STEP * number, only):
+            results.append({**row, "run": number})
+    if count > 1:
+        print("p50 speed-up over plain, least / median / most of the runs:")
+        for model_name, name in dict.fromkeys((r["model"], r["strategy"]) for r in results):
+            ratios = [
+                r["speedup_over_plain"]["p50"]
+                for r in results
+                if (r["model"], r["strategy"]) == (model_name, name)
+            ]
+            print(
+                f"{model_name:30s} {name:18s} "
+                f"{min(ratios):.2f}x / {np.median(ratios):.2f}x / {max(ratios):.2f}x"
+            )
+    return results
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = cluster_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="whole runs back to back, to see their spread")
+    parser.add_argument(
+        "--models", default=None, help=f"comma-separated fault models (default all: {', '.join(models(0))})"
+    )
     args = parser.parse_args(argv)
+    only = None if args.models is None else args.models.split(",")
+    unknown = sorted(set(only or ()) - set(models(0)))
+    if unknown:
+        parser.error(f"unknown fault models {unknown}; choose from {list(models(0))}")
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
     rows, cols, repeats = (2000, 200, 4) if args.quick else (16000, 1000, 25)
     results = on_cluster(
-        args.scheduler, args.workers, lambda client: run(client, rows, cols, repeats, args.seed)
+        args.scheduler,
+        args.workers,
+        lambda client: runs(client, rows, cols, repeats, args.seed, args.runs, only),
     )
     save("strategies", results, args.out, plot)
     return results

@@ -69,3 +69,27 @@ def test_bench_cluster_suites_quick(tmp_path):
     assert all(row["max_relative_error"] < 1e-10 for row in stragglers["rows"])
     assert (tmp_path / "stragglers.png").exists()
     assert json.loads((tmp_path / "dot.json").read_text())["rows"]
+
+
+@pytest.mark.slow
+def test_bench_strategies_runs_and_models(tmp_path, capsys):
+    from benchmarks import bench_strategies
+
+    argv = ["--quick", "--workers", "4", "--models", "no-stragglers", "--runs", "2", "--out", str(tmp_path)]
+    rows = bench_strategies.main(argv)
+    assert {(row["model"], row["run"]) for row in rows} == {("no-stragglers", 0), ("no-stragglers", 1)}
+    assert len({row["strategy"] for row in rows}) == 7
+    assert all(row["max_relative_error"] < 1e-10 for row in rows)
+    assert "least / median / most" in capsys.readouterr().out
+    assert (tmp_path / "strategies.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "argv, message", [(["--models", "calm"], "unknown fault models"), (["--runs", "0"], "at least 1")]
+)
+def test_bench_strategies_rejects_bad_options(argv, capsys, message):
+    from benchmarks import bench_strategies
+
+    with pytest.raises(SystemExit):
+        bench_strategies.main(argv)
+    assert message in capsys.readouterr().err
