@@ -222,9 +222,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
-        if NAME in scheduler.plugins:
+        if scheduler.plugins.get(NAME, self) is not self:
             # register() replaces the plugin, as its docstring says; removed first, distributed does not
-            # warn that it is "overwriting" one (an error where warnings are).
+            # warn that it is "overwriting" one (an error where warnings are). A preloaded plugin is
+            # already in place when it starts.
             scheduler.remove_plugin(NAME)
         _add_dashboard_page(scheduler)
         missing = _compat.missing_internals(scheduler)
