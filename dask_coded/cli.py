@@ -144,7 +144,7 @@ def _plot(plain: list[float], coded: list[float], args: Any) -> None:
 
 
 #: Suites that run in this process, on no cluster.
-_LOCAL_SUITES = frozenset({"codes", "detection"})
+_LOCAL_SUITES = frozenset({"codes", "decode", "detection"})
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     run_bench.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing cluster")
     run_bench.add_argument(
         "--suites",
-        default="codes,detection,dot,overhead,scale,stragglers,strategies,sgd,sgd_sharded,soft_errors",
+        default="codes,decode,detection,dot,overhead,scale,stragglers,strategies,sgd,sgd_sharded,soft_errors",
         help="comma-separated suites",
     )
     run_bench.add_argument("--out", default=None, help="folder for JSON and PNG results")

@@ -39,7 +39,7 @@ def test_help_and_unknown_commands(capsys):
 
 
 def test_bench_codes_quick_writes_json(tmp_path):
-    assert main(["bench", "--quick", "--suites", "codes,scale,detection", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--suites", "codes,scale,detection,decode", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "codes.json").read_text())
     assert result["machine"]["cpus"] >= 1 and result["rows"]
     assert all(row["relative_error"] < 1e-10 for row in result["rows"])
@@ -51,6 +51,14 @@ def test_bench_codes_quick_writes_json(tmp_path):
         for row in detection
         if row["data"] == "gaussian" and row["relative_error"] == 0.1
     )
+    decode = json.loads((tmp_path / "decode.json").read_text())["rows"]
+    # The first 8 - k data products are late: with k = 4 every output combines parities, with 5 and 6
+    # some copy their own product. All decoded right.
+    assert {(row["code"], row["decode"]) for row in decode} == {
+        ("MDSCode(4, 8)", "combination"),
+        *((f"MDSCode({k}, 8)", kind) for k in (5, 6) for kind in ("copy", "combination")),
+    }
+    assert all(row["max_relative_error"] < 1e-12 and row["cold_ms"] > 0 for row in decode)
     scale = json.loads((tmp_path / "scale.json").read_text())["rows"]
     # Graph size, not time: grouped codes stay linear in the chunks, one code over all of them does not.
     assert all(row["grouped"]["edges"] <= 25 * row["chunks"] for row in scale)
