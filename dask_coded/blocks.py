@@ -595,10 +595,10 @@ def _common_scaling(operands: Sequence[Any]) -> ScaledBlock | None:
     if not found:
         return None
     first = found[0]
-    # Bytes, not an elementwise comparison: a decode task asks for every product, and on a busy
-    # worker each NumPy reduction costs more than these few integers.
-    signature = (first.exponents.shape, first.exponents.tobytes(), first.bounds)
-    if any((o.exponents.shape, o.exponents.tobytes(), o.bounds) != signature for o in found[1:]):
+    # Python integers, not an elementwise comparison: a decode task asks for every product, and on a
+    # busy worker each NumPy reduction costs more than comparing these few numbers.
+    signature = (first.exponents.shape, first.exponents.tolist(), first.bounds)
+    if any((o.exponents.shape, o.exponents.tolist(), o.bounds) != signature for o in found[1:]):
         raise ValueError("the chunks of one coded block were equilibrated with different exponents")
     return first
 
@@ -651,9 +651,8 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             for part in spec.parts
         ]
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=spec.parts[0].window[0])  # type: ignore[index]
-    checked: dict[int, CheckedProduct] = {}
-    if spec.max_errors:  # only a checked call's products carry their round-off
-        checked = {i: p for i, p in enumerate(products) if isinstance(p, CheckedProduct)}
+    checked = {i: p for i, p in enumerate(products) if isinstance(p, CheckedProduct)}
+    if checked:
         products = tuple(p.product if isinstance(p, CheckedProduct) else p for p in products)
     if spec.window is not None:
         products = tuple(_windowed(p, *spec.window) for p in products)

@@ -343,3 +343,24 @@ def test_a_planned_spec_is_a_value_like_any_other():
     copy = pickle.loads(pickle.dumps(planned))
     assert copy == planned == spec and hash(copy) == hash(spec)
     np.testing.assert_array_equal(copy.plan.weights, planned.plan.weights)
+
+
+def test_decode_block_takes_equal_exponents_of_another_integer_dtype_and_checked_products_anywhere():
+    """What the decode reads is values: exponents of one parity in int32, a CheckedProduct without
+    max_errors (a review found both refused after decode tasks were made cheaper)."""
+    code, rng = MDSCode(3, 5), np.random.default_rng(5)
+    data, x, exponents = (
+        [rng.standard_normal((6, 2)) for _ in range(3)],
+        rng.standard_normal(2),
+        np.array([1, 2, 3]),
+    )
+    parities = [
+        product_block([scaled_parity_block(code.generator[i], exponents, *data)], [x]) for i in (3, 4)
+    ]
+    narrow = ScaledBlock(parities[0].values, parities[0].exponents.astype(np.int32))
+    spec = DecodeSpec(code, 1, (6,), np.dtype(np.float64))
+    planned = dataclasses.replace(spec, recovery_set=(0, 3, 4), plan=code.decoding_plan([1], (0, 3, 4)))
+    decoded = decode_block(planned, data[0] @ x, MISSING, MISSING, narrow, parities[1])
+    np.testing.assert_allclose(decoded, data[1] @ x, rtol=1e-12)
+    checked = [checked_product_block([block], [x]) for block in data]
+    np.testing.assert_array_equal(decode_block(spec, *checked, MISSING, MISSING), data[1] @ x)

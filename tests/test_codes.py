@@ -1202,6 +1202,38 @@ def test_a_plan_is_checked_against_the_decode_it_is_used_for():
     np.testing.assert_allclose(decoded, 2.0, rtol=1e-12)
 
 
+def test_a_hand_built_plan_and_its_results_are_checked_like_any_others():
+    """A DecodingPlan is a public tuple: a fast path that trusted it took blocks 9 and -1 (a review)."""
+    code = MDSCode(3, 5)
+    results = {i: block @ np.ones(3) for i, block in enumerate(code.encode([np.eye(3)] * 3))}
+    plan = code.decoding_plan([1], (0, 3, 4))
+    for used in ((0, 3, 9), (0, 3, -1)):
+        with pytest.raises(ValueError, match=r"block indices must be in \[0, 5\)"):
+            code.decode(
+                {**results, 9: results[4], -1: results[4]}, outputs=[1], plan=plan._replace(used=used)
+            )
+    copies = code.decoding_plan([0, 1], (0, 1, 3))  # both outputs copy their own block
+    mixed = {0: np.ones((4, 1)), 1: np.ones(4), 3: np.ones(4)}
+    for how in ({"plan": copies}, {"recovery_set": (0, 1, 3)}):
+        with pytest.raises(ValueError, match="different numbers of dimensions"):
+            code.decode(mixed, outputs=[0, 1], **how)
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_a_complex_plan_is_not_served_the_equal_real_plans_cached_weights(warm):
+    # 1 + 0j == 1.0: keyed on values alone, the cache gave a complex plan the real one's folded weights,
+    # and the outcome depended on what was decoded before (a review).
+    code, exponents = MDSCode(3, 5), np.array([3, -2, 7])
+    blocks = code.encode([np.arange(3.0) + j for j in range(3)], exponents=exponents)
+    plan = code.decoding_plan([1], (0, 3, 4))
+    results = {i: blocks[i] @ np.ones(3) for i in plan.used}
+    if warm:
+        code.decode(results, outputs=[1], plan=plan, exponents=exponents)
+    complex_plan = plan._replace(weights=plan.weights.astype(np.complex128))
+    with pytest.raises(TypeError, match="complex"):
+        code.decode(results, outputs=[1], plan=complex_plan, exponents=exponents)
+
+
 def test_a_grouped_code_decodes_from_a_plan_of_its_own():
     code = GroupedMDSCode(5, 2, parity=2)
     blocks = [np.full(2, float(j + 1)) for j in range(5)]

@@ -552,12 +552,10 @@ class Code:
         # With a plan, only the blocks it reads are looked at (a decode task is given only those).
         wanted = results if plan is None else {i: results[i] for i in plan.used if i in results}
         arrays = {i: np.asarray(r) for i, r in wanted.items()}
-        if plan is None:  # a plan's blocks are the code's, and its arithmetic checks their shapes
-            indices = self._validate_indices(arrays)
-        for i, array in arrays.items():
-            _check_dtype(array, "result of block", i)
-        if plan is None:
-            _common_shape(arrays.values(), "block results")
+        indices = self._validate_indices(arrays)  # a plan is a public tuple: its blocks are checked too
+        for i in indices:
+            _check_dtype(arrays[i], "result of block", i)
+        _common_shape(arrays.values(), "block results")
         scales = self._check_exponents(exponents)
         decoded: dict[int, np.ndarray] = {}
         if plan is not None:
@@ -1047,6 +1045,7 @@ def _folded_weights(
         code,
         plan.used,
         plan.outputs,
+        plan.weights.dtype,  # complex weights equal to real ones (1 + 0j == 1.0) must not share an entry
         tuple(map(tuple, plan.weights.tolist())),
         tuple(exponents.tolist()),
         np.dtype(dtype),
@@ -1058,6 +1057,7 @@ def _folded_rows(
     code: Code,
     used: tuple[int, ...],
     outputs: tuple[int, ...],
+    weights_dtype: np.dtype,
     weights: tuple[tuple[float, ...], ...],
     shifts: tuple[int, ...],
     dtype: np.dtype,
