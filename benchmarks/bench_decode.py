@@ -34,7 +34,7 @@ import numpy as np
 import dask_coded
 from benchmarks.common import save
 from dask_coded.blocks import MISSING, decode_block
-from dask_coded.policy import plan_decode
+from dask_coded.policy import DecodePlan, plan_decode
 
 WORKERS = 8
 
@@ -58,22 +58,29 @@ def planned_decodes(k: int, rows: int, cols: int, seed: int) -> list[dict[str, A
         spec, references = task.args[0], task.args[1:]
         values = [computed[r.key] for r in references]
         parts = spec.parts or (spec,)
-        plans = [plan_decode(part.code, part.output, finished, dtype=part.dtype) for part in parts]
-        needed = {i for plan in plans for i in plan.needed}  # type: ignore[union-attr]
+        plans = [_plan(part, finished) for part in parts]
+        needed = {i for plan in plans for i in plan.needed}
         planned = tuple(
-            dataclasses.replace(part, recovery_set=plan.recovery_set, plan=plan.weights)  # type: ignore[union-attr]
+            dataclasses.replace(part, recovery_set=plan.recovery_set, plan=plan.weights)
             for part, plan in zip(parts, plans)
         )
         out.append(
             {
                 "spec": dataclasses.replace(spec, parts=planned) if spec.parts else planned[0],
                 "products": [v if i in needed else MISSING for i, v in enumerate(values)],
-                "kind": "copy" if all(plan.weights is None for plan in plans) else "combination",  # type: ignore[union-attr]
+                "kind": "copy" if all(plan.weights is None for plan in plans) else "combination",
                 "parts": len(parts),
                 "expected": block,
             }
         )
     return out
+
+
+def _plan(part: Any, finished: range) -> DecodePlan:
+    plan = plan_decode(part.code, part.output, finished, dtype=part.dtype)
+    if plan is None:
+        raise RuntimeError(f"{part.code!r} cannot decode output {part.output} from {list(finished)}")
+    return plan
 
 
 def cpu_time(function: Callable[[], Any], calls: int, evict: np.ndarray | None = None) -> float:
