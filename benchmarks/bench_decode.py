@@ -22,7 +22,6 @@ Run: python -m benchmarks.bench_decode [--quick]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,13 +59,9 @@ def planned_decodes(k: int, rows: int, cols: int, seed: int) -> list[dict[str, A
         parts = spec.parts or (spec,)
         plans = [_plan(part, finished) for part in parts]
         needed = {i for plan in plans for i in plan.needed}
-        planned = tuple(
-            dataclasses.replace(part, recovery_set=plan.recovery_set, plan=plan.weights)
-            for part, plan in zip(parts, plans)
-        )
         out.append(
             {
-                "spec": dataclasses.replace(spec, parts=planned) if spec.parts else planned[0],
+                "spec": spec.planned(plans),
                 "products": [v if i in needed else MISSING for i, v in enumerate(values)],
                 "kind": "copy" if all(plan.weights is None for plan in plans) else "combination",
                 "parts": len(parts),

@@ -155,6 +155,18 @@ class DecodeSpec:
     window: tuple[int, int, int] | None = None
     parts: tuple[DecodeSpec, ...] = ()
 
+    def planned(self, plans: Sequence[Any]) -> DecodeSpec:
+        """The decode with each part's recovery set and weights set, as the plugin plans it.
+
+        ``plans`` holds one :class:`~dask_coded.policy.DecodePlan` per part
+        (a decode without parts is its own one part).
+        """
+        parts = tuple(
+            dataclasses.replace(part, recovery_set=plan.recovery_set, plan=plan.weights)
+            for part, plan in zip(self.parts or (self,), plans, strict=True)
+        )
+        return dataclasses.replace(self, parts=parts) if self.parts else parts[0]
+
 
 def suspects_of(spec: DecodeSpec) -> dict[int, str] | None:
     """Member index -> the worker that computes it, where the plugin knows it."""

@@ -593,11 +593,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         dropped = dropped_members(members, needed)
         if not dropped:
             return  # every member is needed: plain scheduling does the rest
-        planned = [
-            dataclasses.replace(part, recovery_set=plan.recovery_set, plan=plan.weights)
-            for part, plan in zip(parts, plans)
-        ]
-        new_spec = dataclasses.replace(spec, parts=tuple(planned)) if spec.parts else planned[0]
+        new_spec = spec.planned(plans)
         args = [r if i in needed else MISSING for i, r in enumerate(refs)]
         ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *args)
         self._rewritten.add(ts.key)
