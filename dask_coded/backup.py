@@ -14,6 +14,15 @@ replaced by ``Alias(K, B)``, its dependencies by ``B``, and it is sent
 through ``released`` to run again, now a copy of ``B``'s result on ``B``'s
 worker. As for decode rewrites, that change is never undone and the
 scheduler plugin substitutes it into resubmitted graphs.
+
+Decodes get their own rule (``coded.decode-backup-after``, on by default
+whatever the rule for other tasks): a decode is a small fraction of a
+product's work, so one still running long after its group's others is on a
+worker that has become slow, and the whole call waits for it. Its copy runs
+only on an idle worker (a wasted copy then costs no one any time) that the
+plugin allows (not measured slow; where the user placed the decode). Decodes that locate wrong products
+(``max_errors``) are never copied: the scheduler counts their corrections
+once per decode.
 """
 
 from __future__ import annotations
@@ -51,17 +60,37 @@ class BackupTasks:
     scheduler
         The ``distributed.Scheduler``.
     rule
-        When a running task counts as late.
+        When a running task counts as late (None: only decodes are copied).
     rewritten
         Called with a key whose ``run_spec`` was replaced (so resubmitted
-        graphs get the replacement).
+        graphs get the replacement), and with each copy's key (so its decode
+        plan is never made again).
+    decode_rule
+        When a running decode counts as late (None: decodes follow ``rule``).
+    decode_copy_workers
+        Where a copy of a running task of a decode key name may run (it runs
+        on one of them that is idle), or None for no copy.
     """
 
-    def __init__(self, scheduler: Any, rule: BackupRule, rewritten: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        scheduler: Any,
+        rule: BackupRule | None,
+        rewritten: Callable[[Any], None],
+        decode_rule: BackupRule | None = None,
+        decode_copy_workers: Callable[[Any], set[str] | None] = lambda ts: None,
+    ) -> None:
         self.scheduler = scheduler
         self.rule = rule
+        self.decode_rule = decode_rule
+        self._decode_copy_workers = decode_copy_workers
         self._rewritten = rewritten
-        self.counters = {"backups_launched": 0, "backups_won": 0, "backups_cancelled": 0}
+        self.counters: dict[str, int] = {}
+        for kind, kind_rule in (("backups_", rule), ("decode_backups_", decode_rule)):
+            if kind_rule is not None:
+                self.counters.update({kind + event: 0 for event in ("launched", "won", "cancelled")})
+        #: original keys of decodes whose copies race them
+        self._decode_races: set[Any] = set()
         #: running task key -> when the scheduler sent it to a worker
         self._started: dict[Any, float] = {}
         #: original key -> its backup's key, and back
@@ -75,10 +104,11 @@ class BackupTasks:
     def transition(self, key: Any, start: str, finish: str, kwargs: dict[str, Any]) -> bool:
         """Record a transition; True when a backup race needs settling in a loop callback."""
         if finish == "processing":
-            self._started[key] = time.monotonic()
+            if self.rule is not None or (self.decode_rule is not None and _is_decode(key)):
+                self._started[key] = time.monotonic()
             return False
-        self._started.pop(key, None)
-        if start == "processing" and finish == "memory":
+        tracked = self._started.pop(key, None) is not None
+        if tracked and start == "processing" and finish == "memory":
             ts = self.scheduler.tasks.get(key)
             duration = _compat.task_duration(kwargs.get("startstops"))
             if ts is not None and duration is not None and key not in self._original_of:
@@ -103,10 +133,17 @@ class BackupTasks:
             ts = tasks.get(key)
             if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
                 continue
+            decode = self.decode_rule is not None and _is_decode(key)
+            rule = self.decode_rule if decode else self.rule
+            if rule is None:
+                continue
             group = self._groups.get(ts.group.name)
             completed = group.durations if group is not None else []
-            if should_launch_backup(now - started, completed, len(ts.group), self.rule):
-                self._launch(ts)
+            if should_launch_backup(now - started, completed, len(ts.group), rule):
+                if decode:
+                    self._launch_decode_copy(ts)
+                else:
+                    self._launch(ts)
 
     def settle(self) -> None:
         """Keep the first result of each race and release the other."""
@@ -122,17 +159,35 @@ class BackupTasks:
     def _launch(self, ts: Any) -> None:
         if ts.worker_restrictions or ts.host_restrictions or ts.resource_restrictions or ts.actor:
             return  # placed on purpose: a copy elsewhere would break that
-        others = {ws.address for ws in self.scheduler.running} - {ts.processing_on.address}
-        spec = _compat.rekeyed(ts.run_spec, _backup_key(ts.key))
-        if not others or spec is None:
+        self._start_copy(ts, {ws.address for ws in self.scheduler.running} - {ts.processing_on.address})
+
+    def _launch_decode_copy(self, ts: Any) -> None:
+        allowed = self._decode_copy_workers(ts)
+        if allowed is None:
             return
+        idle = {ws.address for ws in self.scheduler.running if not ws.processing} & allowed
+        self._decode_races.add(ts.key)
+        if not self._start_copy(ts, idle - {ts.processing_on.address}):
+            self._decode_races.discard(ts.key)
+
+    def _start_copy(self, ts: Any, workers: set[str]) -> bool:
+        spec = _compat.rekeyed(ts.run_spec, _backup_key(ts.key))
+        if not workers or spec is None:
+            return False
         backup = _compat.new_task_like(self.scheduler, ts, spec)
-        backup.worker_restrictions = others
+        # The copy runs its original's run_spec as it stands now: a decode's plan, made for the
+        # dependencies copied with it, is never made again for the copy.
+        self._rewritten(backup.key)
+        backup.worker_restrictions = workers
         backup.loose_restrictions = False
         self._backup_of[ts.key], self._original_of[backup.key] = backup.key, ts.key
         self.scheduler.client_desires_keys(keys=[backup.key], client=_CLIENT)
-        self.counters["backups_launched"] += 1
+        self._count(ts.key, "launched")
         self.scheduler.transitions({backup.key: "waiting"}, stimulus_id=f"coded-backup-{time.time()}")
+        return True
+
+    def _count(self, key: Any, event: str) -> None:
+        self.counters[("decode_backups_" if key in self._decode_races else "backups_") + event] += 1
 
     def _original_done(self, key: Any) -> None:
         """The original finished (or failed, or went): its backup is not needed."""
@@ -140,7 +195,8 @@ class BackupTasks:
         self._original_of.pop(backup_key, None)
         backup = self.scheduler.tasks.get(backup_key)
         if backup is not None and backup.state != "memory":
-            self.counters["backups_cancelled"] += 1
+            self._count(key, "cancelled")
+        self._decode_races.discard(key)
         if backup is not None:
             self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
 
@@ -148,6 +204,8 @@ class BackupTasks:
         """The backup finished first: the original becomes a copy of its result."""
         key = self._original_of.pop(backup_key)
         self._backup_of.pop(key, None)
+        decode = key in self._decode_races
+        self._decode_races.discard(key)
         tasks = self.scheduler.tasks
         ts, backup = tasks.get(key), tasks.get(backup_key)
         if (
@@ -159,12 +217,21 @@ class BackupTasks:
             if backup is not None:
                 self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
             return
-        self.counters["backups_won"] += 1
+        self.counters["decode_backups_won" if decode else "backups_won"] += 1
         orphans = _compat.make_alias(ts, backup)
+        if ts.worker_restrictions:
+            # Kept where it was allowed to run, the alias could go back to the worker still running the
+            # original, and a worker runs one execution of a key at a time: it would wait for that one.
+            ts.worker_restrictions = {ws.address for ws in backup.who_has}
+            ts.loose_restrictions = True
         self._rewritten(key)
         self.scheduler.transitions({key: "released"}, stimulus_id=f"coded-backup-won-{time.time()}")
         self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
         _compat.release_unneeded(self.scheduler, orphans, f"coded-backup-orphans-{time.time()}")
+
+
+def _is_decode(key: Any) -> bool:
+    return keys.key_name(key).startswith(keys.DECODE)
 
 
 def _backup_key(key: Any) -> Any:

@@ -157,7 +157,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         Backup tasks for every graph, coded or not (speculative execution,
         :mod:`dask_coded.backup`): ``"off"``, a preset (``"spark"``,
         ``"cubed"``), a :class:`~dask_coded.policy.BackupRule`, or None for
-        ``dask.config``'s ``coded.backup``.
+        ``dask.config``'s ``coded.backup``. Late decodes are copied by their
+        own rule, ``coded.decode-backup-after``, whatever this one says.
 
     Examples
     --------
@@ -170,7 +171,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     ...     with Client(cluster) as client:
     ...         dask_coded.register(client)
     ...         sorted(dask_coded.plugin_stats(client))  # doctest: +NORMALIZE_WHITESPACE
-    ['cancelled_by_worker', 'corrections', 'corrections_by_block', 'corrections_by_worker', 'decodes_early',
+    ['cancelled_by_worker', 'corrections', 'corrections_by_block', 'corrections_by_worker',
+     'decode_backups_cancelled', 'decode_backups_launched', 'decode_backups_won', 'decodes_early',
      'dropped_by_worker', 'duration_ratios', 'groups_in_flight', 'members_cancelled', 'members_dropped',
      'placements', 'slow_workers', 'time_saved_estimate']
     """
@@ -180,6 +182,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     def __init__(self, spread: bool = True, backup: str | BackupRule | None = None) -> None:
         self.spread = spread
         self.backup_rule = _backup_rule(config.get("backup") if backup is None else backup)
+        self.decode_backup_rule = _decode_backup_rule(config.get("decode-backup-after"))
         self._backups: BackupTasks | None = None
         self.counters = {
             "decodes_early": 0,
@@ -245,11 +248,32 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         scheduler.set_metadata(keys=_compat.DURATION_SAMPLES_METADATA, value=self.duration_samples)
         _compat.intercept_graph_updates(scheduler, self._before_graph_update)
         self._stop_backups()  # a plugin registered before this one (register() replaces it)
-        if self.backup_rule is not None:
-            self._backups = BackupTasks(scheduler, self.backup_rule, self._rewritten.add)
-            callback = PeriodicCallback(self._backups.check, self.backup_rule.interval * 1000)
+        rules = [rule for rule in (self.backup_rule, self.decode_backup_rule) if rule is not None]
+        if rules:
+            self._backups = BackupTasks(
+                scheduler,
+                self.backup_rule,
+                self._rewritten.add,
+                self.decode_backup_rule,
+                self._decode_copy_workers,
+            )
+            callback = PeriodicCallback(self._backups.check, min(rule.interval for rule in rules) * 1000)
             scheduler.periodic_callbacks["dask-coded-backup"] = callback
             callback.start()
+
+    def _decode_copy_workers(self, ts: Any) -> set[str] | None:
+        """Where a copy of a late decode may run: not on slow workers, and where the user placed it.
+
+        The busy workers its placement avoided have been released from their late members since.
+        A decode that locates wrong products is not copied: its copy would count them again.
+        """
+        spec = _decode_spec(ts)
+        if spec is None or spec.max_errors:
+            return None
+        running = {ws.address for ws in self.scheduler.running}
+        if ts.worker_restrictions and ts.key not in self._kept_off:
+            return ts.worker_restrictions & running
+        return running - slow_workers(self.duration_ratios)
 
     async def close(self) -> None:
         self._stop_backups()
@@ -650,7 +674,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         """The counters, and the workers whose wrong products were corrected.
 
         Decodes done early, members dropped and cancelled (in total and by
-        worker), time saved (a lower bound), wrong products corrected, the
+        worker), time saved (a lower bound), backup copies launched, won and
+        cancelled (of decodes, and of other tasks when ``backup`` is on),
+        wrong products corrected, the
         groups (decode tasks) now in flight, and each worker's task durations
         relative to the cluster's (``duration_ratios``; above 3x the median
         is slow).
@@ -686,6 +712,23 @@ def _backup_rule(setting: Any) -> BackupRule | None:
         return None
     overrides = {name.replace("-", "_"): value for name, value in rule.items() if value is not None}
     return dataclasses.replace(preset, **overrides)
+
+
+def _decode_backup_rule(after: Any) -> BackupRule | None:
+    """The rule for copying late decodes from ``coded.decode-backup-after`` (seconds, or null/off)."""
+    if after is None or after == "off":
+        return None
+    if isinstance(after, bool) or not isinstance(after, (int, float)) or not after >= 0:
+        raise ValueError(f"coded.decode-backup-after must be seconds >= 0 or null, got {after!r}")
+    # Judged from the first decode on (min_completed_fraction 0): a group has one decode per output
+    # block, and the late one may be the only one that combines products.
+    return BackupRule(
+        min_tasks=1,
+        min_completed_fraction=0.0,
+        slow_factor=3.0,
+        min_runtime=after,
+        interval=max(after / 2, 0.005),
+    )
 
 
 def _add_dashboard_page(scheduler: Any) -> None:

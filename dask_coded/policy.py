@@ -399,7 +399,8 @@ class BackupRule:
     late once the group has at least ``min_tasks`` tasks, at least
     ``min_completed_fraction`` of them are done, and it has run longer than
     ``slow_factor`` times the median duration of the done ones and longer
-    than ``min_runtime`` seconds.
+    than ``min_runtime`` seconds (with ``min_completed_fraction`` 0 and none
+    done yet, longer than ``min_runtime``).
 
     Attributes
     ----------
@@ -454,11 +455,12 @@ def should_launch_backup(
     False
     >>> should_launch_backup(0.35, [0.1] * 6, 8, cubed)  # too few tasks to judge
     False
+    >>> eager = BackupRule(min_tasks=1, min_completed_fraction=0.0, min_runtime=0.02)
+    >>> should_launch_backup(0.03, [], 8, eager)  # nothing done yet: min_runtime alone
+    True
     """
-    if (
-        group_size < rule.min_tasks
-        or not completed
-        or len(completed) < rule.min_completed_fraction * group_size
-    ):
+    if group_size < rule.min_tasks or len(completed) < rule.min_completed_fraction * group_size:
         return False
+    if not completed:  # min_completed_fraction 0: min_runtime alone says when
+        return running_for > rule.min_runtime
     return running_for > max(rule.slow_factor * float(np.median(completed)), rule.min_runtime)

@@ -1,5 +1,6 @@
 """Backup tasks (speculative execution) on a real cluster, for graphs that have nothing coded."""
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -7,7 +8,8 @@ from distributed import Client
 from distributed.utils_test import BlockedGatherDep, async_poll_for, captured_logger, gen_cluster
 
 import dask_coded
-from dask_coded import _compat
+from dask_coded import MDSCode, _compat, keys
+from dask_coded._compat import Task
 from dask_coded.backup import BACKUP_PREFIX
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.plugin import NAME, CodedSchedulerPlugin
@@ -108,3 +110,72 @@ async def test_a_lost_race_leaves_no_fetch_behind_on_the_losing_worker(c, s, b):
         assert not loser.processing and fetching not in loser.needs_what and loser.occupancy == 0
         assert await original == 10.0
         x.block_gather_dep.set()
+
+
+class _StuckDecodes(FaultInjector):
+    """Every decode task waits ten minutes; not its copy (``coded-backup-...``), nor the alias to it.
+
+    The alias that hands a winning copy's result on under the decode's key does no work: on the
+    machine that just ran the copy, it takes no time.
+    """
+
+    def __init__(self):
+        super().__init__(FaultModel(delay_shift=600.0, prefixes=(keys.DECODE,)))
+
+    def _affects(self, key, spec):
+        return isinstance(spec, Task) and super()._affects(key, spec)
+
+
+@pytest.mark.parametrize("backup", ["off", "spark"])
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
+async def test_a_stuck_decode_is_copied_and_the_copy_wins(c, s, *workers, backup):
+    """A decode on a worker gone slow would hold the whole call; a copy on an idle worker finishes it."""
+    await c.register_plugin(CodedSchedulerPlugin(backup=backup), name=NAME)
+    a = np.random.default_rng(1).standard_normal((400, 30))
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 30)), code=MDSCode(2, 4)))
+    await c.register_plugin(_StuckDecodes(), name="faults")
+    x = np.arange(30.0)
+    y = dask_coded.dot(coded, x)
+    with captured_logger("distributed.scheduler") as log:
+        first = c.compute(y)
+        np.testing.assert_allclose(await first, a @ x, rtol=1e-12)
+        again = c.compute(y)  # the aliased keys resubmitted while held
+        np.testing.assert_allclose(await again, a @ x, rtol=1e-12)
+    assert "Detected different `run_spec`" not in log.getvalue()
+    stats = await dask_coded.plugin_stats(c)
+    assert stats["decode_backups_won"] == 2, stats  # one per output block, none for anything else
+    assert stats.get("backups_launched", 0) == 0, stats
+    del first, again
+    # The stuck originals were cancelled where they ran, and nothing of the races is left behind.
+    await async_poll_for(lambda: all(not ws.processing for ws in s.workers.values()), timeout=10)
+    await async_poll_for(lambda: not [k for k in s.tasks if str(k[0]).startswith(BACKUP_PREFIX)], timeout=10)
+
+
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
+async def test_decodes_that_locate_errors_are_not_copied(c, s, *workers):
+    """A copy would count the wrong products it locates a second time."""
+    await c.register_plugin(CodedSchedulerPlugin(), name=NAME)
+    a = np.random.default_rng(2).standard_normal((400, 30))
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 30)), code=MDSCode(2, 4)))
+    model = FaultModel(delay_shift=0.5, prefixes=(keys.DECODE,))
+    await c.register_plugin(FaultInjector(model), name="faults")
+    result = await c.compute(dask_coded.dot(coded, np.ones(30), max_errors=1))
+    np.testing.assert_allclose(result, a.sum(axis=1), rtol=1e-10, atol=1e-12)  # solved through parities
+    assert (await dask_coded.plugin_stats(c))["decode_backups_launched"] == 0
+
+
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config={**VALIDATE, "coded.decode-backup-after": None})
+async def test_decode_backups_can_be_turned_off(c, s, *workers):
+    await c.register_plugin(CodedSchedulerPlugin(), name=NAME)
+    a = np.random.default_rng(3).standard_normal((400, 30))
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 30)), code=MDSCode(2, 4)))
+    np.testing.assert_allclose(await c.compute(dask_coded.dot(coded, np.ones(30))), a.sum(axis=1), rtol=1e-12)
+    stats = await dask_coded.plugin_stats(c)
+    assert "decode_backups_launched" not in stats and s.plugins[NAME]._backups is None
+
+
+@pytest.mark.parametrize("after", [-0.1, "soon", True, [0.02]])
+def test_bad_decode_backup_settings_are_refused(after):
+    with dask.config.set({"coded.decode-backup-after": after}):
+        with pytest.raises(ValueError, match="coded.decode-backup-after"):
+            CodedSchedulerPlugin()
