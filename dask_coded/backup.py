@@ -16,13 +16,14 @@ worker. As for decode rewrites, that change is never undone and the
 scheduler plugin substitutes it into resubmitted graphs.
 
 Decodes get their own rule (``coded.decode-backup-after``, on by default
-whatever the rule for other tasks): a decode is a small fraction of a
-product's work, so one still running long after its group's others is on a
-worker that has become slow, and the whole call waits for it. Its copy runs
-only on an idle worker (a wasted copy then costs no one any time) that the
-plugin allows (not measured slow; where the user placed the decode). Decodes that locate wrong products
-(``max_errors``) are never copied: the scheduler counts their corrections
-once per decode.
+whatever the rule for other tasks), judged against the recent decodes of
+every call: a decode is a small fraction of a product's work, so one running
+far longer than decodes usually take here is on a worker that has become
+slow, and the whole call waits for it. Its copy runs only on an idle worker
+(a wasted copy then costs no one any time) that the plugin allows (not
+measured slow; where the user placed the decode). Decodes that locate wrong
+products (``max_errors``) are never copied: the plugin counts their
+corrections once per decode.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ BACKUP_PREFIX = keys.BACKUP
 _CLIENT = "dask-coded-backup"
 #: Task groups whose durations are kept, most recent first out.
 _MAX_GROUPS = 1000
+#: Durations of decodes kept (the most recent), across calls.
+_RECENT_DECODES = 100
 
 
 @dataclass
@@ -112,10 +115,7 @@ class BackupTasks:
             ts = self.scheduler.tasks.get(key)
             duration = _compat.task_duration(kwargs.get("startstops"))
             if ts is not None and duration is not None and key not in self._original_of:
-                group = self._groups.setdefault(ts.group.name, _Group())
-                group.durations.append(duration)
-                if len(self._groups) > _MAX_GROUPS:
-                    self._groups.pop(next(iter(self._groups)))
+                self._record(ts, duration)
         if finish in ("memory", "erred", "forgotten") and (
             key in self._backup_of or key in self._original_of
         ):
@@ -123,27 +123,70 @@ class BackupTasks:
             return True
         return False
 
+    def _record(self, ts: Any, duration: float) -> None:
+        judged_with = self._judged_with(ts)
+        if judged_with[0] == "decodes" and isinstance(ts.run_spec, _compat.Alias):
+            return  # a won race's alias, handing its copy's result on: not a decode's time
+        group = self._groups.setdefault(judged_with, _Group())
+        group.durations.append(duration)
+        if judged_with[0] == "decodes" and len(group.durations) > _RECENT_DECODES:
+            del group.durations[0]
+        if len(self._groups) > _MAX_GROUPS:
+            self._groups.pop(next(iter(self._groups)))
+
     # -- loop callbacks --------------------------------------------------------------
 
     def check(self) -> None:
         """Launch a backup for every running task the rule calls late (a periodic callback)."""
         now = time.monotonic()
         tasks = self.scheduler.tasks
+        running = self._running_decodes() if self.decode_rule is not None else set()
         for key, started in list(self._started.items()):
             ts = tasks.get(key)
             if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
                 continue
             decode = self.decode_rule is not None and _is_decode(key)
             rule = self.decode_rule if decode else self.rule
-            if rule is None:
+            if rule is None or (decode and key not in running):
                 continue
-            group = self._groups.get(ts.group.name)
+            group = self._groups.get(self._judged_with(ts))
             completed = group.durations if group is not None else []
             if should_launch_backup(now - started, completed, len(ts.group), rule):
                 if decode:
                     self._launch_decode_copy(ts)
                 else:
                     self._launch(ts)
+
+    def _running_decodes(self) -> set[Any]:
+        """The decodes each worker is running now: the first ``nthreads`` sent to it of those it holds.
+
+        The others wait behind them in the worker's queue, and are copied once they are the first:
+        a copy of every queued one would be as many extra tasks, each meeting the delays of a busy
+        cluster, for a wait that ends when the one ahead (or its copy) does.
+        """
+        running: set[Any] = set()
+        taken: dict[Any, int] = {}
+        tasks = self.scheduler.tasks
+        for key in self._started:  # in the order they were sent
+            ts = tasks.get(key)
+            if ts is None or ts.processing_on is None or not _is_decode(key):
+                continue
+            worker = ts.processing_on
+            if taken.get(worker, 0) < worker.nthreads:
+                taken[worker] = taken.get(worker, 0) + 1
+                running.add(key)
+        return running
+
+    def _judged_with(self, ts: Any) -> tuple[str, str]:
+        """The durations a running task is compared with: its group's, or every recent decode's.
+
+        A group of decodes is one call's, and its first decodes are judged before any is done;
+        decodes of earlier calls say how long one takes here (the work they do and the delays every
+        task of this cluster meets, which a copy would meet too).
+        """
+        if self.decode_rule is not None and _is_decode(ts.key):
+            return ("decodes", ts.prefix.name)
+        return ("group", ts.group.name)
 
     def settle(self) -> None:
         """Keep the first result of each race and release the other."""

@@ -720,8 +720,8 @@ def _decode_backup_rule(after: Any) -> BackupRule | None:
         return None
     if isinstance(after, bool) or not isinstance(after, (int, float)) or not after >= 0:
         raise ValueError(f"coded.decode-backup-after must be seconds >= 0 or null, got {after!r}")
-    # Judged from the first decode on (min_completed_fraction 0): a group has one decode per output
-    # block, and the late one may be the only one that combines products.
+    # Judged against recent decodes of every call (dask_coded.backup), from the first decode of a call
+    # on (min_completed_fraction 0): the late one may be the only one of its call that combines products.
     return BackupRule(
         min_tasks=1,
         min_completed_fraction=0.0,
