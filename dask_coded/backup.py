@@ -17,13 +17,14 @@ scheduler plugin substitutes it into resubmitted graphs.
 
 Decodes get their own rule (``coded.decode-backup-after``, on by default
 whatever the rule for other tasks), judged against the recent decodes of
-every call: a decode is a small fraction of a product's work, so one running
-far longer than decodes usually take here is on a worker that has become
-slow, and the whole call waits for it. Its copy runs only on an idle worker
-(a wasted copy then costs no one any time) that the plugin allows (not
-measured slow; where the user placed the decode). Decodes that locate wrong
-products (``max_errors``) are never copied: the plugin counts their
-corrections once per decode.
+every call: a decode is a small fraction of a product's work, so where
+decodes usually take a fraction of ``decode-backup-after``, one running
+longer is on a worker that has become slow, and the whole call waits for
+it. (Where they usually take longer, every task waits, and so would a
+copy.) Its copy runs only on an idle worker (a wasted copy then costs no one
+any time) that the plugin allows (not measured slow; where the user placed
+the decode). Decodes that locate wrong products (``max_errors``) are never
+copied: the plugin counts their corrections once per decode.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from . import _compat, keys
 from .policy import BackupRule, should_launch_backup
@@ -151,6 +154,8 @@ class BackupTasks:
                 continue
             group = self._groups.get(self._judged_with(ts))
             completed = group.durations if group is not None else []
+            if decode and not _decodes_are_quick(completed, rule):
+                continue
             if should_launch_backup(now - started, completed, len(ts.group), rule):
                 if decode:
                     self._launch_decode_copy(ts)
@@ -271,6 +276,16 @@ class BackupTasks:
         self.scheduler.transitions({key: "released"}, stimulus_id=f"coded-backup-won-{time.time()}")
         self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
         _compat.release_unneeded(self.scheduler, orphans, f"coded-backup-orphans-{time.time()}")
+
+
+def _decodes_are_quick(recent: list[float], rule: BackupRule) -> bool:
+    """Whether decodes usually finish well before the rule's ``min_runtime`` (or none has yet).
+
+    Only then is a copy quick: where every task waits (a busy cluster, a delay on every task), a
+    copy waits as long as the decode it races, and a winning copy's result is handed on by one more
+    task, which waits too.
+    """
+    return not recent or rule.slow_factor * float(np.median(recent)) <= rule.min_runtime
 
 
 def _is_decode(key: Any) -> bool:

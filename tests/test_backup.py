@@ -151,6 +151,31 @@ async def test_a_stuck_decode_is_copied_and_the_copy_wins(c, s, *workers, backup
     await async_poll_for(lambda: not [k for k in s.tasks if str(k[0]).startswith(BACKUP_PREFIX)], timeout=10)
 
 
+@pytest.mark.slow
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=120)
+async def test_stuck_decodes_survive_resubmission_from_two_clients(c, s, *workers):
+    """Decodes racing their copies, the same graphs from two clients.
+
+    Three decodes on four workers: one stays idle for the copies, which run only on idle workers
+    (with every worker stuck, nothing could help).
+    """
+    await c.register_plugin(CodedSchedulerPlugin(), name=NAME)
+    a = np.random.default_rng(4).standard_normal((600, 30))
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 30)), code=MDSCode(3, 4)))
+    await c.register_plugin(_StuckDecodes(), name="faults")
+    async with Client(s.address, asynchronous=True) as c2:
+        with captured_logger("distributed.scheduler") as log:
+            for round_ in range(6):
+                x = np.full(30, float(round_ % 2 + 1))
+                y = dask_coded.dot(coded, x)
+                futures = [c.compute(y), c2.compute(y)]
+                for future in futures:
+                    np.testing.assert_allclose(await future, a @ x, rtol=1e-12)
+                del futures
+        assert "Detected different `run_spec`" not in log.getvalue()
+    assert (await dask_coded.plugin_stats(c))["decode_backups_won"] >= 3
+
+
 @gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
 async def test_decodes_that_locate_errors_are_not_copied(c, s, *workers):
     """A copy would count the wrong products it locates a second time."""
