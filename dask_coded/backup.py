@@ -95,8 +95,6 @@ class BackupTasks:
         for kind, kind_rule in (("backups_", rule), ("decode_backups_", decode_rule)):
             if kind_rule is not None:
                 self.counters.update({kind + event: 0 for event in ("launched", "won", "cancelled")})
-        #: original keys of decodes whose copies race them
-        self._decode_races: set[Any] = set()
         #: running task key -> when the scheduler sent it to a worker
         self._started: dict[Any, float] = {}
         #: original key -> its backup's key, and back
@@ -110,7 +108,7 @@ class BackupTasks:
     def transition(self, key: Any, start: str, finish: str, kwargs: dict[str, Any]) -> bool:
         """Record a transition; True when a backup race needs settling in a loop callback."""
         if finish == "processing":
-            if self.rule is not None or (self.decode_rule is not None and _is_decode(key)):
+            if self.rule is not None or self._by_decode_rule(key):
                 self._started[key] = time.monotonic()
             return False
         tracked = self._started.pop(key, None) is not None
@@ -148,7 +146,7 @@ class BackupTasks:
             ts = tasks.get(key)
             if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
                 continue
-            decode = self.decode_rule is not None and _is_decode(key)
+            decode = self._by_decode_rule(key)
             rule = self.decode_rule if decode else self.rule
             if rule is None or (decode and key not in running):
                 continue
@@ -189,7 +187,7 @@ class BackupTasks:
         decodes of earlier calls say how long one takes here (the work they do and the delays every
         task of this cluster meets, which a copy would meet too).
         """
-        if self.decode_rule is not None and _is_decode(ts.key):
+        if self._by_decode_rule(ts.key):
             return ("decodes", ts.prefix.name)
         return ("group", ts.group.name)
 
@@ -214,14 +212,12 @@ class BackupTasks:
         if allowed is None:
             return
         idle = {ws.address for ws in self.scheduler.running if not ws.processing} & allowed
-        self._decode_races.add(ts.key)
-        if not self._start_copy(ts, idle - {ts.processing_on.address}):
-            self._decode_races.discard(ts.key)
+        self._start_copy(ts, idle - {ts.processing_on.address})
 
-    def _start_copy(self, ts: Any, workers: set[str]) -> bool:
+    def _start_copy(self, ts: Any, workers: set[str]) -> None:
         spec = _compat.rekeyed(ts.run_spec, _backup_key(ts.key))
         if not workers or spec is None:
-            return False
+            return
         backup = _compat.new_task_like(self.scheduler, ts, spec)
         # The copy runs its original's run_spec as it stands now: a decode's plan, made for the
         # dependencies copied with it, is never made again for the copy.
@@ -232,10 +228,13 @@ class BackupTasks:
         self.scheduler.client_desires_keys(keys=[backup.key], client=_CLIENT)
         self._count(ts.key, "launched")
         self.scheduler.transitions({backup.key: "waiting"}, stimulus_id=f"coded-backup-{time.time()}")
-        return True
+
+    def _by_decode_rule(self, key: Any) -> bool:
+        """Whether ``key`` is judged, copied and counted by the decode rule."""
+        return self.decode_rule is not None and _is_decode(key)
 
     def _count(self, key: Any, event: str) -> None:
-        self.counters[("decode_backups_" if key in self._decode_races else "backups_") + event] += 1
+        self.counters[("decode_backups_" if self._by_decode_rule(key) else "backups_") + event] += 1
 
     def _original_done(self, key: Any) -> None:
         """The original finished (or failed, or went): its backup is not needed."""
@@ -244,7 +243,6 @@ class BackupTasks:
         backup = self.scheduler.tasks.get(backup_key)
         if backup is not None and backup.state != "memory":
             self._count(key, "cancelled")
-        self._decode_races.discard(key)
         if backup is not None:
             self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
 
@@ -252,8 +250,6 @@ class BackupTasks:
         """The backup finished first: the original becomes a copy of its result."""
         key = self._original_of.pop(backup_key)
         self._backup_of.pop(key, None)
-        decode = key in self._decode_races
-        self._decode_races.discard(key)
         tasks = self.scheduler.tasks
         ts, backup = tasks.get(key), tasks.get(backup_key)
         if (
@@ -265,7 +261,7 @@ class BackupTasks:
             if backup is not None:
                 self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
             return
-        self.counters["decode_backups_won" if decode else "backups_won"] += 1
+        self._count(key, "won")
         orphans = _compat.make_alias(ts, backup)
         if ts.worker_restrictions:
             # Kept where it was allowed to run, the alias could go back to the worker still running the
