@@ -95,8 +95,10 @@ class BackupTasks:
         for kind, kind_rule in (("backups_", rule), ("decode_backups_", decode_rule)):
             if kind_rule is not None:
                 self.counters.update({kind + event: 0 for event in ("launched", "won", "cancelled")})
-        #: running task key -> when the scheduler sent it to a worker
+        #: running task key -> when the scheduler sent it to a worker, for each rule: decodes are
+        #: checked far more often than other tasks, and only they (see :meth:`check_decodes`)
         self._started: dict[Any, float] = {}
+        self._started_decodes: dict[Any, float] = {}
         #: original key -> its backup's key, and back
         self._backup_of: dict[Any, Any] = {}
         self._original_of: dict[Any, Any] = {}
@@ -108,10 +110,12 @@ class BackupTasks:
     def transition(self, key: Any, start: str, finish: str, kwargs: dict[str, Any]) -> bool:
         """Record a transition; True when a backup race needs settling in a loop callback."""
         if finish == "processing":
-            if self.rule is not None or self._by_decode_rule(key):
+            if self._by_decode_rule(key):
+                self._started_decodes[key] = time.monotonic()
+            elif self.rule is not None:
                 self._started[key] = time.monotonic()
             return False
-        tracked = self._started.pop(key, None) is not None
+        tracked = self._started.pop(key, None) is not None or self._started_decodes.pop(key, None) is not None
         if tracked and start == "processing" and finish == "memory":
             ts = self.scheduler.tasks.get(key)
             duration = _compat.task_duration(kwargs.get("startstops"))
@@ -139,26 +143,35 @@ class BackupTasks:
 
     def check(self) -> None:
         """Launch a backup for every running task the rule calls late (a periodic callback)."""
+        if self.rule is not None:
+            self._check(self._started, self.rule, self._launch, decodes=False)
+
+    def check_decodes(self) -> None:
+        """Launch a copy of every running decode the decode rule calls late (a periodic callback)."""
+        if self.decode_rule is not None:
+            running = self._running_decodes()
+            self._check(
+                {key: started for key, started in self._started_decodes.items() if key in running},
+                self.decode_rule,
+                self._launch_decode_copy,
+                decodes=True,
+            )
+
+    def _check(
+        self, started: dict[Any, float], rule: BackupRule, launch: Callable[[Any], None], decodes: bool
+    ) -> None:
         now = time.monotonic()
         tasks = self.scheduler.tasks
-        running = self._running_decodes() if self.decode_rule is not None else set()
-        for key, started in list(self._started.items()):
+        for key, since in list(started.items()):
             ts = tasks.get(key)
             if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
                 continue
-            decode = self._by_decode_rule(key)
-            rule = self.decode_rule if decode else self.rule
-            if rule is None or (decode and key not in running):
-                continue
             group = self._groups.get(self._judged_with(ts))
             completed = group.durations if group is not None else []
-            if decode and not _decodes_are_quick(completed, rule):
+            if decodes and not _decodes_are_quick(completed, rule):
                 continue
-            if should_launch_backup(now - started, completed, len(ts.group), rule):
-                if decode:
-                    self._launch_decode_copy(ts)
-                else:
-                    self._launch(ts)
+            if should_launch_backup(now - since, completed, len(ts.group), rule):
+                launch(ts)
 
     def _running_decodes(self) -> set[Any]:
         """The decodes each worker is running now: the first ``nthreads`` sent to it of those it holds.
@@ -170,9 +183,9 @@ class BackupTasks:
         running: set[Any] = set()
         taken: dict[Any, int] = {}
         tasks = self.scheduler.tasks
-        for key in self._started:  # in the order they were sent
+        for key in self._started_decodes:  # in the order they were sent
             ts = tasks.get(key)
-            if ts is None or ts.processing_on is None or not _is_decode(key):
+            if ts is None or ts.processing_on is None:
                 continue
             worker = ts.processing_on
             if taken.get(worker, 0) < worker.nthreads:
@@ -199,6 +212,14 @@ class BackupTasks:
                 self._original_done(key)
             elif key in self._original_of:
                 self._backup_done(key)
+
+    def stop(self) -> None:
+        """Forget every race, releasing the copies (the plugin is going): the originals run on."""
+        copies = [key for key in self._original_of if key in self.scheduler.tasks]
+        for table in (self._started, self._started_decodes, self._backup_of, self._original_of):
+            table.clear()
+        if copies:
+            self.scheduler.client_releases_keys(keys=copies, client=_CLIENT)
 
     # -- mechanism --------------------------------------------------------------------
 
@@ -231,7 +252,7 @@ class BackupTasks:
 
     def _by_decode_rule(self, key: Any) -> bool:
         """Whether ``key`` is judged, copied and counted by the decode rule."""
-        return self.decode_rule is not None and _is_decode(key)
+        return self.decode_rule is not None and keys.is_decode(key)
 
     def _count(self, key: Any, event: str) -> None:
         self.counters[("decode_backups_" if self._by_decode_rule(key) else "backups_") + event] += 1
@@ -282,10 +303,6 @@ def _decodes_are_quick(recent: list[float], rule: BackupRule) -> bool:
     task, which waits too.
     """
     return not recent or rule.slow_factor * float(np.median(recent)) <= rule.min_runtime
-
-
-def _is_decode(key: Any) -> bool:
-    return keys.key_name(key).startswith(keys.DECODE)
 
 
 def _backup_key(key: Any) -> Any:

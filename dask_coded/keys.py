@@ -26,6 +26,7 @@ __all__ = [
     "TRANSPOSE",
     "group_layout",
     "grouped_name",
+    "is_decode",
     "key_name",
     "replica_layout",
     "replicated_name",
@@ -64,6 +65,17 @@ def key_name(key: object) -> str:
     ('coded-product-abc', 'finalize-abc')
     """
     return str(key[0]) if isinstance(key, tuple) and key else str(key)
+
+
+def is_decode(key: object) -> bool:
+    """Whether a key is a decode task's: cheap, before looking a task up on a hot path.
+
+    Examples
+    --------
+    >>> is_decode((DECODE + "abc", 0, 0)), is_decode(PRODUCT + "abc")
+    (True, False)
+    """
+    return key_name(key).startswith(DECODE)
 
 
 _LAYOUT = re.compile(r"k(\d+)g(\d+)p(\d+)-")

@@ -53,9 +53,10 @@ whose allowed workers have all gone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,11 +104,8 @@ NAME = "dask-coded"
 UNASSIGNED = "unassigned"
 #: Task states after which a decode is no longer in flight.
 _SETTLED = frozenset({"memory", "erred", "released", "forgotten"})
-
-
-def _is_decode_key(key: Any) -> bool:
-    """A cheap test by name, before looking a task up on the hot path of every transition."""
-    return keys.key_name(key).startswith(keys.DECODE)
+#: The scheduler's periodic callbacks that launch backups: of any late task, of late decodes.
+_BACKUP_CALLBACKS = ("dask-coded-backup", "dask-coded-decode-backup")
 
 
 def _decode_spec(ts: Any) -> DecodeSpec | None:
@@ -184,6 +182,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.backup_rule = _backup_rule(config.get("backup") if backup is None else backup)
         self.decode_backup_rule = _decode_backup_rule(config.get("decode-backup-after"))
         self._backups: BackupTasks | None = None
+        #: the backup checks this plugin runs, by their names in the scheduler's periodic callbacks
+        self._callbacks: dict[str, PeriodicCallback] = {}
         self.counters = {
             "decodes_early": 0,
             "members_dropped": 0,
@@ -247,19 +247,32 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         scheduler.set_metadata(keys=_compat.DURATION_RATIOS_METADATA, value=self.duration_ratios)
         scheduler.set_metadata(keys=_compat.DURATION_SAMPLES_METADATA, value=self.duration_samples)
         _compat.intercept_graph_updates(scheduler, self._before_graph_update)
-        self._stop_backups()  # a plugin registered before this one (register() replaces it)
-        rules = [rule for rule in (self.backup_rule, self.decode_backup_rule) if rule is not None]
-        if rules:
-            self._backups = BackupTasks(
-                scheduler,
-                self.backup_rule,
-                self._rewritten.add,
-                self.decode_backup_rule,
-                self._decode_copy_workers,
-            )
-            callback = PeriodicCallback(self._backups.check, min(rule.interval for rule in rules) * 1000)
-            scheduler.periodic_callbacks["dask-coded-backup"] = callback
-            callback.start()
+        if self.backup_rule is None and self.decode_backup_rule is None:
+            return
+        self._backups = BackupTasks(
+            scheduler,
+            self.backup_rule,
+            self._rewritten.add,
+            self.decode_backup_rule,
+            self._decode_copy_workers,
+        )
+        # Each rule checks its own tasks at its own interval: decodes every few milliseconds, the
+        # others (every running task, with backup on) as often as the rule asks.
+        checks = (self._backups.check, self._backups.check_decodes)
+        for name, rule, check in zip(_BACKUP_CALLBACKS, (self.backup_rule, self.decode_backup_rule), checks):
+            if rule is not None:
+                callback = PeriodicCallback(
+                    functools.partial(self._check_backups, check), rule.interval * 1000
+                )
+                self._callbacks[name] = scheduler.periodic_callbacks[name] = callback
+                callback.start()
+
+    def _check_backups(self, check: Callable[[], None]) -> None:
+        # Removing a plugin (unregister_scheduler_plugin, or register() replacing it) does not tell it.
+        if self in self.scheduler.plugins.values():
+            check()
+        else:
+            self._stop_backups()
 
     def _decode_copy_workers(self, ts: Any) -> set[str] | None:
         """Where a copy of a late decode may run: not on slow workers, and where the user placed it.
@@ -279,10 +292,14 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self._stop_backups()
 
     def _stop_backups(self) -> None:
-        if self.scheduler is not None:
-            callback = self.scheduler.periodic_callbacks.pop("dask-coded-backup", None)
-            if callback is not None:
-                callback.stop()
+        """Stop launching backups, and release the copies still racing: their originals run on."""
+        for name, callback in self._callbacks.items():
+            callback.stop()
+            if self.scheduler.periodic_callbacks.get(name) is callback:  # not a later plugin's
+                del self.scheduler.periodic_callbacks[name]
+        self._callbacks.clear()
+        if self._backups is not None:
+            self._backups.stop()
 
     def _before_graph_update(self, dsk: dict[Any, Any]) -> None:
         """Give a resubmitted decode the run_spec the scheduler holds for it (see the module docstring)."""
@@ -525,9 +542,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             self._schedule_flush()
         if finish in _SETTLED:
             self._in_flight.discard(key)
-        elif (
-            finish == "waiting" and key not in self._in_flight and keys.key_name(key).startswith(keys.DECODE)
-        ):
+        elif finish == "waiting" and key not in self._in_flight and keys.is_decode(key):
             waiting = self.scheduler.tasks.get(key)
             if waiting is not None and _decode_spec(waiting) is not None:
                 self._in_flight.add(key)

@@ -12,8 +12,9 @@ from dask_coded import MDSCode, _compat, keys
 from dask_coded._compat import Task
 from dask_coded.backup import BACKUP_PREFIX
 from dask_coded.faults import FaultInjector, FaultModel
-from dask_coded.plugin import NAME, CodedSchedulerPlugin
+from dask_coded.plugin import _BACKUP_CALLBACKS, NAME, CodedSchedulerPlugin
 from dask_coded.policy import BACKUP_PRESETS, BackupRule, should_launch_backup
+from dask_coded.testing import assert_eq
 
 VALIDATE = {"distributed.scheduler.validate": True}
 FOUR_WORKERS = [("127.0.0.1", 1)] * 4
@@ -138,9 +139,9 @@ async def test_a_stuck_decode_is_copied_and_the_copy_wins(c, s, *workers, backup
     y = dask_coded.dot(coded, x)
     with captured_logger("distributed.scheduler") as log:
         first = c.compute(y)
-        np.testing.assert_allclose(await first, a @ x, rtol=1e-12)
+        assert_eq(await first, a @ x)
         again = c.compute(y)  # the aliased keys resubmitted while held
-        np.testing.assert_allclose(await again, a @ x, rtol=1e-12)
+        assert_eq(await again, a @ x)
     assert "Detected different `run_spec`" not in log.getvalue()
     stats = await dask_coded.plugin_stats(c)
     assert stats["decode_backups_won"] == 2, stats  # one per output block, none for anything else
@@ -170,7 +171,7 @@ async def test_stuck_decodes_survive_resubmission_from_two_clients(c, s, *worker
                 y = dask_coded.dot(coded, x)
                 futures = [c.compute(y), c2.compute(y)]
                 for future in futures:
-                    np.testing.assert_allclose(await future, a @ x, rtol=1e-12)
+                    assert_eq(await future, a @ x)
                 del futures
         assert "Detected different `run_spec`" not in log.getvalue()
     assert (await dask_coded.plugin_stats(c))["decode_backups_won"] >= 3
@@ -189,14 +190,69 @@ async def test_decodes_that_locate_errors_are_not_copied(c, s, *workers):
     assert (await dask_coded.plugin_stats(c))["decode_backups_launched"] == 0
 
 
+class _SlowDecodes(_StuckDecodes):
+    """Every decode, and every copy of one, waits as long (a tenth of a second unless told)."""
+
+    def __init__(self, delay=0.1):
+        FaultInjector.__init__(self, FaultModel(delay_shift=delay, prefixes=(keys.DECODE, BACKUP_PREFIX)))
+
+
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
+async def test_decodes_are_not_copied_where_they_usually_take_long(c, s, a_worker, *workers):
+    """Where decodes usually wait, the cluster is busy: a copy would wait as long (and its alias)."""
+    await c.register_plugin(CodedSchedulerPlugin(), name=NAME)
+    a = np.random.default_rng(5).standard_normal((400, 30))
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 30)), code=MDSCode(2, 4)))
+    await c.register_plugin(_SlowDecodes(delay=0.05), name="faults")
+    # Placed on one worker, the first decodes have nowhere to be copied to: their times are recorded.
+    placed = await c.compute(dask_coded.dot(coded, np.ones(30)), workers=[a_worker.address])
+    assert_eq(placed, a.sum(axis=1))
+    # Late by any measure (20 times the usual), and still not copied.
+    await c.register_plugin(_SlowDecodes(delay=1.0), name="faults")
+    x = np.arange(30.0)
+    assert_eq(await c.compute(dask_coded.dot(coded, x)), a @ x)
+    assert (await dask_coded.plugin_stats(c))["decode_backups_launched"] == 0
+
+
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config={**VALIDATE, "coded.decode-backup-after": 0.04})
+async def test_each_backup_rule_is_checked_at_its_own_interval(c, s, *workers):
+    await c.register_plugin(CodedSchedulerPlugin(backup="spark"), name=NAME)
+    intervals = {name: s.periodic_callbacks[name].callback_time for name in _BACKUP_CALLBACKS}
+    assert intervals == {"dask-coded-backup": 100, "dask-coded-decode-backup": 20}
+    # Replaced, a plugin stops its checks, and leaves its successor's alone.
+    first = s.plugins[NAME]
+    await dask_coded.register(c)
+    second = s.plugins[NAME]
+    await async_poll_for(lambda: not first._callbacks, timeout=10)
+    assert {name: s.periodic_callbacks[name] for name in _BACKUP_CALLBACKS[1:]} == second._callbacks
+    await c.unregister_scheduler_plugin(NAME)
+    await async_poll_for(lambda: not set(_BACKUP_CALLBACKS) & set(s.periodic_callbacks), timeout=10)
+
+
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
+async def test_an_unregistered_plugin_releases_the_copies_still_racing(c, s, *workers):
+    await c.register_plugin(CodedSchedulerPlugin(), name=NAME)
+    a = np.random.default_rng(6).standard_normal((400, 30))
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 30)), code=MDSCode(2, 4)))
+    await c.register_plugin(_SlowDecodes(delay=2.0), name="faults")
+    backups = s.plugins[NAME]._backups
+    y = c.compute(dask_coded.dot(coded, np.ones(30)))
+    await async_poll_for(lambda: backups.counters["decode_backups_launched"] == 2, timeout=10)
+    await c.unregister_scheduler_plugin(NAME)
+    assert_eq(await y, a.sum(axis=1))  # from the originals
+    assert backups.counters["decode_backups_won"] == 0
+    await async_poll_for(lambda: not [k for k in s.tasks if str(k[0]).startswith(BACKUP_PREFIX)], timeout=10)
+
+
 @gen_cluster(client=True, nthreads=FOUR_WORKERS, config={**VALIDATE, "coded.decode-backup-after": None})
 async def test_decode_backups_can_be_turned_off(c, s, *workers):
     await c.register_plugin(CodedSchedulerPlugin(), name=NAME)
     a = np.random.default_rng(3).standard_normal((400, 30))
     coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 30)), code=MDSCode(2, 4)))
-    np.testing.assert_allclose(await c.compute(dask_coded.dot(coded, np.ones(30))), a.sum(axis=1), rtol=1e-12)
+    assert_eq(await c.compute(dask_coded.dot(coded, np.ones(30))), a.sum(axis=1))
     stats = await dask_coded.plugin_stats(c)
     assert "decode_backups_launched" not in stats and s.plugins[NAME]._backups is None
+    assert not set(_BACKUP_CALLBACKS) & set(s.periodic_callbacks)
 
 
 @pytest.mark.parametrize("after", [-0.1, "soon", True, [0.02]])
