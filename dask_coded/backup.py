@@ -115,17 +115,20 @@ class BackupTasks:
             elif self.rule is not None:
                 self._started[key] = time.monotonic()
             return False
-        tracked = self._started.pop(key, None) is not None or self._started_decodes.pop(key, None) is not None
-        if tracked and start == "processing" and finish == "memory":
-            ts = self.scheduler.tasks.get(key)
-            duration = _compat.task_duration(kwargs.get("startstops"))
-            if ts is not None and duration is not None and key not in self._original_of:
-                self._record(ts, duration)
-        if finish in ("memory", "erred", "forgotten") and (
-            key in self._backup_of or key in self._original_of
-        ):
-            self._settle.append(key)
-            return True
+        # Every transition of every task comes here: the common ones leave after a test or two.
+        if start == "processing":  # leaving it, on every path (the scheduler reports each step)
+            tracked = (
+                self._started.pop(key, None) is not None or self._started_decodes.pop(key, None) is not None
+            )
+            if tracked and finish == "memory" and key not in self._original_of:
+                ts = self.scheduler.tasks.get(key)
+                duration = _compat.task_duration(kwargs.get("startstops"))
+                if ts is not None and duration is not None:
+                    self._record(ts, duration)
+        if (self._backup_of or self._original_of) and finish in ("memory", "erred", "forgotten"):
+            if key in self._backup_of or key in self._original_of:
+                self._settle.append(key)
+                return True
         return False
 
     def _record(self, ts: Any, duration: float) -> None:

@@ -555,7 +555,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                     self._computed_by[key] = kwargs["worker"]
                     self.task_times.record_on_time(kwargs["worker"])
                 duration = _compat.task_duration(kwargs.get("startstops"))
-                self.task_times.record(task_kind(key, ts.run_spec), kwargs["worker"], duration)
+                self.task_times.record(task_kind(ts.prefix.name, ts.run_spec), kwargs["worker"], duration)
             for dependent in ts.dependents:
                 if dependent.state == "waiting" and _decode_spec(dependent) is not None:
                     self._pending.add(dependent.key)

@@ -6,8 +6,6 @@ import math
 import statistics
 from typing import Any, TypeVar
 
-from dask.utils import key_split
-
 __all__ = ["TaskTimes", "task_kind"]
 
 _T = TypeVar("_T")
@@ -29,25 +27,26 @@ _MAX_KINDS = 1000
 _LATE_EVIDENCE = math.log(100)
 
 
-def task_kind(key: Any, run_spec: Any) -> str:
+def task_kind(prefix: str, run_spec: Any) -> str:
     """What a task's duration is compared with: its key prefix, and its function where it has one.
 
     One prefix can hold different work: an encoding's data blocks are copied
     where they moved, its parities mix ``k`` blocks each; compared with one
-    another, the parities' workers would look slow.
+    another, the parities' workers would look slow. ``prefix`` is the key's
+    (``dask.utils.key_split``; on the scheduler, ``TaskState.prefix.name``).
 
     Examples
     --------
     >>> from dask._task_spec import Task
-    >>> task_kind(("coded-encode-rows-mds-0b4676e025c788125458fc6b7105baea", 4, 0), Task("x", sum, [1.0]))
+    >>> task_kind("coded-encode-rows-mds", Task("x", sum, [1.0]))
     'coded-encode-rows-mds.sum'
-    >>> task_kind("finalize-0b4676e025c788125458fc6b7105baea", None)
+    >>> task_kind("finalize", None)
     'finalize'
     """
     function = getattr(run_spec, "func", None)
     if function is None:
-        return key_split(key)
-    return f"{key_split(key)}.{getattr(function, '__name__', type(function).__name__)}"
+        return prefix
+    return f"{prefix}.{getattr(function, '__name__', type(function).__name__)}"
 
 
 class TaskTimes:

@@ -3,6 +3,7 @@ import math
 import dask.array as da
 import numpy as np
 import pytest
+from dask.utils import key_split
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,7 +144,7 @@ def test_an_encodings_copies_and_parities_are_different_kinds():
     """
     coded = dask_coded.encode(da.ones((400, 50), chunks=(100, 50)), code=dask_coded.MDSCode(4, 6))
     graph = coded.__dask_graph__()
-    kinds = {key[1]: task_kind(key, graph[key]) for key in graph if key[0] == coded.name}
+    kinds = {key[1]: task_kind(key_split(key), graph[key]) for key in graph if key[0] == coded.name}
     assert len({kinds[i] for i in range(4)}) == 1 and len({kinds[i] for i in (4, 5)}) == 1
     assert kinds[0] != kinds[4] and kinds[0].startswith("coded-encode-rows")
     # One call encoding 4 column blocks: a copy of each data chunk (5 ms), then each parity chunk (17 ms).
