@@ -267,10 +267,16 @@ def _plugin_metadata(keys: list[str]) -> Any:
 
 
 def rekeyed(spec: Any, key: Any) -> Any:
-    """A copy of task ``spec`` under another key (None for nodes that are not tasks)."""
-    if not isinstance(spec, Task):
+    """A copy of task ``spec`` under another key (None for nodes that are not tasks).
+
+    Containers (``List``, ``Dict``, ... : ``dask.delayed([...])``) take no key: their copy is a
+    plain ``Task`` calling the same function on the same arguments.
+    """
+    if not isinstance(spec, Task) or type(spec).__call__ is not Task.__call__:
         return None
-    return type(spec)(key, spec.func, *spec.args, **spec.kwargs)
+    if type(spec) is Task:
+        return spec.substitute({}, key=key)
+    return Task(key, spec.func, *spec.args, **spec.kwargs)
 
 
 def new_task_like(scheduler: Any, ts: Any, spec: Any) -> Any:

@@ -287,6 +287,9 @@ class BackupTasks:
             return
         self._count(key, "won")
         orphans = _compat.make_alias(ts, backup)
+        # The original now reads the copy's result: should it be lost, the copy runs again, and the
+        # workers it was kept to (others than the original's, idle then) may have gone since.
+        backup.loose_restrictions = True
         if ts.worker_restrictions:
             # Kept where it was allowed to run, the alias could go back to the worker still running the
             # original, and a worker runs one execution of a key at a time: it would wait for that one.

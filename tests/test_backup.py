@@ -4,7 +4,8 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import Client
+from dask._task_spec import Dict, List, Tuple
+from distributed import Client, Worker
 from distributed.utils_test import BlockedGatherDep, async_poll_for, captured_logger, gen_cluster
 
 import dask_coded
@@ -88,6 +89,67 @@ async def test_backups_survive_resubmission_from_two_clients(c, s, *workers):
                     np.testing.assert_allclose(await f, a @ np.full(40, float(round_ % 2 + 1)), rtol=1e-12)
                 del f1, f2
         assert "Detected different `run_spec`" not in log.getvalue()
+
+
+def _times_ten(i):
+    return i * 10
+
+
+@pytest.mark.parametrize("preset", sorted(BACKUP_PRESETS))
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=60)
+async def test_results_of_won_races_are_recomputed_after_their_workers_are_gone(c, s, slow, fast, preset):
+    """A winning copy was kept off the original's worker; should its result be lost, it runs anywhere."""
+    await c.register_plugin(CodedSchedulerPlugin(backup=preset), name=NAME)
+    model = FaultModel.slow_machine(workers=(slow.address,), factor=40, latency=0.01)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    futures = c.map(_times_ten, range(20), key=[f"times-ten-{i}" for i in range(20)])
+    assert await c.gather(futures) == [i * 10 for i in range(20)]
+    assert s.plugins[NAME]._backups.counters["backups_won"] >= 1  # aliases of copies run on `fast`
+    await fast.close()
+    async with Worker(s.address, nthreads=1):
+        assert await c.gather(futures) == [i * 10 for i in range(20)]
+
+
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
+async def test_decodes_of_won_races_are_recomputed_after_their_workers_are_gone(c, s, *workers):
+    a = np.random.default_rng(7).standard_normal((400, 30))
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(200, 30)), code=MDSCode(2, 4)))
+    await c.register_plugin(CodedSchedulerPlugin(), name=NAME)
+    await c.register_plugin(_StuckDecodes(), name="faults")
+    x = np.arange(30.0)
+    y = c.persist(dask_coded.dot(coded, x))
+    assert_eq(await c.compute(y), a @ x)
+    assert s.plugins[NAME]._backups.counters["decode_backups_won"] == 2
+    await c.unregister_worker_plugin("faults")
+    copies = [ts for ts in s.tasks.values() if keys.key_name(ts.key).startswith(BACKUP_PREFIX)]
+    holders = {ws.address for key in y.__dask_keys__() for ws in s.tasks[key].who_has}
+    gone = set().union(holders, *(ts.worker_restrictions for ts in copies))
+    for worker in workers:
+        if worker.address in gone:
+            await worker.close()
+    async with Worker(s.address, nthreads=1), Worker(s.address, nthreads=1):
+        assert_eq(await c.compute(y), a @ x)
+
+
+def test_a_copy_of_a_container_task_computes_the_same():
+    """``dask.delayed([...])`` and friends are tasks of their own classes, which take no key."""
+    inner = Task("inner", abs, -2)
+    for container in (List(inner, 3), Tuple(inner, 3), Dict({"a": inner, "b": 3}), Task("t", max, 2, 3)):
+        copy = _compat.rekeyed(container, "copy")
+        assert copy.key == "copy" and copy() == container() and copy.dependencies == container.dependencies
+
+
+@gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
+async def test_late_container_tasks_are_backed_up(c, s, *workers):
+    await c.register_plugin(CodedSchedulerPlugin(backup="cubed"), name=NAME)
+    slow = (workers[0].address,)
+    model = FaultModel(delay_shift=0.02, slow_workers=slow, slow_factor=100, prefixes=("list",))
+    await c.register_plugin(FaultInjector(model), name="faults")
+    lists = [dask.delayed([dask.delayed(abs)(-i), i]) for i in range(40)]
+    with captured_logger("tornado.application") as log:  # where an error in a periodic check goes
+        assert await c.gather(c.compute(lists)) == [[i, i] for i in range(40)]
+    assert not log.getvalue()
+    assert s.plugins[NAME]._backups.counters["backups_won"] >= 1
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], config=VALIDATE)
