@@ -5,6 +5,9 @@ do. This is the baseline coded computation must beat, and a strategy in its
 own right. The decision is :func:`dask_coded.policy.should_launch_backup`;
 this module applies it on the scheduler, driven by the scheduler plugin.
 
+A task is judged from when it began to run: of the tasks the scheduler has
+sent to a worker, the first ``nthreads`` (the others wait in its queue).
+
 Mechanism. A task ``K`` that runs late gets a copy ``B`` (a new key,
 ``coded-backup-...``, the same function and dependencies) restricted to
 other workers and wanted by a pseudo-client, so it counts as needed. If
@@ -29,6 +32,7 @@ copied: the plugin counts their corrections once per decode.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,10 +99,13 @@ class BackupTasks:
         for kind, kind_rule in (("backups_", rule), ("decode_backups_", decode_rule)):
             if kind_rule is not None:
                 self.counters.update({kind + event: 0 for event in ("launched", "won", "cancelled")})
-        #: running task key -> when the scheduler sent it to a worker, for each rule: decodes are
+        #: processing task key -> when the scheduler sent it to a worker, for each rule: decodes are
         #: checked far more often than other tasks, and only they (see :meth:`check_decodes`)
         self._started: dict[Any, float] = {}
         self._started_decodes: dict[Any, float] = {}
+        #: per rule ("decodes", "others"): what its last check found running and since when, and when
+        self._running_since: dict[str, dict[Any, float]] = {"decodes": {}, "others": {}}
+        self._checked: dict[str, float] = {"decodes": -math.inf, "others": -math.inf}
         #: original key -> its backup's key, and back
         self._backup_of: dict[Any, Any] = {}
         self._original_of: dict[Any, Any] = {}
@@ -152,20 +159,16 @@ class BackupTasks:
     def check_decodes(self) -> None:
         """Launch a copy of every running decode the decode rule calls late (a periodic callback)."""
         if self.decode_rule is not None:
-            running = self._running_decodes()
-            self._check(
-                {key: started for key, started in self._started_decodes.items() if key in running},
-                self.decode_rule,
-                self._launch_decode_copy,
-                decodes=True,
-            )
+            self._check(self._started_decodes, self.decode_rule, self._launch_decode_copy, decodes=True)
 
     def _check(
-        self, started: dict[Any, float], rule: BackupRule, launch: Callable[[Any], None], decodes: bool
+        self, sent: dict[Any, float], rule: BackupRule, launch: Callable[[Any], None], decodes: bool
     ) -> None:
-        now = time.monotonic()
+        now, kind = time.monotonic(), "decodes" if decodes else "others"
+        running = self._running(sent, self._running_since[kind], self._checked[kind])
+        self._running_since[kind], self._checked[kind] = running, now
         tasks = self.scheduler.tasks
-        for key, since in list(started.items()):
+        for key, since in running.items():
             ts = tasks.get(key)
             if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
                 continue
@@ -176,24 +179,25 @@ class BackupTasks:
             if should_launch_backup(now - since, completed, len(ts.group), rule):
                 launch(ts)
 
-    def _running_decodes(self) -> set[Any]:
-        """The decodes each worker is running now: the first ``nthreads`` sent to it of those it holds.
+    def _running(self, sent: dict[Any, float], before: dict[Any, float], checked: float) -> dict[Any, float]:
+        """The tasks each worker is running now (the first ``nthreads`` sent to it), and since when.
 
-        The others wait behind them in the worker's queue, and are copied once they are the first:
-        a copy of every queued one would be as many extra tasks, each meeting the delays of a busy
-        cluster, for a wait that ends when the one ahead (or its copy) does.
+        The others wait behind them in the worker's queue. Judged from when they were sent, every
+        one queued behind a slow task would look late, and a copy of each would be as many extra
+        tasks for a wait that ends when the one ahead (or its copy) does. A task that was waiting
+        at the last check (``checked``; ``before`` is what it found running) started since then.
         """
-        running: set[Any] = set()
+        running: dict[Any, float] = {}
         taken: dict[Any, int] = {}
         tasks = self.scheduler.tasks
-        for key in self._started_decodes:  # in the order they were sent
+        for key, since in sent.items():  # in the order they were sent
             ts = tasks.get(key)
             if ts is None or ts.processing_on is None:
                 continue
             worker = ts.processing_on
             if taken.get(worker, 0) < worker.nthreads:
                 taken[worker] = taken.get(worker, 0) + 1
-                running.add(key)
+                running[key] = before.get(key, since if since >= checked else checked)
         return running
 
     def _judged_with(self, ts: Any) -> tuple[str, str]:
@@ -221,6 +225,7 @@ class BackupTasks:
         copies = [key for key in self._original_of if key in self.scheduler.tasks]
         for table in (self._started, self._started_decodes, self._backup_of, self._original_of):
             table.clear()
+        self._running_since = {kind: {} for kind in self._running_since}
         if copies:
             self.scheduler.client_releases_keys(keys=copies, client=_CLIENT)
 

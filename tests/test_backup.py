@@ -1,5 +1,7 @@
 """Backup tasks (speculative execution) on a real cluster, for graphs that have nothing coded."""
 
+import time
+
 import dask
 import dask.array as da
 import numpy as np
@@ -68,6 +70,27 @@ async def test_no_backups_when_nothing_is_late(c, s, *workers):
     result = await c.compute(da.dot(da.from_array(a, chunks=(100, 40)), np.ones(40)))
     np.testing.assert_allclose(result, a.sum(axis=1), rtol=1e-12)
     assert (await dask_coded.plugin_stats(c))["backups_launched"] == 0
+
+
+def _nap(i):
+    time.sleep(0.02)
+    return i
+
+
+@gen_cluster(
+    client=True,
+    nthreads=[("127.0.0.1", 1)] * 2,
+    config={**VALIDATE, "distributed.scheduler.worker-saturation": float("inf")},
+    timeout=60,
+)
+async def test_tasks_waiting_in_a_workers_queue_are_not_late(c, s, a, b):
+    """Judged from when they were sent, the last of 40 tasks queued on a worker would wait 0.8 s."""
+    rule = BackupRule(min_tasks=10, min_completed_fraction=0.5, slow_factor=10.0, min_runtime=0.5)
+    await c.register_plugin(CodedSchedulerPlugin(backup=rule), name=NAME)
+    futures = c.map(_nap, range(80))
+    await async_poll_for(lambda: len(a.state.ready) > 10 and len(b.state.ready) > 10, timeout=10)
+    assert await c.gather(futures) == list(range(80))
+    assert s.plugins[NAME]._backups.counters["backups_launched"] == 0
 
 
 @pytest.mark.slow
