@@ -1,7 +1,7 @@
 """Every touch of Dask's and ``distributed``'s private internals, in one place.
 
 - Graph nodes: ``dask._task_spec`` (``Task``, ``TaskRef``, ``Alias``, ``List``,
-  ``DataNode``, ``GraphNode``) is how graphs are written since dask 2025.1,
+  ``NestedContainer``, ``DataNode``, ``GraphNode``) is how graphs are written since dask 2025.1,
   but it is a private module whose details change between releases: dask
   2025.1 stores a task's references to other keys as ``Alias`` nodes, 2026.8
   as ``TaskRef`` objects. :func:`reference_key` reads either.
@@ -25,7 +25,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from dask._task_spec import Alias, DataNode, GraphNode, List, Task, TaskRef
+from dask._task_spec import Alias, DataNode, GraphNode, List, NestedContainer, Task, TaskRef
 from dask.array.rechunk import old_to_new
 
 __all__ = [
@@ -270,13 +270,18 @@ def rekeyed(spec: Any, key: Any) -> Any:
     """A copy of task ``spec`` under another key (None for nodes that are not tasks).
 
     Containers (``List``, ``Dict``, ... : ``dask.delayed([...])``) take no key: their copy is a
-    plain ``Task`` calling the same function on the same arguments.
+    plain ``Task`` calling the same function on the same arguments. Other subclasses of ``Task`` are
+    copied only if they are a ``Task`` under another name (no state or call of their own); a p2p
+    barrier, say, is more than its function.
     """
-    if not isinstance(spec, Task) or type(spec).__call__ is not Task.__call__:
+    if isinstance(spec, NestedContainer):
+        return Task(key, spec.func, *spec.args, **spec.kwargs)
+    if not isinstance(spec, Task):
         return None
-    if type(spec) is Task:
-        return spec.substitute({}, key=key)
-    return Task(key, spec.func, *spec.args, **spec.kwargs)
+    subclasses = type(spec).__mro__[: type(spec).__mro__.index(Task)]
+    if type(spec).__call__ is not Task.__call__ or any(vars(cls).get("__slots__") for cls in subclasses):
+        return None
+    return type(spec)(key, spec.func, *spec.args, **spec.kwargs)
 
 
 def new_task_like(scheduler: Any, ts: Any, spec: Any) -> Any:

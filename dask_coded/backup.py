@@ -62,6 +62,20 @@ class _Group:
     durations: list[float] = field(default_factory=list)
 
 
+@dataclass
+class _Watch:
+    """The tasks one rule judges: decodes are checked far more often than other tasks, and alone."""
+
+    rule: BackupRule
+    launch: Callable[[Any], None]
+    decodes: bool
+    #: processing task key -> when the scheduler sent it to a worker
+    sent: dict[Any, float] = field(default_factory=dict)
+    #: what the last check took to be running, since when, and when it ran
+    running: dict[Any, float] = field(default_factory=dict)
+    checked: float = -math.inf
+
+
 class BackupTasks:
     """Launch and settle backup copies of late tasks on a running scheduler.
 
@@ -99,13 +113,10 @@ class BackupTasks:
         for kind, kind_rule in (("backups_", rule), ("decode_backups_", decode_rule)):
             if kind_rule is not None:
                 self.counters.update({kind + event: 0 for event in ("launched", "won", "cancelled")})
-        #: processing task key -> when the scheduler sent it to a worker, for each rule: decodes are
-        #: checked far more often than other tasks, and only they (see :meth:`check_decodes`)
-        self._started: dict[Any, float] = {}
-        self._started_decodes: dict[Any, float] = {}
-        #: per rule ("decodes", "others"): what its last check found running and since when, and when
-        self._running_since: dict[str, dict[Any, float]] = {"decodes": {}, "others": {}}
-        self._checked: dict[str, float] = {"decodes": -math.inf, "others": -math.inf}
+        self._others = None if rule is None else _Watch(rule, self._launch, decodes=False)
+        self._decodes = (
+            None if decode_rule is None else _Watch(decode_rule, self._launch_decode_copy, decodes=True)
+        )
         #: original key -> its backup's key, and back
         self._backup_of: dict[Any, Any] = {}
         self._original_of: dict[Any, Any] = {}
@@ -117,15 +128,14 @@ class BackupTasks:
     def transition(self, key: Any, start: str, finish: str, kwargs: dict[str, Any]) -> bool:
         """Record a transition; True when a backup race needs settling in a loop callback."""
         if finish == "processing":
-            if self._by_decode_rule(key):
-                self._started_decodes[key] = time.monotonic()
-            elif self.rule is not None:
-                self._started[key] = time.monotonic()
+            watch = self._decodes if self._by_decode_rule(key) else self._others
+            if watch is not None:
+                watch.sent[key] = time.monotonic()
             return False
         # Every transition of every task comes here: the common ones leave after a test or two.
         if start == "processing":  # leaving it, on every path (the scheduler reports each step)
-            tracked = (
-                self._started.pop(key, None) is not None or self._started_decodes.pop(key, None) is not None
+            tracked = (self._others is not None and self._others.sent.pop(key, None) is not None) or (
+                self._decodes is not None and self._decodes.sent.pop(key, None) is not None
             )
             if tracked and finish == "memory" and key not in self._original_of:
                 ts = self.scheduler.tasks.get(key)
@@ -139,9 +149,9 @@ class BackupTasks:
         return False
 
     def _record(self, ts: Any, duration: float) -> None:
+        if isinstance(ts.run_spec, _compat.Alias):
+            return  # a won race's alias, handing its copy's result on: not the task's time
         judged_with = self._judged_with(ts)
-        if judged_with[0] == "decodes" and isinstance(ts.run_spec, _compat.Alias):
-            return  # a won race's alias, handing its copy's result on: not a decode's time
         group = self._groups.setdefault(judged_with, _Group())
         group.durations.append(duration)
         if judged_with[0] == "decodes" and len(group.durations) > _RECENT_DECODES:
@@ -153,51 +163,53 @@ class BackupTasks:
 
     def check(self) -> None:
         """Launch a backup for every running task the rule calls late (a periodic callback)."""
-        if self.rule is not None:
-            self._check(self._started, self.rule, self._launch, decodes=False)
+        if self._others is not None:
+            self._check(self._others)
 
     def check_decodes(self) -> None:
         """Launch a copy of every running decode the decode rule calls late (a periodic callback)."""
-        if self.decode_rule is not None:
-            self._check(self._started_decodes, self.decode_rule, self._launch_decode_copy, decodes=True)
+        if self._decodes is not None:
+            self._check(self._decodes)
 
-    def _check(
-        self, sent: dict[Any, float], rule: BackupRule, launch: Callable[[Any], None], decodes: bool
-    ) -> None:
-        now, kind = time.monotonic(), "decodes" if decodes else "others"
-        running = self._running(sent, self._running_since[kind], self._checked[kind])
-        self._running_since[kind], self._checked[kind] = running, now
+    def _check(self, watch: _Watch) -> None:
+        now = time.monotonic()
+        watch.running, watch.checked = self._running(watch), now
         tasks = self.scheduler.tasks
-        for key, since in running.items():
+        for key, since in watch.running.items():
             ts = tasks.get(key)
             if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
                 continue
             group = self._groups.get(self._judged_with(ts))
             completed = group.durations if group is not None else []
-            if decodes and not _decodes_are_quick(completed, rule):
+            if watch.decodes and not _decodes_are_quick(completed, watch.rule):
                 continue
-            if should_launch_backup(now - since, completed, len(ts.group), rule):
-                launch(ts)
+            if should_launch_backup(now - since, completed, len(ts.group), watch.rule):
+                watch.launch(ts)
 
-    def _running(self, sent: dict[Any, float], before: dict[Any, float], checked: float) -> dict[Any, float]:
-        """The tasks each worker is running now (the first ``nthreads`` sent to it), and since when.
+    def _running(self, watch: _Watch) -> dict[Any, float]:
+        """The tasks each worker is running now, as far as the scheduler can tell, and since when.
 
-        The others wait behind them in the worker's queue. Judged from when they were sent, every
-        one queued behind a slow task would look late, and a copy of each would be as many extra
-        tasks for a wait that ends when the one ahead (or its copy) does. A task that was waiting
-        at the last check (``checked``; ``before`` is what it found running) started since then.
+        It is not told when a task starts. A worker runs ``nthreads`` tasks at a time, each to its
+        end, and starts the others in priority order as threads free up: so those running at the
+        last check still are, and the rest of the threads take the first by priority (each rule
+        counts its own tasks only). Judged from when they were sent, every task queued behind a
+        slow one would look late, and a copy of each would be as many extra tasks for a wait that
+        ends when the one ahead (or its copy) does. A task that was waiting at the last check
+        started since then.
         """
-        running: dict[Any, float] = {}
-        taken: dict[Any, int] = {}
+        queued: dict[Any, list[Any]] = {}
         tasks = self.scheduler.tasks
-        for key, since in sent.items():  # in the order they were sent
+        for key in watch.sent:
             ts = tasks.get(key)
-            if ts is None or ts.processing_on is None:
-                continue
-            worker = ts.processing_on
-            if taken.get(worker, 0) < worker.nthreads:
-                taken[worker] = taken.get(worker, 0) + 1
-                running[key] = before.get(key, since if since >= checked else checked)
+            if ts is not None and ts.processing_on is not None:
+                queued.setdefault(ts.processing_on, []).append(ts)
+        running: dict[Any, float] = {}
+        for worker, processing in queued.items():
+            carried = [ts for ts in processing if ts.key in watch.running][: worker.nthreads]
+            waiting = sorted((ts for ts in processing if ts.key not in watch.running), key=_priority)
+            for ts in carried + waiting[: worker.nthreads - len(carried)]:
+                sent = watch.sent[ts.key]
+                running[ts.key] = watch.running.get(ts.key, sent if sent >= watch.checked else watch.checked)
         return running
 
     def _judged_with(self, ts: Any) -> tuple[str, str]:
@@ -223,9 +235,10 @@ class BackupTasks:
     def stop(self) -> None:
         """Forget every race, releasing the copies (the plugin is going): the originals run on."""
         copies = [key for key in self._original_of if key in self.scheduler.tasks]
-        for table in (self._started, self._started_decodes, self._backup_of, self._original_of):
-            table.clear()
-        self._running_since = {kind: {} for kind in self._running_since}
+        self._others = self._decodes = None
+        self._backup_of.clear()
+        self._original_of.clear()
+        self._settle.clear()
         if copies:
             self.scheduler.client_releases_keys(keys=copies, client=_CLIENT)
 
@@ -245,8 +258,8 @@ class BackupTasks:
 
     def _start_copy(self, ts: Any, workers: set[str]) -> None:
         spec = _compat.rekeyed(ts.run_spec, _backup_key(ts.key))
-        if not workers or spec is None:
-            return
+        if not workers or spec is None or spec.key in self.scheduler.tasks:
+            return  # (a key of that name is a user's, or a copy made before this plugin was)
         backup = _compat.new_task_like(self.scheduler, ts, spec)
         # The copy runs its original's run_spec as it stands now: a decode's plan, made for the
         # dependencies copied with it, is never made again for the copy.
@@ -314,6 +327,10 @@ def _decodes_are_quick(recent: list[float], rule: BackupRule) -> bool:
     task, which waits too.
     """
     return not recent or rule.slow_factor * float(np.median(recent)) <= rule.min_runtime
+
+
+def _priority(ts: Any) -> tuple[Any, ...]:
+    return ts.priority or ()
 
 
 def _backup_key(key: Any) -> Any:

@@ -225,11 +225,14 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
-        if scheduler.plugins.get(NAME, self) is not self:
+        previous = scheduler.plugins.get(NAME, self)
+        if previous is not self:
             # register() replaces the plugin, as its docstring says; removed first, distributed does not
             # warn that it is "overwriting" one (an error where warnings are). A preloaded plugin is
             # already in place when it starts.
             scheduler.remove_plugin(NAME)
+            # The scheduler still holds the tasks it rewrote: resubmitted, they must keep their rewrites.
+            self._rewritten |= getattr(previous, "_rewritten", set())
         _add_dashboard_page(scheduler)
         missing = _compat.missing_internals(scheduler)
         if missing:

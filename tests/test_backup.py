@@ -6,7 +6,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from dask._task_spec import Dict, List, Tuple
+from dask._task_spec import DataNode, Dict, List, Tuple
 from distributed import Client, Worker
 from distributed.utils_test import BlockedGatherDep, async_poll_for, captured_logger, gen_cluster
 
@@ -14,6 +14,7 @@ import dask_coded
 from dask_coded import MDSCode, _compat, keys
 from dask_coded._compat import Task
 from dask_coded.backup import BACKUP_PREFIX
+from dask_coded.blocks import CodedTask
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.plugin import _BACKUP_CALLBACKS, NAME, CodedSchedulerPlugin
 from dask_coded.policy import BACKUP_PRESETS, BackupRule, should_launch_backup
@@ -154,12 +155,51 @@ async def test_decodes_of_won_races_are_recomputed_after_their_workers_are_gone(
         assert_eq(await c.compute(y), a @ x)
 
 
-def test_a_copy_of_a_container_task_computes_the_same():
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=60)
+async def test_keys_named_like_copies_are_left_alone(c, s, slow, fast):
+    """A copy's key is ``coded-backup-<key>``: should a user's key have that name, no copy is made."""
+    await c.register_plugin(CodedSchedulerPlugin(backup="spark"), name=NAME)
+    mine = c.map(_times_ten, range(1000, 1020), key=[f"{BACKUP_PREFIX}t-{i}" for i in range(20)])
+    assert await c.gather(mine) == [i * 10 for i in range(1000, 1020)]
+    model = FaultModel.slow_machine(workers=(slow.address,), factor=40, latency=0.01)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    futures = c.map(_times_ten, range(20), key=[f"t-{i}" for i in range(20)])
+    assert await c.gather(futures) == [i * 10 for i in range(20)]
+    assert await c.gather(mine) == [i * 10 for i in range(1000, 1020)]
+    assert s.plugins[NAME]._backups.counters["backups_launched"] == 0
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=60)
+async def test_registering_again_keeps_the_rewrites_of_won_races(c, s, slow, fast):
+    """The scheduler still holds the aliases: resubmitted, their keys must not change run_spec."""
+    await dask_coded.register(c, backup="spark")
+    model = FaultModel.slow_machine(workers=(slow.address,), factor=40, latency=0.01)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    keys_ = [f"t-{i}" for i in range(20)]
+    futures = c.map(_times_ten, range(20), key=keys_)
+    assert await c.gather(futures) == [i * 10 for i in range(20)]
+    assert s.plugins[NAME]._backups.counters["backups_won"] >= 1
+    await dask_coded.register(c, backup="spark")
+    with captured_logger("distributed.scheduler") as log:
+        again = c.map(_times_ten, range(20), key=keys_)
+        assert await c.gather(again) == [i * 10 for i in range(20)]
+    assert "Detected different `run_spec`" not in log.getvalue()
+
+
+def test_which_tasks_are_copied_and_what_a_copy_computes():
     """``dask.delayed([...])`` and friends are tasks of their own classes, which take no key."""
     inner = Task("inner", abs, -2)
     for container in (List(inner, 3), Tuple(inner, 3), Dict({"a": inner, "b": 3}), Task("t", max, 2, 3)):
         copy = _compat.rekeyed(container, "copy")
         assert copy.key == "copy" and copy() == container() and copy.dependencies == container.dependencies
+    assert _compat.rekeyed(DataNode("d", 3), "copy") is None  # data, not work: nothing to copy
+    coded = CodedTask("decode", max, 2, 3)
+    assert type(_compat.rekeyed(coded, "copy")) is CodedTask
+
+    class Barrier(Task):  # like distributed's P2PBarrierTask: more than its function
+        __slots__ = ("spec",)
+
+    assert _compat.rekeyed(Barrier("barrier", max, 2, 3), "copy") is None
 
 
 @gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
