@@ -5,8 +5,8 @@ do. This is the baseline coded computation must beat, and a strategy in its
 own right. The decision is :func:`dask_coded.policy.should_launch_backup`;
 this module applies it on the scheduler, driven by the scheduler plugin.
 
-A task is judged from when it began to run: of the tasks the scheduler has
-sent to a worker, the first ``nthreads`` (the others wait in its queue).
+A task is judged from when it began to run, as far as the scheduler can
+tell (see ``BackupTasks._running``).
 
 Mechanism. A task ``K`` that runs late gets a copy ``B`` (a new key,
 ``coded-backup-...``, the same function and dependencies) restricted to
