@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import statistics
+import types
 from typing import Any, TypeVar
+
+import numpy as np
 
 __all__ = ["TaskTimes", "task_kind"]
 
@@ -27,6 +30,10 @@ _MAX_KINDS = 1000
 _LATE_EVIDENCE = math.log(100)
 
 
+#: Callables whose ``__name__`` is theirs to read cheaply.
+_NAMED = frozenset({types.FunctionType, types.BuiltinFunctionType, types.MethodType, type, np.ufunc})
+
+
 def task_kind(prefix: str, run_spec: Any) -> str:
     """What a task's duration is compared with: its key prefix, and its function where it has one.
 
@@ -46,7 +53,9 @@ def task_kind(prefix: str, run_spec: Any) -> str:
     function = getattr(run_spec, "func", None)
     if function is None:
         return prefix
-    return f"{prefix}.{getattr(function, '__name__', type(function).__name__)}"
+    # Other callables may compute a name (toolz's Compose joins its functions'), or have none.
+    name = function.__name__ if type(function) in _NAMED else type(function).__name__
+    return f"{prefix}.{name}"
 
 
 class TaskTimes:
@@ -86,6 +95,8 @@ class TaskTimes:
         self.samples: dict[str, list[float]] = {}
         self._recent_ratios: dict[str, list[float]] = {}
         self._durations_by_kind: dict[str, list[tuple[str, float]]] = {}
+        #: kind -> how many of its kept durations take at least _MIN_MODELLED_DURATION
+        self._long_by_kind: dict[str, int] = {}
         #: worker -> log-likelihood ratio that its members are late lately because it is slow
         self._late_evidence: dict[str, float] = {}
 
@@ -108,12 +119,23 @@ class TaskTimes:
         durations = self._durations_by_kind.get(kind)
         if durations is None:
             if len(self._durations_by_kind) >= _MAX_KINDS:
-                del self._durations_by_kind[next(iter(self._durations_by_kind))]
+                oldest = next(iter(self._durations_by_kind))
+                del self._durations_by_kind[oldest], self._long_by_kind[oldest]
             durations = self._durations_by_kind[kind] = []
-        # Only other workers' durations: a kind that one worker runs alone (the operand x, say) would
-        # compare that worker with itself, and its ratios of 1 would hide how slow it is elsewhere.
-        others = [d for w, d in durations if w != worker]
-        reference = statistics.median(others) if len(others) >= _MIN_REFERENCE_DURATIONS else 0.0
+            self._long_by_kind[kind] = 0
+        long = self._long_by_kind[kind]
+        reference = 0.0
+        # With none of the kept durations that long, neither is their median: most tasks of a plain
+        # graph are quick, and this runs on the scheduler for every one of them.
+        if long:
+            # Only other workers' durations: a kind one worker runs alone (the operand x, say) would
+            # compare that worker with itself, and its ratios of 1 would hide how slow it is elsewhere.
+            others = [d for w, d in durations if w != worker]
+            if len(others) >= _MIN_REFERENCE_DURATIONS:
+                reference = statistics.median(others)
+        if len(durations) >= _REFERENCE_DURATIONS and durations[0][1] >= _MIN_MODELLED_DURATION:
+            long -= 1  # about to be dropped
+        self._long_by_kind[kind] = long + (duration >= _MIN_MODELLED_DURATION)
         _keep_last(durations, (worker, duration), _REFERENCE_DURATIONS)
         if reference < _MIN_MODELLED_DURATION:
             return

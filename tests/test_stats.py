@@ -97,6 +97,29 @@ def test_kinds_are_remembered_up_to_a_bound():
     assert set(times.ratios) == set(WORKERS)
 
 
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from([1e-4, 9e-4, 1e-3, 0.02])), max_size=60
+    )
+)
+def test_quick_kinds_skip_the_median_and_time_the_same(calls):
+    """Counting a kind's long durations lets the quick ones skip the median, with the same ratios."""
+    times, naive = TaskTimes(), {}
+    for worker, duration in calls:
+        kept = naive.setdefault("kind", [])
+        others = [d for w, d in kept if w != worker]
+        reference = float(np.median(others)) if len(others) >= 3 else 0.0
+        before = dict(times.ratios)
+        times.record("kind", worker, duration)
+        kept[:] = (kept + [(worker, duration)])[-15:]
+        assert times._long_by_kind["kind"] == sum(d >= 1e-3 for _, d in kept)
+        if reference < 1e-3:
+            assert times.ratios == before
+        else:
+            assert worker in times.ratios
+
+
 def test_a_kind_is_compared_only_once_it_has_a_reference():
     times = TaskTimes()
     for worker in WORKERS[:3]:
