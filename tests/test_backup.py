@@ -89,7 +89,7 @@ async def test_tasks_waiting_in_a_workers_queue_are_not_late(c, s, a, b):
     rule = BackupRule(min_tasks=10, min_completed_fraction=0.5, slow_factor=10.0, min_runtime=0.5)
     await c.register_plugin(CodedSchedulerPlugin(backup=rule), name=NAME)
     futures = c.map(_nap, range(80))
-    await async_poll_for(lambda: len(a.state.ready) > 10 and len(b.state.ready) > 10, timeout=10)
+    await async_poll_for(lambda: len(a.state.ready) + len(b.state.ready) > 20, timeout=10)  # queued
     assert await c.gather(futures) == list(range(80))
     assert s.plugins[NAME]._backups.counters["backups_launched"] == 0
 
