@@ -105,7 +105,6 @@ class BackupTasks:
         decode_copy_workers: Callable[[Any], set[str] | None] = lambda ts: None,
     ) -> None:
         self.scheduler = scheduler
-        self.rule = rule
         self.decode_rule = decode_rule
         self._decode_copy_workers = decode_copy_workers
         self._rewritten = rewritten
