@@ -85,12 +85,15 @@ def _nap(i):
     timeout=60,
 )
 async def test_tasks_waiting_in_a_workers_queue_are_not_late(c, s, a, b):
-    """Judged from when they were sent, the last of 40 tasks queued on a worker would wait 0.8 s."""
-    rule = BackupRule(min_tasks=10, min_completed_fraction=0.5, slow_factor=10.0, min_runtime=0.5)
+    """Judged from when they were sent, the last of 100 tasks queued on a worker would wait 2 s.
+
+    Each runs 20 ms: only a scheduler stalled for a second could take one for late.
+    """
+    rule = BackupRule(min_tasks=10, min_completed_fraction=0.5, slow_factor=10.0, min_runtime=1.0)
     await c.register_plugin(CodedSchedulerPlugin(backup=rule), name=NAME)
-    futures = c.map(_nap, range(80))
-    await async_poll_for(lambda: len(a.state.ready) + len(b.state.ready) > 20, timeout=10)  # queued
-    assert await c.gather(futures) == list(range(80))
+    futures = c.map(_nap, range(200))
+    await async_poll_for(lambda: len(a.state.ready) + len(b.state.ready) > 50, timeout=10)  # queued
+    assert await c.gather(futures) == list(range(200))
     assert s.plugins[NAME]._backups.counters["backups_launched"] == 0
 
 
