@@ -189,12 +189,14 @@ class BackupTasks:
         """The tasks each worker is running now, as far as the scheduler can tell, and since when.
 
         It is not told when a task starts. A worker runs ``nthreads`` tasks at a time, each to its
-        end, and starts the others in priority order as threads free up: so those running at the
-        last check still are, and the rest of the threads take the first by priority (each rule
-        counts its own tasks only). Judged from when they were sent, every task queued behind a
-        slow one would look late, and a copy of each would be as many extra tasks for a wait that
-        ends when the one ahead (or its copy) does. A task that was waiting at the last check
-        started since then.
+        end, and starts the others in priority order as threads free up, once it holds their
+        inputs (it tells the scheduler of each input it fetched): so those running at the last
+        check still are, and the rest of the threads take the first by priority whose inputs are
+        there (each rule counts its own tasks only). Judged from when they were sent, every task
+        queued behind a slow one would look late, and so would a decode fetching the products it
+        reads from other workers, which takes longer than the decode itself on a busy machine; a
+        copy of each would be as many extra tasks (and fetches) for a wait that ends when the one
+        ahead (or the fetch) does. A task that was waiting at the last check started since then.
         """
         queued: dict[Any, list[Any]] = {}
         tasks = self.scheduler.tasks
@@ -204,8 +206,9 @@ class BackupTasks:
                 queued.setdefault(ts.processing_on, []).append(ts)
         running: dict[Any, float] = {}
         for worker, processing in queued.items():
-            carried = [ts for ts in processing if ts.key in watch.running][: worker.nthreads]
-            waiting = sorted((ts for ts in processing if ts.key not in watch.running), key=_priority)
+            ready = [ts for ts in processing if _holds_inputs(worker, ts)]
+            carried = [ts for ts in ready if ts.key in watch.running][: worker.nthreads]
+            waiting = sorted((ts for ts in ready if ts.key not in watch.running), key=_priority)
             for ts in carried + waiting[: worker.nthreads - len(carried)]:
                 sent = watch.sent[ts.key]
                 running[ts.key] = watch.running.get(ts.key, sent if sent >= watch.checked else watch.checked)
@@ -326,6 +329,10 @@ def _decodes_are_quick(recent: list[float], rule: BackupRule) -> bool:
     task, which waits too.
     """
     return not recent or rule.slow_factor * float(np.median(recent)) <= rule.min_runtime
+
+
+def _holds_inputs(worker: Any, ts: Any) -> bool:
+    return all(worker in (dependency.who_has or ()) for dependency in ts.dependencies)
 
 
 def _priority(ts: Any) -> tuple[Any, ...]:

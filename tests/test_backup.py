@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from dask._task_spec import DataNode, Dict, List, Tuple
-from distributed import Client, Worker
+from distributed import Client, Worker, wait
 from distributed.utils_test import BlockedGatherDep, async_poll_for, captured_logger, gen_cluster
 
 import dask_coded
@@ -95,6 +95,33 @@ async def test_tasks_waiting_in_a_workers_queue_are_not_late(c, s, a, b):
     await async_poll_for(lambda: len(a.state.ready) + len(b.state.ready) > 50, timeout=10)  # queued
     assert await c.gather(futures) == list(range(200))
     assert s.plugins[NAME]._backups.counters["backups_launched"] == 0
+
+
+def _total(small, large):
+    return small.sum() + large.sum()
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], config=VALIDATE, timeout=60)
+async def test_a_task_fetching_its_inputs_is_not_late(c, s, b):
+    """A task starts once its worker holds its inputs: a long fetch is not a late task.
+
+    A copy would fetch the same inputs; decodes reading products from other workers of a busy
+    machine were copied for fetches longer than the decode rule's 20 ms.
+    """
+    rule = BackupRule(min_tasks=1, min_completed_fraction=0.0, min_runtime=0.05, interval=0.01)
+    await c.register_plugin(CodedSchedulerPlugin(backup=rule), name=NAME)
+    async with BlockedGatherDep(s.address, nthreads=1) as x:
+        small = c.submit(np.ones, 10, workers=[b.address], key="small")
+        large = c.submit(np.ones, 100_000, workers=[x.address], key="large")
+        await wait([small, large])
+        total = c.submit(_total, small, large, key="total")  # unrestricted: goes to the larger input
+        await x.in_gather_dep.wait()
+        assert s.tasks["total"].processing_on is s.workers[x.address]
+        watch, since = s.plugins[NAME]._backups._others, time.monotonic()
+        await async_poll_for(lambda: watch.checked > since + 5 * rule.min_runtime, timeout=10)
+        assert s.plugins[NAME]._backups.counters["backups_launched"] == 0
+        x.block_gather_dep.set()
+        assert await total == 100_010.0
 
 
 @pytest.mark.slow
