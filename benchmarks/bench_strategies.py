@@ -4,7 +4,8 @@ Strategies (the same matvec ``A @ x``, A persisted before timing):
 plain ``da.dot`` (one row block per worker), backup tasks with Spark 4's rule
 on that same array and with cubed's (which judges only groups of 10 tasks or
 more) on two blocks per worker, replication (k = W/2, 2 copies),
-a fixed MDS code (k = W - 2, n = W, one coded block per worker), and what
+a fixed MDS code (k = W - 2, n = W, one coded block per worker), the same
+with one parity (k = W - 1: the least extra work a code can do), and what
 ``dask_coded.encode`` gives on a plain array like it (its own copy) with default settings and
 with ``coded.data-blocks: keep`` (the array's own chunks as data blocks),
 once the scheduler plugin has seen the cluster at work under the fault
@@ -19,7 +20,9 @@ replaying per-worker Gamma latencies with Markov slow episodes from
 ``benchmarks/traces/gamma_markov.json``.
 
 For each: latency percentiles, the ratio to plain, block products started per
-call (the extra work), and for coded strategies the oracle (the k-th fastest
+call, the work they amount to over plain's (a product's share of A's rows
+times the products started: replication's and MDS's extra work, and the
+backups'), and for coded strategies the oracle (the k-th fastest
 product plus the decode, over when the last decode finished). One plot: the
 latency CDF of each strategy, one panel per model.
 
@@ -73,6 +76,7 @@ def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, di
     # cubed judges only groups of at least 10 tasks: give it two blocks per worker.
     plain_twice = one_block_per_worker(client, rows, cols, blocks=2 * workers, seed=seed)
     mds_data = one_block_per_worker(client, rows, cols, blocks=workers - 2, seed=seed)
+    one_parity_data = one_block_per_worker(client, rows, cols, blocks=workers - 1, seed=seed)
     replicated_data = one_block_per_worker(client, rows, cols, blocks=workers // 2, seed=seed)
 
     def fresh(copy: int) -> Any:  # plain's layout under other keys (and other values)
@@ -80,6 +84,9 @@ def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, di
 
     dask_coded.register(client)
     mds = client.persist(dask_coded.encode(mds_data, code=dask_coded.MDSCode(workers - 2, workers)))
+    one_parity = client.persist(
+        dask_coded.encode(one_parity_data, code=dask_coded.MDSCode(workers - 1, workers))
+    )
     replicated = client.persist(
         dask_coded.encode(replicated_data, code=dask_coded.ReplicationCode(workers // 2, 2))
     )
@@ -98,6 +105,12 @@ def _strategies(client: Client, rows: int, cols: int, seed: int) -> dict[str, di
             "data": mds_data,
             "call": lambda x: dask_coded.dot(mds, x),
             "code": mds.code,
+        },
+        "mds-one-parity": {
+            "backup": "off",
+            "data": one_parity_data,
+            "call": lambda x: dask_coded.dot(one_parity, x),
+            "code": one_parity.code,
         },
         # Each on its own copy of plain's data: backup tasks leave copies of a late block on other
         # workers, and the evidence calls would run the slow worker's block there.
@@ -147,7 +160,7 @@ def run(
                 settings = strategy["encode_with"]
                 strategy.update(_encode_after_evidence(client, strategy["data"], model, x, settings))
             strategy["call"](x).compute()  # warm up: imports and deserialisation on every worker
-            times, oracles, decoded, started, errors = [], [], [], [], []
+            times, oracles, decoded, started, work, errors = [], [], [], [], [], []
             blocks = len(strategy["data"].chunks[0])
             with inject(client, model):
                 for _ in range(repeats):
@@ -165,6 +178,8 @@ def run(
                     products = code.n if code is not None else blocks
                     backups = dask_coded.plugin_stats(client).get("backups_launched", 0) - launched
                     started.append(products + backups)
+                    # Every product (and backup) covers 1/k of A's rows: k data blocks, or plain's blocks.
+                    work.append((products + backups) / (code.k if code is not None else blocks))
                     errors.append(relative_error(result, matrices[name] @ x))
             row = {
                 "model": model_name,
@@ -177,6 +192,7 @@ def run(
                 "latency": percentiles(times),
                 "times": times,
                 "products_started_per_call": float(np.mean(started)),
+                "work_over_plain": float(np.mean(work)),
                 "max_relative_error": max(errors),
             }
             if oracles:
@@ -187,7 +203,8 @@ def run(
             latency = row["latency"]
             print(
                 f"{model_name:20s} {name:14s} p50 {latency['p50']:.3f}s p95 {latency['p95']:.3f}s "
-                f"products/call {row['products_started_per_call']:.1f} err {max(errors):.0e}"
+                f"products/call {row['products_started_per_call']:.1f} work {row['work_over_plain']:.2f}x "
+                f"err {max(errors):.0e}"
                 + (f" oracle {row['fraction_of_oracle_p50']:.2f}" if oracles else ""),
                 flush=True,
             )

@@ -86,7 +86,9 @@ def test_bench_strategies_runs_and_models(tmp_path, capsys):
     argv = ["--quick", "--workers", "4", "--models", "no-stragglers", "--runs", "2", "--out", str(tmp_path)]
     rows = bench_strategies.main(argv)
     assert {(row["model"], row["run"]) for row in rows} == {("no-stragglers", 0), ("no-stragglers", 1)}
-    assert len({row["strategy"] for row in rows}) == 7
+    assert len({row["strategy"] for row in rows}) == 8
+    work = {row["strategy"]: row["work_over_plain"] for row in rows}
+    assert work["plain"] == 1.0 and work["replication"] == 2.0 and work["mds-one-parity"] == 4 / 3
     assert all(row["max_relative_error"] < 1e-10 for row in rows)
     assert "least / median / most" in capsys.readouterr().out
     assert (tmp_path / "strategies.png").stat().st_size > 1000
