@@ -16,7 +16,14 @@ Two facts travel with the values, so the decoder can be exact and safe:
   :class:`NonFiniteProduct` (an ``ndarray`` subclass). The scheduler records
   a result's type name in ``TaskState.type`` when it reaches memory, before
   the plugin plans a decode, so the plugin knows which members hold NaN/inf
-  without another message (:data:`NONFINITE_TYPENAMES`).
+  without another message (:data:`UNMIXABLE_TYPENAMES`).
+- A block that turns out masked when computed (behind a plain ``ndarray``
+  meta, which ``dask_coded.dot`` could not see coming) is multiplied as
+  ``da.dot`` multiplies it (``np.ma.dot``; masked entries count as 0), and
+  its product stays a ``MaskedArray``: the answer for its own output only,
+  since no combination of products carries masks. A parity mixed from
+  masked blocks is all NaN, so its products are :class:`NonFiniteProduct` s
+  and every output of the group waits for its own product.
 - Under ``max_errors``, a finite product is a :class:`CheckedProduct`: it
   carries a bound on its own round-off, which only the worker holding the
   operands can compute, so the error check can tell round-off from a wrong
@@ -54,7 +61,7 @@ from .errors import DecodingError
 
 __all__ = [
     "MISSING",
-    "NONFINITE_TYPENAMES",
+    "UNMIXABLE_TYPENAMES",
     "CheckedProduct",
     "CodedTask",
     "DecodeSpec",
@@ -223,8 +230,11 @@ class NonFiniteScaledBlock(ScaledBlock):
     """
 
 
-#: ``TaskState.type`` of the products the scheduler must not mix into other outputs.
-NONFINITE_TYPENAMES = frozenset({typename(NonFiniteProduct), typename(NonFiniteScaledBlock)})
+#: ``TaskState.type`` of the products the scheduler must not mix into other outputs: those holding
+#: NaN/inf, and masked ones (a combination of products cannot carry masks).
+UNMIXABLE_TYPENAMES = frozenset(
+    {typename(NonFiniteProduct), typename(NonFiniteScaledBlock), typename(np.ma.MaskedArray)}
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,6 +275,26 @@ def _values(block: Any) -> np.ndarray:
     return block.values if isinstance(block, ScaledBlock) else np.asarray(block)
 
 
+def _masked(block: Any) -> bool:
+    return isinstance(block, np.ma.MaskedArray)
+
+
+def _kept_masked(block: Any) -> Any:
+    """:func:`_values`, keeping a ``MaskedArray``'s masks."""
+    return block if _masked(block) else _values(block)
+
+
+def _without_masks(parity: Any, data_blocks: Sequence[Any]) -> Any:
+    """``parity`` (mixed from ``data_blocks``), all NaN if any of them is masked.
+
+    Its mixed values would count masked entries that ``da.dot`` counts as 0, and no decode through
+    it could give an output its mask: NaN makes every product of it an erasure.
+    """
+    if any(_masked(block) for block in data_blocks):
+        _values(parity)[...] = np.nan
+    return parity
+
+
 def aligned_block(block: Any) -> Any:
     """``block``, copied only where its memory is not aligned for its dtype.
 
@@ -283,7 +313,7 @@ def aligned_block(block: Any) -> Any:
     >>> block.flags.aligned, aligned_block(block).flags.aligned
     (False, True)
     """
-    if not isinstance(block, np.ndarray) or block.flags.aligned:
+    if not isinstance(block, np.ndarray) or block.flags.aligned or _masked(block):
         return block
     return np.require(block, requirements="A")
 
@@ -294,6 +324,14 @@ def parity_block(weights: np.ndarray, *data_blocks: np.ndarray, dtype: Any = Non
     ``dtype``: at least this precision, the product's (a float32 operand multiplied by a float64
     one is encoded in float64, or the product would keep only float32's accuracy).
     """
+    if any(_masked(block) for block in data_blocks):
+        # Found only now, behind a plain meta: no output of a two-sided code is a block's own product,
+        # so none could carry its mask, and the graph is past falling back to da.dot.
+        raise TypeError(
+            "a block of this two-sided code's operand is a masked array (its Dask meta said a plain "
+            "ndarray): no decode of a polynomial or MatDot code can give an output its mask; use "
+            "da.dot, or dask_coded.dot with an MDS or replication code, which keep masks"
+        )
     blocks = [np.asarray(b) for b in data_blocks]
     working = None if dtype is None else np.result_type(dtype, *blocks)
     return combine(np.asarray(weights)[None, :], blocks, working)[0]
@@ -325,7 +363,7 @@ def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data
     blocks = [np.asarray(b) for b in data_blocks]
     scales = equilibration_exponents(blocks) if exponents is None else np.asarray(exponents)
     values = equilibrated_combine(np.asarray(weights)[None, :], blocks, scales)[0]
-    return ScaledBlock(values, scales)
+    return _without_masks(ScaledBlock(values, scales), data_blocks)
 
 
 def chunk_cuts(chunks: Sequence[int], source_chunks: Sequence[int], block: int) -> tuple[int, ...]:
@@ -439,7 +477,8 @@ def segment_parity_block(
         )[0]
         for p, (start, stop) in enumerate(zip(bounds, bounds[1:]))
     ]
-    return ScaledBlock(np.concatenate(pieces, axis=axis), np.asarray(exponents), tuple(bounds), axis)
+    parity = ScaledBlock(np.concatenate(pieces, axis=axis), np.asarray(exponents), tuple(bounds), axis)
+    return _without_masks(parity, data_blocks)
 
 
 def _segment_scaled(values: np.ndarray, unknown: int | None, scaling: ScaledBlock, sign: int) -> np.ndarray:
@@ -509,6 +548,8 @@ def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
     if not left or len(left) != len(right):
         raise ValueError(f"product_block needs matching inner blocks, got {len(left)} and {len(right)}")
     scaling = _common_scaling([*left, *right])
+    if any(_masked(operand) for operand in (*left, *right)):
+        return _masked_product(left, right, scaling)
     values = _product_values([_values(a) for a in left], [_values(b) for b in right])
     nonfinite = values.dtype.kind in "fc" and not np.isfinite(values).all()
     if scaling is None:
@@ -519,6 +560,26 @@ def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
         raise ValueError("a block equilibrated by segments of its inner axis cannot be multiplied")
     marked = NonFiniteScaledBlock if nonfinite else ScaledBlock
     return marked(values, scaling.exponents, scaling.bounds, 0 if coded_left else values.ndim - 1)
+
+
+def _masked_product(left: Sequence[Any], right: Sequence[Any], scaling: ScaledBlock | None) -> Any:
+    """The product of blocks some of which are masked, as ``da.dot`` computes it.
+
+    Each pair of inner blocks is multiplied by ``np.ma.dot`` where one is masked (dask's
+    ``tensordot_lookup``), and the partial products are summed as masked arrays. A parity's
+    product (``scaling``) is of no use to any decode: all NaN, an erasure.
+    """
+    partials = [
+        np.ma.dot(*operands) if _masked(operands[0]) or _masked(operands[1]) else np.dot(*operands)
+        for operands in ((_kept_masked(a), _kept_masked(b)) for a, b in zip(left, right))
+    ]
+    total = partials[0] if len(partials) == 1 else np.ma.stack(partials).sum(axis=0)
+    if scaling is None:
+        return np.ma.asarray(total)
+    dtype = np.result_type(np.ma.getdata(total).dtype, np.float64)
+    values = np.full(np.shape(total), np.nan, dtype=dtype)
+    axis = 0 if isinstance(left[0], ScaledBlock) else values.ndim - 1
+    return NonFiniteScaledBlock(values, scaling.exponents, scaling.bounds, axis)
 
 
 def checked_product_block(
@@ -538,7 +599,7 @@ def checked_product_block(
     ([0.0, 3.0], True)
     """
     product = product_block(left, right)
-    if isinstance(product, (NonFiniteProduct, NonFiniteScaledBlock)):
+    if isinstance(product, (NonFiniteProduct, NonFiniteScaledBlock, np.ma.MaskedArray)):
         return product
     values = _values(product)
     coded_axis = 0 if coded_left else values.ndim - 1
@@ -662,7 +723,10 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             )
             for part in spec.parts
         ]
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=spec.parts[0].window[0])  # type: ignore[index]
+        if len(pieces) == 1:
+            return pieces[0]
+        concatenate = np.ma.concatenate if any(_masked(piece) for piece in pieces) else np.concatenate
+        return concatenate(pieces, axis=spec.parts[0].window[0])  # type: ignore[index]
     checked = {i: p for i, p in enumerate(products) if isinstance(p, CheckedProduct)}
     if checked:
         products = tuple(p.product if isinstance(p, CheckedProduct) else p for p in products)
@@ -673,7 +737,8 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         # The output's own product, when it is in, is the answer: no decoding machinery at all.
         direct = spec.code.direct_block(spec.output, present)
         if direct is not None:
-            return _trimmed(np.asarray(_values(present[direct])), spec)
+            return _trimmed(_kept_masked(present[direct]), spec)
+    _refuse_masked(spec, present)
     scaling = _common_scaling(list(present.values()))
     results = {i: _values(p) for i, p in present.items()}
     exponents = None if scaling is None or target_unknowns(spec.code) is None else scaling.exponents
@@ -700,7 +765,7 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         # The output's own product may have passed the check (without max_errors it was not in).
         direct = spec.code.direct_block(spec.output, results)
         if direct is not None:
-            return _trimmed(np.asarray(results[direct]), spec)
+            return _trimmed(_kept_masked(present[direct]), spec)
     dtype = np.dtype(spec.dtype)
     if dtype.kind in "biu":
         raise DecodingError(
@@ -723,6 +788,18 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             raise ValueError(f"{spec.code!r} decodes combinations of blocks; segment exponents do not apply")
         out = _segment_scaled(out, unknowns[spec.output], segmented, 1)
     return np.asarray(out).astype(dtype, copy=False)
+
+
+def _refuse_masked(spec: DecodeSpec, products: dict[int, Any]) -> None:
+    """Raise where an output would be solved from masked products: no combination carries masks."""
+    masked = sorted(i for i, product in products.items() if _masked(product))
+    if masked:
+        raise DecodingError(
+            f"output block {spec.output} of {spec.code!r} would be solved from masked block products "
+            f"{masked}, which no combination of products can give their masks; masked arrays need "
+            "da.dot (dask_coded.dot falls back to it when the array's meta is masked)",
+            suspects=(),
+        )
 
 
 def _located_errors(
@@ -856,13 +933,14 @@ def assembled_block(grid: tuple[int, ...], slices: Sequence[tuple[slice, ...]], 
     >>> assembled_block((2,), [(slice(3, 4),), (slice(0, 2),)], a, b).tolist()
     [3.0, 4.0, 5.0]
     """
-    pieces = [np.asarray(block)[where] for block, where in zip(blocks, slices)]
+    pieces = [(block if _masked(block) else np.asarray(block))[where] for block, where in zip(blocks, slices)]
     if len(pieces) == 1:
         return pieces[0]
+    concatenate = np.ma.concatenate if any(_masked(piece) for piece in pieces) else np.concatenate
     if len(grid) == 1:
-        return np.concatenate(pieces)
-    rows = [pieces[r * grid[1] : (r + 1) * grid[1]] for r in range(grid[0])]
-    return np.block(rows)
+        return concatenate(pieces)
+    rows = [concatenate(pieces[r * grid[1] : (r + 1) * grid[1]], axis=1) for r in range(grid[0])]
+    return concatenate(rows)
 
 
 def _trimmed(out: np.ndarray, spec: DecodeSpec) -> np.ndarray:

@@ -69,7 +69,7 @@ from .backup import BackupTasks
 from .blocks import (
     CORRECTIONS_TOPIC,
     MISSING,
-    NONFINITE_TYPENAMES,
+    UNMIXABLE_TYPENAMES,
     CodedTask,
     DecodeSpec,
     decode_block,
@@ -625,8 +625,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             suspects = {i: self._computed_by.get(members[i].key, pinned[i]) for i in finished}
             spec = dataclasses.replace(spec, suspects=tuple(suspects.get(i) for i in range(len(members))))
         # The scheduler set ts.type from the result when the member reached memory (before this
-        # callback): products holding NaN/inf are NonFiniteProducts (see dask_coded.blocks).
-        nonfinite = [i for i in finished if members[i].type in NONFINITE_TYPENAMES]
+        # callback): products holding NaN/inf are NonFiniteProducts, masked ones MaskedArrays (see
+        # dask_coded.blocks); either may be its own output, and no other.
+        nonfinite = [i for i in finished if members[i].type in UNMIXABLE_TYPENAMES]
         parts = spec.parts or (spec,)  # a fused decode: every part, from the same members
         plans = []
         for part in parts:

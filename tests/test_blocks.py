@@ -17,7 +17,7 @@ from distributed.protocol import deserialize, serialize
 from dask_coded import DecodingError
 from dask_coded.blocks import (
     MISSING,
-    NONFINITE_TYPENAMES,
+    UNMIXABLE_TYPENAMES,
     CheckedProduct,
     DecodeSpec,
     NonFiniteProduct,
@@ -154,12 +154,12 @@ def test_products_with_nan_or_inf_are_marked_for_the_scheduler():
     assert type(finite) is np.ndarray
     marked = product_block([np.array([[1.0, np.nan], [1.0, 1.0]])], [np.ones(2)])
     assert isinstance(marked, NonFiniteProduct)
-    assert "dask_coded.blocks.NonFiniteProduct" in NONFINITE_TYPENAMES
+    assert "dask_coded.blocks.NonFiniteProduct" in UNMIXABLE_TYPENAMES
     # A parity's product keeps its exponents: a window of it without the NaN can still be decoded.
     parity = ScaledBlock(np.array([[1.0, np.nan], [1.0, 1.0]]), np.array([3, -2]), (0, 1, 2), 0)
     scaled = product_block([parity], [np.ones(2)])
     assert type(scaled) is NonFiniteScaledBlock
-    assert "dask_coded.blocks.NonFiniteScaledBlock" in NONFINITE_TYPENAMES
+    assert "dask_coded.blocks.NonFiniteScaledBlock" in UNMIXABLE_TYPENAMES
     assert (scaled.exponents.tolist(), scaled.bounds) == ([3, -2], (0, 1, 2))
     # Through pickle and distributed's serialization it arrives intact (as an ndarray or the subclass).
     for copy in (pickle.loads(pickle.dumps(marked)), deserialize(*serialize(marked))):

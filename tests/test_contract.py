@@ -282,6 +282,80 @@ def test_every_code_keeps_the_contract(case, code, max_errors):
         _check(operation, a, b, None, code=code, max_errors=max_errors)
 
 
+def _hidden_masks(array, chunks, where):
+    """``array``'s blocks masked ``where`` it says, behind a plain ``ndarray`` meta (dask cannot tell)."""
+    meta = np.empty((0,) * array.ndim, dtype=array.dtype)
+    return da.from_array(array, chunks=chunks).map_blocks(
+        lambda b: np.ma.masked_where(where(b), b), meta=meta
+    )
+
+
+def _with_nan_under_masks(shape):
+    a = _data(shape, "float64", 0)
+    a[a > 1.0] = np.nan  # masked_invalid's usual input: what is under the masks is not a number
+    return a
+
+
+HIDDEN_MASKS = {
+    "some entries of A": lambda: (
+        _hidden_masks(_data((6, 4), "float64", 0), (2, 4), lambda b: b > 0.5),
+        np.ones(4),
+    ),
+    "a whole row of A (masked output)": lambda: (
+        _hidden_masks(_data((6, 4), "float64", 0), (2, 4), lambda b: np.arange(b.size).reshape(b.shape) < 4),
+        _data(4, "float64", 1),
+    ),
+    "NaN under A's masks": lambda: (
+        _hidden_masks(_with_nan_under_masks((6, 4)), (2, 4), np.isnan),
+        np.ones(4),
+    ),
+    "integer A": lambda: (
+        _hidden_masks(_data((6, 4), "int64", 0), (2, 4), lambda b: b % 3 == 0),
+        np.ones(4, int),
+    ),
+    "some entries of x": lambda: (
+        da.from_array(_data((6, 4), "float64", 0), chunks=(2, 4)),
+        _hidden_masks(_data(4, "float64", 1), 2, lambda b: b > 0),
+    ),
+    "all of x (masked output)": lambda: (
+        da.from_array(_data((6, 4), "float64", 0), chunks=(2, 4)),
+        _hidden_masks(_data(4, "float64", 1), 2, lambda b: b == b),
+    ),
+}
+
+
+@pytest.mark.parametrize("code", [None, "replication", dask_coded.MDSCode(2, 4), "encoded"])
+@pytest.mark.parametrize("case", sorted(HIDDEN_MASKS))
+def test_masks_dask_cannot_see_coming_are_kept_as_da_dot_keeps_them(case, code):
+    """Masked blocks behind a plain meta (map_blocks, from_delayed): measured bug, masked data summed in.
+
+    A block found masked is multiplied as da.dot multiplies it; no parity decode can carry masks, so
+    every output is its own product.
+    """
+    a, x = HIDDEN_MASKS[case]()
+    if code == "encoded":
+        a, code = dask_coded.encode(a), None
+    _check("dot", a, x, None, code=code)
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"code": "polynomial"}, TypeError, "two-sided code's operand is a masked array"),
+        ({"code": "matdot"}, TypeError, "two-sided code's operand is a masked array"),
+        ({"max_errors": 1}, dask_coded.DecodingError, "masked block products"),
+    ],
+)
+def test_masks_found_too_late_for_a_code_without_own_outputs_are_refused(options, error, match):
+    """No output of a two-sided code is a block's own product, and under max_errors a check reads them all.
+
+    A clear error where a silent mask-less (or NaN) answer was given.
+    """
+    a, x = HIDDEN_MASKS["some entries of A"]()
+    with pytest.raises(error, match=match):
+        dask_coded.dot(a, x, **options).compute(scheduler="sync")
+
+
 def test_stacked_matmul_keeps_da_matmul_graph():
     a = da.ones((400, 4, 4), chunks=(100, 4, 4))
     with pytest.warns(FallbackWarning, match="stacks"):

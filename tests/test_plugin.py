@@ -13,7 +13,7 @@ from distributed.utils_test import async_poll_for, gen_cluster, poll_for
 
 import dask_coded
 from dask_coded import DaskCodedWarning, GroupedMDSCode, MDSCode, _compat
-from dask_coded.blocks import NONFINITE_TYPENAMES, product_block
+from dask_coded.blocks import UNMIXABLE_TYPENAMES, product_block
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.keys import DECODE, ENCODE, PRODUCT
 from dask_coded.plugin import NAME
@@ -447,7 +447,7 @@ async def test_parities_holding_nan_are_not_used_for_a_slow_finite_block(c, s, *
     # The mechanism: a NaN product's type name reaches the scheduler's TaskState.
     marked = c.submit(product_block, [a[:100]], [np.ones(60)], pure=False)
     await wait(marked)
-    assert s.tasks[marked.key].type in NONFINITE_TYPENAMES
+    assert s.tasks[marked.key].type in UNMIXABLE_TYPENAMES
     assert np.isnan(await marked).sum() == 1
     del marked
 
@@ -458,6 +458,29 @@ async def test_parities_holding_nan_are_not_used_for_a_slow_finite_block(c, s, *
     finite = np.isfinite(expected)
     np.testing.assert_allclose(result[finite], expected[finite], rtol=1e-10)
     assert s.plugins[NAME].counters["decodes_early"] >= 1
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
+async def test_masks_found_when_computed_reach_the_result_under_a_slow_worker(c, s, *workers):
+    """Blocks masked behind a plain meta: parities cannot carry masks, so each output is its own product.
+
+    The scheduler sees a masked product's type, as it sees a NaN's; the parities mixed from masked
+    blocks are NaN. The slow worker is waited for, as da.dot waits for it.
+    """
+    a = _matrix()
+    await dask_coded.register(c)
+    masked = da.from_array(a, chunks=(100, 60)).map_blocks(
+        lambda b: np.ma.masked_greater(b, 1.5), meta=np.empty((0, 0))
+    )
+    model = FaultModel(delay_shift=0.05, slow_workers=1, slow_factor=10, tasks="products", seed=3)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    x = np.arange(60.0)
+    for operand in [masked, await c.persist(dask_coded.encode(masked))]:
+        expected = await c.compute(da.dot(masked, x))
+        result = await c.compute(dask_coded.dot(operand, x))
+        assert type(result) is type(expected) is np.ma.MaskedArray
+        np.testing.assert_array_equal(np.ma.getmaskarray(result), np.ma.getmaskarray(expected))
+        np.testing.assert_allclose(result.filled(0), expected.filled(0), rtol=1e-12)
 
 
 #: Work stealing every 2 ms instead of 100 ms: a chance to steal a decode whenever there is one.
