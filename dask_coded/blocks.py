@@ -391,7 +391,7 @@ def segment_bounds(
     segment between these bounds (in the blocks' own coordinates, every
     member's :func:`chunk_cuts` together): a chunk 1e15 times smaller than
     its neighbour in one data block keeps its own accuracy through the
-    parities. None when no member holds rows of two chunks.
+    parities. None when no member holds rows of two chunks (or any row).
 
     Examples
     --------
@@ -399,11 +399,13 @@ def segment_bounds(
     (0, 1, 2, 3)
     >>> segment_bounds((2, 2, 2), (2, 2, 2), (0, 1, 2)) is None
     True
+    >>> segment_bounds((1, 0, 0), (1, 0, 0), (1, 2)) is None  # a group of empty blocks
+    True
     """
     cuts = {0, max(chunks[j] for j in members)}
     for j in members:
         cuts.update(chunk_cuts(chunks, source_chunks, j)[1:-1])
-    return None if len(cuts) == 2 else tuple(sorted(cuts))
+    return None if len(cuts) <= 2 else tuple(sorted(cuts))
 
 
 def segment_max_abs(
@@ -613,6 +615,8 @@ def checked_product_block(
     with np.errstate(over="ignore"):  # a bound past the largest float is inf: the check says so
         for a, b in zip(left, right):
             lhs, rhs = _values(a), _values(b)
+            if lhs.shape[-1] == 0:
+                continue  # an empty inner chunk adds nothing to the product, nor to its round-off
             inner += lhs.shape[-1]
             coded, other = (lhs, rhs) if coded_left else (rhs, lhs)
             if coded.ndim == 2:

@@ -199,6 +199,12 @@ CASES = {
         da.from_array(_data((6, 3), "int64", 1), chunks=(4, 2)),
         None,
     ),
+    "an empty inner chunk (measured bug under max_errors)": (
+        "dot",
+        da.from_array(_data((4, 6), "float64", 0), chunks=((2, 2), (0, 3, 3))),
+        da.from_array(_data(6, "float64", 1), chunks=((0, 3, 3),)),
+        None,
+    ),
 }
 
 
@@ -280,6 +286,17 @@ def test_every_code_keeps_the_contract(case, code, max_errors):
             _check(operation, a, b, None, code=code, max_errors=max_errors)
     else:
         _check(operation, a, b, None, code=code, max_errors=max_errors)
+
+
+@pytest.mark.parametrize("max_errors", [0, 1])
+@pytest.mark.parametrize("group_size, rows", [("auto", (1,) * 16 + (0,) * 16 + (1,)), (1, (2, 0, 1))])
+def test_a_group_of_empty_chunks_is_coded(group_size, rows, max_errors):
+    """Measured bug: a group whose data blocks are all empty (as a filter and compute_chunk_sizes()
+    leave them; without a cluster a group has 16 blocks) crashed the parity's equilibration."""
+    a = da.from_array(_data((sum(rows), 2), "float64", 0), chunks=(rows, 2))
+    with dask.config.set({"coded.group-size": group_size}):
+        _check("dot", a, _data(2, "float64", 1), None, max_errors=max_errors)
+        _check("dot", dask_coded.encode(a), _data(2, "float64", 1), None, max_errors=max_errors)
 
 
 def _hidden_masks(array, chunks, where):
