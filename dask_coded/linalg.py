@@ -53,6 +53,12 @@ def _as_input(x: Any, name: str) -> Any:
     return array
 
 
+def _as_array(x: Any) -> Any:
+    """``x`` as NumPy, Dask or a CodedArray: any other array-like (an xarray DataArray, an h5py or
+    zarr dataset, whose ``chunks`` are not Dask's) as the Dask array ``da.asarray`` makes of it."""
+    return x if isinstance(x, (np.ndarray, da.Array, CodedArray)) else da.asarray(x)
+
+
 def _plain(x: Any) -> Any:
     """What ``da.dot`` is given in place of ``x``: a CodedArray's data as the array that was encoded.
 
@@ -209,6 +215,7 @@ def _contract(operation: str, a: Any, b: Any, code: Code | str | None, max_error
     _check_inner(a.shape, b.shape)
     # The contract: the result is da.dot's, so its lazy graph gives the dtype, chunks and meta.
     reference = (da.matmul if operation == "matmul" else da.dot)(_plain(a), _plain(b))
+    a, b = _as_array(a), _as_array(b)
     reason = fallback_reason(operation, a, b, reference)
     if reason is not None:
         fall_back(operation, reason, stacklevel=4)

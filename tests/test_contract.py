@@ -12,6 +12,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,6 +90,17 @@ def _unknown_rows(array):
 
 def _masked():
     return da.ma.masked_greater(da.from_array(np.arange(20.0).reshape(4, 5), chunks=(2, 5)), 10)
+
+
+class _ChunkedStore:
+    """What dask reads from an h5py dataset or a zarr array: ``chunks`` a tuple of ints (h5py: None)."""
+
+    def __init__(self, data, chunks):
+        self._data, self.chunks = data, chunks
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, item):
+        return self._data[item]
 
 
 # name -> (operation, a, b, fallback reason matched in the warning, or None when coded)
@@ -199,6 +211,16 @@ CASES = {
         da.from_array(_data((6, 3), "int64", 1), chunks=(4, 2)),
         None,
     ),
+    # Measured bug: array-likes whose chunks are not Dask's (None, or a tuple of ints) crashed.
+    "xarray DataArray of NumPy data": ("dot", xr.DataArray(_data((6, 4), "float64", 0)), np.ones(4), None),
+    "xarray DataArray of Dask data, right": (
+        "dot",
+        _data((3, 6), "float64", 0),
+        xr.DataArray(da.from_array(_data(6, "float64", 1), chunks=2)),
+        None,
+    ),
+    "zarr-like store": ("dot", _ChunkedStore(_data((6, 4), "float64", 0), (2, 4)), np.ones(4), None),
+    "h5py-like contiguous store": ("dot", _ChunkedStore(_data((6, 4), "float64", 0), None), np.ones(4), None),
     "an empty inner chunk (measured bug under max_errors)": (
         "dot",
         da.from_array(_data((4, 6), "float64", 0), chunks=((2, 2), (0, 3, 3))),
