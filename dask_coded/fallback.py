@@ -101,6 +101,12 @@ parity blocks cannot reproduce that wrap
             f"than {block_dtype} has",
             TypeError,
         )
+    if block_dtype.kind in "fc" and np.finfo(block_dtype).eps < np.finfo(np.float64).eps:
+        return Reason(
+            f"{block_dtype} products are not coded: decodes from parity blocks are solved in float64, "
+            f"with fewer digits than {block_dtype} has",
+            TypeError,
+        )
     for x in (a, b):
         if isinstance(x, CodedArray) and parities_less_precise(x.dtype, result.dtype):
             return Reason(

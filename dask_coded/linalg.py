@@ -54,8 +54,11 @@ def _as_input(x: Any, name: str) -> Any:
 
 
 def _as_array(x: Any) -> Any:
-    """``x`` as NumPy, Dask or a CodedArray: any other array-like (an xarray DataArray, an h5py or
-    zarr dataset, whose ``chunks`` are not Dask's) as the Dask array ``da.asarray`` makes of it."""
+    """``x`` as NumPy, Dask or a CodedArray: other array-likes as the Dask array ``da.asarray`` makes.
+
+    An xarray DataArray, an h5py or zarr dataset: their ``chunks`` are not Dask's (None, or a tuple
+    of ints).
+    """
     return x if isinstance(x, (np.ndarray, da.Array, CodedArray)) else da.asarray(x)
 
 

@@ -27,7 +27,7 @@ from dask_coded.operands import Operand
 RTOL = {"f": {4: 1e-4, 8: 1e-10}, "c": {8: 1e-4, 16: 1e-10}}
 
 NUMERIC = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
-NUMERIC += ["float16", "float32", "float64", "complex64", "complex128", "bool"]
+NUMERIC += ["float16", "float32", "float64", "longdouble", "complex64", "complex128", "clongdouble", "bool"]
 #: dtypes da.dot multiplies and sums in the same dtype, which the coded graph reproduces.
 CODED_DTYPES = {"int64", "uint64", "float32", "float64", "complex64", "complex128"}
 
