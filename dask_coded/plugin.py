@@ -496,11 +496,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return False  # the user placed it
         if ts.worker_restrictions and ts.key not in self._kept_off:
             return False  # the user placed it
-        measured = self.duration_ratios
-        allowed = decode_workers(self.scheduler.workers, slow, busy, holders, occupied, measured)
+        allowed = decode_workers(self.scheduler.workers, slow, busy, holders, occupied)
         running = {ws.address for ws in self.scheduler.running}
         if allowed is not None and not allowed & running:  # only paused or retiring workers left
-            allowed = decode_workers(running, slow, busy, holders, occupied, measured)
+            allowed = decode_workers(running, slow, busy, holders, occupied)
         if allowed is None:
             return False
         ts.worker_restrictions = allowed

@@ -306,7 +306,6 @@ def decode_workers(
     busy: Iterable[str] = (),
     holders: Iterable[str] = (),
     occupied: Iterable[str] = (),
-    measured: Iterable[str] = (),
 ) -> set[str] | None:
     """Where a decode may run: off slow workers, workers running a late member, and occupied ones.
 
@@ -315,13 +314,11 @@ def decode_workers(
     where those take long (every task is delayed, decodes too): a decode
     queued behind another waits for both delays, where fetching the
     products it reads to a free worker takes a fraction of one. When every
-    worker is slow, busy or occupied, a busy one that is not occupied and
-    was ``measured`` as fast as the others may take it: its member was late
-    by chance, and stops at its next piece of work once cancelled. Failing
-    that, the decode may run on the ``holders`` of the members it reads,
-    unless measured slow: they computed (or fetched) those members in time,
-    while a busy worker that finished none may be a slow machine not
-    measured yet. Failing that, anywhere but the slow ones.
+    worker is slow, busy or occupied, the decode may run on the ``holders``
+    of the members it reads, unless measured slow: they computed (or
+    fetched) those members in time, while a busy worker that finished none
+    may be a slow machine not measured yet (its past task times, before it
+    became slow, would not tell). Failing that, anywhere but the slow ones.
 
     The answer is an exclusion, meant as a strict restriction: the scheduler
     still prefers the allowed workers holding the decode's inputs, and work
@@ -343,20 +340,15 @@ def decode_workers(
     ['a', 'c']
     >>> sorted(decode_workers(["a", "b", "c"], busy=["a"], occupied=["b"]))
     ['c']
-    >>> late_a_b_and_c_at_work = dict(busy=["a"], holders=["b"], occupied=["b", "c"])
-    >>> sorted(decode_workers(["a", "b", "c"], **late_a_b_and_c_at_work))  # "a" may be a slow machine
+    >>> sorted(decode_workers(["a", "b", "c"], busy=["a"], holders=["b"], occupied=["b", "c"]))
     ['b']
-    >>> sorted(decode_workers(["a", "b", "c"], **late_a_b_and_c_at_work, measured=["a", "b", "c"]))
-    ['a']
     >>> decode_workers(["a", "b"], slow=["gone"]) is None
     True
     >>> decode_workers(["a"], slow=["a"]) is None
     True
     """
-    workers, slow, busy, occupied = set(workers), set(slow), set(busy), set(occupied)
-    allowed = workers - slow - busy - occupied
-    if not allowed and occupied:
-        allowed = workers - slow - occupied - (busy - set(measured))
+    workers, slow = set(workers), set(slow)
+    allowed = workers - slow - set(busy) - set(occupied)
     if not allowed:
         allowed = (set(holders) & workers) - slow
     if not allowed:

@@ -83,13 +83,9 @@ async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
     await async_poll_for(lambda: not any(_coded_keys(w.state.tasks) for w in workers), timeout=30)
 
 
-def _pause(seconds):
-    time.sleep(seconds)
-
-
 @gen_cluster(
     client=True,
-    nthreads=[("127.0.0.1", 1)] * 4,
+    nthreads=SIX_WORKERS,
     config={**VALIDATE, "coded.decode-backup-after": None},  # where they go, not their copies
     timeout=TIMEOUT,
 )
@@ -97,17 +93,14 @@ async def test_where_decodes_take_long_none_queues_behind_another(c, s, *workers
     """Two outputs come from each data block; every decode waits 1 s, so the second goes elsewhere.
 
     Queued behind the first on the block's worker, it would wait for both delays; fetching the
-    block's product takes a fraction of one. A worker still running a late product may take it once
-    its tasks were timed as fast as the others' (before that, it may be a slow machine).
+    block's product takes a fraction of one. Not to a worker running a late member: it may be a
+    slow machine. The group's 4 members are on 4 workers; 2 are free.
     """
     await dask_coded.register(c)
-    plugin = s.plugins[NAME]
-    await c.gather([c.submit(_pause, 0.005, workers=[w.address], pure=False) for w in workers * 4])
-    assert len(plugin.duration_ratios) == len(workers)  # every worker timed, none slow
     await c.register_plugin(FaultInjector(FaultModel(delay_shift=1.0, prefixes=(DECODE,))), name="faults")
-    # The parities' products (on the last two workers) wait: each data block's two outputs are
-    # decoded from it alone, at once.
-    parity_workers = tuple(sorted(w.address for w in workers)[2:])
+    # The parities' products (on the third and fourth workers) are late: each data block's two outputs
+    # are decoded from it alone, at once.
+    parity_workers = tuple(sorted(w.address for w in workers)[2:4])
     model = FaultModel(delay_shift=0.05, prefixes=(PRODUCT,), slow_workers=parity_workers, slow_factor=10)
     await c.register_plugin(FaultInjector(model), name="product-faults")
     a = _matrix()
@@ -117,6 +110,7 @@ async def test_where_decodes_take_long_none_queues_behind_another(c, s, *workers
         assert_eq(await c.compute(dask_coded.dot(coded, x)), a @ x)  # to the result's scale
     decoded_on = [r["worker"] for r in s.get_task_stream()[before:] if str(r["key"][0]).startswith(DECODE)]
     assert len(decoded_on) == 4 and len(set(decoded_on)) == 4, decoded_on
+    assert not set(decoded_on) & set(parity_workers)
 
 
 @pytest.mark.parametrize("persisted", [True, False])
