@@ -471,14 +471,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         return True
 
     def _keep_off(
-        self,
-        ts: Any,
-        slow: set[str],
-        busy: Iterable[str] = (),
-        holders: Iterable[str] = (),
-        occupied: Iterable[str] = (),
+        self, ts: Any, slow: set[str], busy: Iterable[str] = (), holders: Iterable[str] = ()
     ) -> bool:
-        """Keep ``ts`` (a decode, or a task its members read) off ``slow``, ``busy`` and ``occupied`` workers.
+        """Keep ``ts`` (a decode, or a task its members read) off ``slow`` and ``busy`` workers.
 
         The workers allowed are :func:`~dask_coded.policy.decode_workers`'s.
 
@@ -496,10 +491,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             return False  # the user placed it
         if ts.worker_restrictions and ts.key not in self._kept_off:
             return False  # the user placed it
-        allowed = decode_workers(self.scheduler.workers, slow, busy, holders, occupied)
+        allowed = decode_workers(self.scheduler.workers, slow=slow, busy=busy, holders=holders)
         running = {ws.address for ws in self.scheduler.running}
         if allowed is not None and not allowed & running:  # only paused or retiring workers left
-            allowed = decode_workers(running, slow, busy, holders, occupied)
+            allowed = decode_workers(running, slow=slow, busy=busy, holders=holders)
         if allowed is None:
             return False
         ts.worker_restrictions = allowed
@@ -589,11 +584,6 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 ts = self.scheduler.tasks.get(key)
                 if ts is not None and ts.state == "waiting":
                     self._decode_early(ts, recommendations)
-                if recommendations:  # one decode at a time: where it goes tells where the next may
-                    self.scheduler.transitions(
-                        recommendations, stimulus_id=f"coded-decode-early-{time.time()}"
-                    )
-                    recommendations = {}
             if self._backups is not None:
                 self._backups.settle()
         except Exception:  # never take the scheduler down; the graph still completes without us
@@ -678,27 +668,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if ts.waiting_on:
             return  # a needed member is not in memory after all; leave it to the scheduler
         holders = {ws.address for i in needed for ws in (members[i].who_has or ())}
-        occupied = self._occupied(ts, members)
-        self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders, occupied=occupied)
+        self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders)
         self.counters["decodes_early"] += 1
         recommendations[ts.key] = "processing"
-
-    def _occupied(self, ts: Any, members: Sequence[Any]) -> set[str]:
-        """Workers whose threads all run other tasks than the group's, where decodes usually take long.
-
-        There every task is delayed: a decode queued behind another waits for both delays, while
-        fetching the products it reads to a free worker takes a fraction of one. Where decodes are
-        quick (under :data:`FETCH_TIME`), a wait behind one is shorter than a fetch.
-        """
-        typical = self.task_times.typical_duration(task_kind(ts.prefix.name, ts.run_spec))
-        if typical is None or typical <= FETCH_TIME:
-            return set()
-        group = {member for member in members if member is not None}
-        return {
-            ws.address
-            for ws in self.scheduler.running
-            if sum(other not in group for other in ws.processing) >= ws.nthreads
-        }
 
     def log_event(self, topic: str, msg: Any) -> None:
         if not isinstance(msg, dict) or self.scheduler is None:
@@ -739,11 +711,6 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             "corrections_by_worker": dict(self.corrections_by_worker),
             "corrections_by_block": dict(self.corrections_by_block),
         }
-
-
-#: Seconds a worker takes to fetch a block product from another, roughly: 5-20 ms on the 2-core
-#: machine of the benchmarks, running 8 workers; a few milliseconds on a cluster of real machines.
-FETCH_TIME = 0.01
 
 
 def _backup_rule(setting: Any) -> BackupRule | None:

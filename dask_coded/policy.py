@@ -301,24 +301,17 @@ def member_workers(
 
 
 def decode_workers(
-    workers: Iterable[str],
-    slow: Iterable[str] = (),
-    busy: Iterable[str] = (),
-    holders: Iterable[str] = (),
-    occupied: Iterable[str] = (),
+    workers: Iterable[str], slow: Iterable[str] = (), busy: Iterable[str] = (), holders: Iterable[str] = ()
 ) -> set[str] | None:
-    """Where a decode may run: off slow workers, workers running a late member, and occupied ones.
+    """Where a decode may run: off ``slow`` workers and workers ``busy`` running a late member.
 
     A slow machine slows the decode itself, and a decode placed beside a late
-    member waits behind it. ``occupied`` workers are running other tasks
-    where those take long (every task is delayed, decodes too): a decode
-    queued behind another waits for both delays, where fetching the
-    products it reads to a free worker takes a fraction of one. When every
-    worker is slow, busy or occupied, the decode may run on the ``holders``
-    of the members it reads, unless measured slow: they computed (or
-    fetched) those members in time, while a busy worker that finished none
-    may be a slow machine not measured yet (its past task times, before it
-    became slow, would not tell). Failing that, anywhere but the slow ones.
+    member waits behind it. When every worker is slow or busy (the first
+    members are in while every worker still runs another one), the decode
+    may run on the ``holders`` of the members it reads, unless measured
+    slow: they computed (or fetched) those members in time, while a busy
+    worker that finished none may be a slow machine not measured yet.
+    Failing that, anywhere but the slow ones.
 
     The answer is an exclusion, meant as a strict restriction: the scheduler
     still prefers the allowed workers holding the decode's inputs, and work
@@ -338,17 +331,13 @@ def decode_workers(
     ['b']
     >>> sorted(decode_workers(["a", "b", "c"], slow=["b"], busy=["a", "c"], holders=["b"]))
     ['a', 'c']
-    >>> sorted(decode_workers(["a", "b", "c"], busy=["a"], occupied=["b"]))
-    ['c']
-    >>> sorted(decode_workers(["a", "b", "c"], busy=["a"], holders=["b"], occupied=["b", "c"]))
-    ['b']
     >>> decode_workers(["a", "b"], slow=["gone"]) is None
     True
     >>> decode_workers(["a"], slow=["a"]) is None
     True
     """
     workers, slow = set(workers), set(slow)
-    allowed = workers - slow - set(busy) - set(occupied)
+    allowed = workers - slow - set(busy)
     if not allowed:
         allowed = (set(holders) & workers) - slow
     if not allowed:

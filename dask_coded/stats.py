@@ -145,22 +145,6 @@ class TaskTimes:
         self.ratios[worker] = statistics.median(recent)
         _keep_last(self.samples.setdefault(worker, []), ratio, _SAMPLES_PER_WORKER)
 
-    def typical_duration(self, kind: str) -> float | None:
-        """The median of the last durations of tasks of ``kind``, on any worker (None before a few).
-
-        Examples
-        --------
-        >>> times = TaskTimes()
-        >>> for worker, duration in [("a", 0.1), ("b", 0.3), ("c", 0.2)]:
-        ...     times.record("decode", worker, duration)
-        >>> times.typical_duration("decode"), times.typical_duration("product")
-        (0.2, None)
-        """
-        durations = self._durations_by_kind.get(kind, ())
-        if len(durations) < _MIN_REFERENCE_DURATIONS:
-            return None
-        return statistics.median(duration for _, duration in durations)
-
     def record_late(self, worker: str, chance: float) -> None:
         """Note that ``worker``'s member of a coded group was dropped unfinished (decoded without it).
 

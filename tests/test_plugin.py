@@ -17,7 +17,7 @@ from dask_coded.blocks import UNMIXABLE_TYPENAMES, product_block
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.keys import DECODE, ENCODE, PRODUCT
 from dask_coded.plugin import NAME
-from dask_coded.testing import assert_eq, relative_error
+from dask_coded.testing import relative_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
 
@@ -81,36 +81,6 @@ async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
     # No product or decode task lingers on the scheduler or the workers.
     await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=30)
     await async_poll_for(lambda: not any(_coded_keys(w.state.tasks) for w in workers), timeout=30)
-
-
-@gen_cluster(
-    client=True,
-    nthreads=SIX_WORKERS,
-    config={**VALIDATE, "coded.decode-backup-after": None},  # where they go, not their copies
-    timeout=TIMEOUT,
-)
-async def test_where_decodes_take_long_none_queues_behind_another(c, s, *workers):
-    """Two outputs come from each data block; every decode waits 1 s, so the second goes elsewhere.
-
-    Queued behind the first on the block's worker, it would wait for both delays; fetching the
-    block's product takes a fraction of one. Not to a worker running a late member: it may be a
-    slow machine. The group's 4 members are on 4 workers; 2 are free.
-    """
-    await dask_coded.register(c)
-    await c.register_plugin(FaultInjector(FaultModel(delay_shift=1.0, prefixes=(DECODE,))), name="faults")
-    # The parities' products (on the third and fourth workers) are late: each data block's two outputs
-    # are decoded from it alone, at once.
-    parity_workers = tuple(sorted(w.address for w in workers)[2:4])
-    model = FaultModel(delay_shift=0.05, prefixes=(PRODUCT,), slow_workers=parity_workers, slow_factor=10)
-    await c.register_plugin(FaultInjector(model), name="product-faults")
-    a = _matrix()
-    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(100, 60)), code=MDSCode(2, 4)))
-    for x in [np.ones(60), np.full(60, -1.0)]:  # the first call shows that decodes take long here
-        before = len(s.get_task_stream())
-        assert_eq(await c.compute(dask_coded.dot(coded, x)), a @ x)  # to the result's scale
-    decoded_on = [r["worker"] for r in s.get_task_stream()[before:] if str(r["key"][0]).startswith(DECODE)]
-    assert len(decoded_on) == 4 and len(set(decoded_on)) == 4, decoded_on
-    assert not set(decoded_on) & set(parity_workers)
 
 
 @pytest.mark.parametrize("persisted", [True, False])
