@@ -82,8 +82,9 @@ def plan_decode(
     directly (a systematic data block, a replica) is that block, whatever it
     holds. Any other decode is a combination of several products, so:
 
-    - members in ``nonfinite`` (products holding NaN or inf) are erasures: a
-      combination would spread their NaN/inf into this output;
+    - members in ``nonfinite`` (products holding NaN or inf, or masked ones)
+      are erasures: a combination would spread their NaN/inf into this
+      output (or lose their masks);
     - an integer or bool ``dtype`` never decodes through parities, because
       floating-point decoding is not exact for integers: the output waits
       for its own block.
