@@ -213,12 +213,6 @@ CASES = {
     ),
     # Measured bug: array-likes whose chunks are not Dask's (None, or a tuple of ints) crashed.
     "xarray DataArray of NumPy data": ("dot", xr.DataArray(_data((6, 4), "float64", 0)), np.ones(4), None),
-    "xarray DataArray of Dask data, right": (
-        "dot",
-        _data((3, 6), "float64", 0),
-        xr.DataArray(da.from_array(_data(6, "float64", 1), chunks=2)),
-        None,
-    ),
     "zarr-like store": ("dot", _ChunkedStore(_data((6, 4), "float64", 0), (2, 4)), np.ones(4), None),
     "h5py-like contiguous store": ("dot", _ChunkedStore(_data((6, 4), "float64", 0), None), np.ones(4), None),
     "an empty inner chunk (measured bug under max_errors)": (
