@@ -284,6 +284,13 @@ def _kept_masked(block: Any) -> Any:
     return block if _masked(block) else _values(block)
 
 
+def _concatenate(pieces: Sequence[Any], axis: int = 0) -> np.ndarray:
+    """``np.concatenate``, keeping masks where a piece is a ``MaskedArray`` (``np.ma.concatenate``)."""
+    if any(_masked(piece) for piece in pieces):
+        return np.ma.concatenate(pieces, axis=axis)
+    return np.concatenate(pieces, axis=axis)
+
+
 def _without_masks(parity: Any, data_blocks: Sequence[Any]) -> Any:
     """``parity`` (mixed from ``data_blocks``), all NaN if any of them is masked.
 
@@ -727,10 +734,7 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             )
             for part in spec.parts
         ]
-        if len(pieces) == 1:
-            return pieces[0]
-        concatenate = np.ma.concatenate if any(_masked(piece) for piece in pieces) else np.concatenate
-        return concatenate(pieces, axis=spec.parts[0].window[0])  # type: ignore[index]
+        return pieces[0] if len(pieces) == 1 else _concatenate(pieces, axis=spec.parts[0].window[0])  # type: ignore[index]
     checked = {i: p for i, p in enumerate(products) if isinstance(p, CheckedProduct)}
     if checked:
         products = tuple(p.product if isinstance(p, CheckedProduct) else p for p in products)
@@ -937,14 +941,13 @@ def assembled_block(grid: tuple[int, ...], slices: Sequence[tuple[slice, ...]], 
     >>> assembled_block((2,), [(slice(3, 4),), (slice(0, 2),)], a, b).tolist()
     [3.0, 4.0, 5.0]
     """
-    pieces = [(block if _masked(block) else np.asarray(block))[where] for block, where in zip(blocks, slices)]
+    pieces = [_kept_masked(block)[where] for block, where in zip(blocks, slices)]
     if len(pieces) == 1:
         return pieces[0]
-    concatenate = np.ma.concatenate if any(_masked(piece) for piece in pieces) else np.concatenate
     if len(grid) == 1:
-        return concatenate(pieces)
-    rows = [concatenate(pieces[r * grid[1] : (r + 1) * grid[1]], axis=1) for r in range(grid[0])]
-    return concatenate(rows)
+        return _concatenate(pieces)
+    rows = [_concatenate(pieces[r * grid[1] : (r + 1) * grid[1]], axis=1) for r in range(grid[0])]
+    return _concatenate(rows)
 
 
 def _trimmed(out: np.ndarray, spec: DecodeSpec) -> np.ndarray:
