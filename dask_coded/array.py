@@ -15,12 +15,12 @@ from ._compat import Task, TaskRef
 from .blocks import (
     CodedTask,
     aligned_block,
-    block_exponents,
+    block_equilibration,
     block_max_abs,
     chunk_cuts,
     scaled_parity_block,
     segment_bounds,
-    segment_exponents,
+    segment_equilibration,
     segment_max_abs,
     segment_parity_block,
     transpose_block,
@@ -478,7 +478,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     max_name = keys.MAX_ABS + tokenize(name)
     for q, group in enumerate(code.groups):
         data = group.members[: group.code.k]
-        exponents: Any = None
+        equilibration: Any = None
         # A re-split data block holds rows of several chunks: its parities are equilibrated by
         # segments of rows, so a small chunk keeps its accuracy beside a large one.
         segments = segment_bounds(A.chunks[axis], source_chunks, data)
@@ -500,9 +500,9 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     layer[chunk_key] = task
                     magnitudes.append(TaskRef(chunk_key))
             exp_key = (keys.EXPONENTS + tokenize(name), q)
-            gather = block_exponents if segments is None else segment_exponents
+            gather = block_equilibration if segments is None else segment_equilibration
             layer[exp_key] = Task(exp_key, gather, len(data), *magnitudes, dtype=A.dtype)
-            exponents = TaskRef(exp_key)
+            equilibration = TaskRef(exp_key)
         for other in other_axis_blocks:
             refs = [TaskRef(key(A.name, j, other)) for j in data]
             for local in range(group.code.k, group.code.n):
@@ -514,11 +514,18 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     layer[parity_key] = CodedTask(parity_key, np.copy, refs[copied])
                 elif segments is None:
                     # Equilibrated: a 1e-3 block decoded through a parity that also carries a
-                    # 1e12 block keeps its own relative accuracy (exponents=None: from these blocks).
-                    layer[parity_key] = CodedTask(parity_key, scaled_parity_block, weights, exponents, *refs)
+                    # 1e12 block keeps its own relative accuracy (equilibration=None: from these blocks).
+                    layer[parity_key] = CodedTask(
+                        parity_key, scaled_parity_block, weights, equilibration, *refs
+                    )
                 else:
                     layer[parity_key] = CodedTask(
-                        parity_key, segment_parity_block, weights, exponents, (axis, segments, cuts), *refs
+                        parity_key,
+                        segment_parity_block,
+                        weights,
+                        equilibration,
+                        (axis, segments, cuts),
+                        *refs,
                     )
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     return CodedArray(graph, name, code, A.chunks, A.dtype, axis, source_chunks)

@@ -49,7 +49,6 @@ from .codes.arithmetic import (
     _working_dtype,
     combine,
     equilibrated_combine,
-    equilibration_exponents,
     exponents_from_max_abs,
     frobenius_norm,
     line_norms,
@@ -68,18 +67,22 @@ __all__ = [
     "NonFiniteProduct",
     "NonFiniteScaledBlock",
     "ScaledBlock",
+    "Equilibration",
     "aligned_block",
-    "block_exponents",
+    "block_equilibration",
     "block_max_abs",
     "checked_product_block",
     "chunk_cuts",
     "decode_block",
-    "parity_block",
+    "OperandScaling",
+    "matdot_scaling",
+    "operand_block",
+    "polynomial_scaling",
     "product_block",
     "suspects_of",
     "scaled_parity_block",
     "segment_bounds",
-    "segment_exponents",
+    "segment_equilibration",
     "segment_max_abs",
     "segment_parity_block",
     "task_cancelled",
@@ -148,6 +151,10 @@ class DecodeSpec:
         of the array it encoded this way, without a task stage of their
         own: every stage is one more wait for stragglers. The plugin plans
         each part; ``output`` is the first part's.
+    scaled_by
+        Two-sided codes whose operands were equilibrated (:class:`OperandScaling`):
+        the positions, in the products' exponents, of the two blocks whose
+        product this output is; the decode scales it back by ``2**`` their sum.
     """
 
     code: Code
@@ -161,6 +168,7 @@ class DecodeSpec:
     plan: DecodingPlan | None = field(default=None, compare=False)  # follows from the rest; holds an array
     window: tuple[int, int, int] | None = None
     parts: tuple[DecodeSpec, ...] = ()
+    scaled_by: tuple[int, int] | None = None
 
     def planned(self, plans: Sequence[Any]) -> DecodeSpec:
         """The decode with each part's recovery set and weights set, as the plugin plans it.
@@ -192,13 +200,17 @@ class ScaledBlock:
 
     With ``bounds`` (a parity of re-split data blocks), ``exponents`` has a
     column per segment: rows ``bounds[p]:bounds[p + 1]`` along ``axis`` of
-    ``values`` mix ``2**-exponents[j, p] * block_j``.
+    ``values`` mix ``2**-exponents[j, p] * block_j``. ``zeros``, shaped like
+    ``exponents``, says which data blocks (segments) are all zero: their
+    products are exactly zero, as ``da.dot`` gives them, where a decode
+    through parities would leave round-off.
     """
 
     values: np.ndarray
     exponents: np.ndarray
     bounds: tuple[int, ...] | None = None
     axis: int = 0
+    zeros: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -211,7 +223,8 @@ class ScaledBlock:
 
 @sizeof.register(ScaledBlock)
 def _sizeof_scaled(block: ScaledBlock) -> int:
-    return int(sizeof(block.values)) + int(block.exponents.nbytes)
+    zeros = 0 if block.zeros is None else int(block.zeros.nbytes)
+    return int(sizeof(block.values)) + int(block.exponents.nbytes) + zeros
 
 
 class NonFiniteProduct(np.ndarray):
@@ -325,11 +338,95 @@ def aligned_block(block: Any) -> Any:
     return np.require(block, requirements="A")
 
 
-def parity_block(weights: np.ndarray, *data_blocks: np.ndarray, dtype: Any = None) -> np.ndarray:
-    """``sum_j weights[j] * data_blocks[j]``, zero-padding uneven blocks.
+@dataclass(frozen=True, eq=False)
+class OperandScaling:
+    """Power-of-two exponents of the blocks of both operands of a two-sided code.
 
-    ``dtype``: at least this precision, the product's (a float32 operand multiplied by a float64
-    one is encoded in float64, or the product would keep only float32's accuracy).
+    ``left[j]`` scales data block ``j`` of A, ``right[l]`` block ``l`` of B
+    (:func:`operand_block`), so blocks of very different size enter the coded
+    blocks at similar sizes: without it, an output is decoded to the absolute
+    accuracy of the largest block products, far from ``da.dot``'s.
+
+    ``carried``: the coded blocks carry ``exponents`` (``left`` then
+    ``right``) as :class:`ScaledBlock` s, and each output ``A_j @ B_l`` is
+    scaled back by ``2**(left[j] + right[l])`` (polynomial codes). Otherwise
+    the scaling cancels in every output (MatDot: ``right = -left``).
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    carried: bool
+
+    @property
+    def exponents(self) -> np.ndarray:
+        return np.concatenate([self.left, self.right])
+
+
+def _per_block_exponents(blocks: int, magnitudes: Sequence[float], dtype: Any) -> np.ndarray:
+    """Exponents of ``blocks`` blocks from the largest magnitudes of their chunks, in runs of equal length."""
+    per_chunk = np.asarray(magnitudes, dtype=np.float64).reshape(blocks, -1)
+    with np.errstate(invalid="ignore"):
+        return exponents_from_max_abs(per_chunk.max(axis=1).tolist(), dtype)
+
+
+def polynomial_scaling(
+    left_blocks: int, right_blocks: int, *magnitudes: float, dtype: Any = None
+) -> OperandScaling:
+    """:class:`OperandScaling` bringing every block of both operands to magnitudes in ``[0.5, 1)``.
+
+    ``magnitudes`` are of every chunk of A's ``left_blocks`` blocks, block by
+    block, then of B's ``right_blocks`` blocks, in runs of equal length (the
+    chunks along the inner axis). Each output is scaled back by its two
+    blocks' exponents.
+
+    Examples
+    --------
+    >>> scaling = polynomial_scaling(2, 1, 3e8, 1e8, 1e-8, 0.25, 4.0, 2.0)
+    >>> scaling.left.tolist(), scaling.right.tolist()
+    ([29, -1], [3])
+    """
+    split = len(magnitudes) * left_blocks // (left_blocks + right_blocks)
+    left = _per_block_exponents(left_blocks, magnitudes[:split], dtype)
+    return OperandScaling(left, _per_block_exponents(right_blocks, magnitudes[split:], dtype), carried=True)
+
+
+def matdot_scaling(blocks: int, left_chunks: int, *magnitudes: float, dtype: Any = None) -> OperandScaling:
+    """:class:`OperandScaling` balancing ``A_j`` against ``B_j``: ``A_j B_j`` keeps its value.
+
+    ``magnitudes`` are of the ``left_chunks`` chunks of each of A's
+    ``blocks`` blocks, block by block, then of every chunk of B's blocks
+    (runs of equal length). ``A_j`` is scaled by ``2**-e_j`` and ``B_j`` by
+    ``2**e_j``, with ``e_j`` half the difference of their exponents, so both
+    come to about ``sqrt(|A_j| |B_j|)``: every cross term ``A_j B_l`` a MatDot
+    decode cancels is then at most the size of the largest ``A_j B_j``, not
+    ``|A_j| |B_l|``, which may be far larger than the output.
+
+    Examples
+    --------
+    >>> scaling = matdot_scaling(2, 1, 1e8, 1e-8, 1e-8, 1e8)  # A_0 large, B_0 small; A_1 small, B_1 large
+    >>> scaling.left.tolist(), scaling.right.tolist()
+    ([26, -27], [-26, 27])
+    """
+    split = blocks * left_chunks
+    left = _per_block_exponents(blocks, magnitudes[:split], dtype)
+    balance = (left - _per_block_exponents(blocks, magnitudes[split:], dtype)) // 2
+    return OperandScaling(balance, -balance, carried=False)
+
+
+def operand_block(
+    weights: np.ndarray,
+    scaling: OperandScaling | None,
+    side: int,
+    *data_blocks: np.ndarray,
+    dtype: Any = None,
+) -> Any:
+    """``sum_j weights[j] * 2**-e_j * data_blocks[j]``, ``e`` the ``side`` (0: A, 1: B) of ``scaling``.
+
+    A coded block of one operand of a two-sided code, zero-padding uneven
+    blocks; a :class:`ScaledBlock` where ``scaling.carried``. ``dtype``: at
+    least this precision, the product's (a float32 operand multiplied by a
+    float64 one is encoded in float64, or the product would keep only
+    float32's accuracy).
     """
     if any(_masked(block) for block in data_blocks):
         # Found only now, behind a plain meta: no output of a two-sided code is a block's own product,
@@ -341,36 +438,75 @@ def parity_block(weights: np.ndarray, *data_blocks: np.ndarray, dtype: Any = Non
         )
     blocks = [np.asarray(b) for b in data_blocks]
     working = None if dtype is None else np.result_type(dtype, *blocks)
-    return combine(np.asarray(weights)[None, :], blocks, working)[0]
+    if scaling is None:
+        return combine(np.asarray(weights)[None, :], blocks, working)[0]
+    exponents = scaling.right if side else scaling.left
+    values = equilibrated_combine(np.asarray(weights)[None, :], blocks, exponents, working, copies=False)[0]
+    return ScaledBlock(values, scaling.exponents) if scaling.carried else values
+
+
+@dataclass(frozen=True, eq=False)
+class Equilibration:
+    """How a group's parities scale its data blocks: an exponent per block (per segment), and which are zero.
+
+    ``zeros[j]`` says data block ``j`` is all zero in every chunk along the
+    other axis: its product is then exactly zero, whatever a decode through
+    parities computes (see :class:`ScaledBlock`).
+    """
+
+    exponents: np.ndarray
+    zeros: np.ndarray
+
+    @classmethod
+    def from_max_abs(cls, per_block: np.ndarray, dtype: Any) -> Equilibration:
+        """From the largest magnitude of each data block (segment), an array of any shape."""
+        exponents = exponents_from_max_abs(per_block.ravel().tolist(), dtype).reshape(per_block.shape)
+        return cls(exponents, per_block == 0)
+
+    def of_blocks(self, blocks: Sequence[int]) -> Equilibration:
+        """The exponents and zeros of data ``blocks`` only."""
+        return Equilibration(self.exponents[list(blocks)], self.zeros[list(blocks)])
 
 
 def block_max_abs(block: Any) -> float:
-    """The largest magnitude of one data chunk (a tiny task feeding :func:`block_exponents`)."""
+    """The largest magnitude of one data chunk (a tiny task feeding :func:`block_equilibration`)."""
     return max_abs(block)
 
 
-def block_exponents(k: int, *magnitudes: float, dtype: Any = None) -> np.ndarray:
-    """Equilibration exponents of ``k`` data blocks from the largest magnitude of each of their chunks.
+def block_equilibration(k: int, *magnitudes: float, dtype: Any = None) -> Equilibration:
+    """:class:`Equilibration` of ``k`` data blocks from the largest magnitude of each of their chunks.
 
     ``magnitudes`` are ``k`` runs of equal length: the chunks of data block 0,
     then those of block 1, ... A data block's exponent must be the same in
     every chunk along the other axis, or the products would not be linear in
     the blocks. ``dtype`` is the data's (subnormal blocks: see
     :func:`~dask_coded.codes.arithmetic.exponents_from_max_abs`).
+
+    Examples
+    --------
+    >>> found = block_equilibration(2, 3.0, 0.5, 0.0, 0.0)  # block 1's two chunks are zero
+    >>> found.exponents.tolist(), found.zeros.tolist()
+    ([2, 2], [False, True])
     """
-    return segment_exponents(k, *([m] for m in magnitudes), dtype=dtype)[:, 0]  # one segment
+    found = segment_equilibration(k, *([m] for m in magnitudes), dtype=dtype)
+    return Equilibration(found.exponents[:, 0], found.zeros[:, 0])  # one segment
 
 
-def scaled_parity_block(weights: np.ndarray, exponents: np.ndarray | None, *data_blocks: Any) -> ScaledBlock:
-    """``sum_j weights[j] * 2**-exponents[j] * data_blocks[j]``, with the exponents attached.
+def scaled_parity_block(
+    weights: np.ndarray, equilibration: Equilibration | None, *data_blocks: Any
+) -> ScaledBlock:
+    """``sum_j weights[j] * 2**-exponents[j] * data_blocks[j]``, with the :class:`Equilibration` attached.
 
-    ``exponents=None`` computes them from ``data_blocks`` (when they are
+    ``equilibration=None`` computes it from ``data_blocks`` (when they are
     whole data blocks, not chunks of them).
     """
     blocks = [np.asarray(b) for b in data_blocks]
-    scales = equilibration_exponents(blocks) if exponents is None else np.asarray(exponents)
+    if equilibration is None:
+        magnitudes = np.array([max_abs(b) for b in blocks], dtype=np.float64)
+        equilibration = Equilibration.from_max_abs(magnitudes, np.result_type(*blocks))
+    scales = equilibration.exponents
     values = equilibrated_combine(np.asarray(weights)[None, :], blocks, scales)[0]
-    return _without_masks(ScaledBlock(values, scales), data_blocks)
+    return _without_masks(ScaledBlock(values, scales, zeros=equilibration.zeros), data_blocks)
 
 
 def chunk_cuts(chunks: Sequence[int], source_chunks: Sequence[int], block: int) -> tuple[int, ...]:
@@ -448,36 +584,38 @@ def _rows(block: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
     return block[(slice(None),) * axis + (slice(start, stop),)]
 
 
-def segment_exponents(k: int, *magnitudes: Iterable[float], dtype: Any = None) -> np.ndarray:
-    """``(k, segments)`` equilibration exponents from :func:`segment_max_abs` of every chunk.
+def segment_equilibration(k: int, *magnitudes: Iterable[float], dtype: Any = None) -> Equilibration:
+    """:class:`Equilibration` of ``(k, segments)`` from :func:`segment_max_abs` of every chunk.
 
-    ``magnitudes`` are ``k`` runs of equal length, and ``dtype`` the data's, as for :func:`block_exponents`.
+    ``magnitudes`` are ``k`` runs of equal length, and ``dtype`` the data's, as for
+    :func:`block_equilibration`.
     """
     per_chunk = np.asarray(magnitudes, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         per_block = per_chunk.reshape(k, -1, per_chunk.shape[-1]).max(axis=1)
-    return exponents_from_max_abs(per_block.ravel().tolist(), dtype).reshape(per_block.shape)
+    return Equilibration.from_max_abs(per_block, dtype)
 
 
 def segment_parity_block(
     weights: np.ndarray,
-    exponents: np.ndarray | None,
+    equilibration: Equilibration | None,
     segments: tuple[int, tuple[int, ...], tuple[tuple[int, ...], ...] | None],
     *data_blocks: Any,
 ) -> ScaledBlock:
     """:func:`scaled_parity_block`, by segment ``(axis, bounds, cuts)`` (see :func:`segment_bounds`).
 
-    ``exponents=None`` computes them from ``data_blocks`` (when they are
+    ``equilibration=None`` computes it from ``data_blocks`` (when they are
     whole data blocks), by chunk where each block's ``cuts`` are given
     (:func:`segment_max_abs`).
     """
     axis, bounds, cuts = segments
     blocks = [np.asarray(b) for b in data_blocks]
-    if exponents is None:
+    if equilibration is None:
         magnitudes = [
             segment_max_abs(axis, bounds, b, None if cuts is None else cuts[j]) for j, b in enumerate(blocks)
         ]
-        exponents = segment_exponents(len(blocks), *magnitudes, dtype=np.result_type(*blocks))
+        equilibration = segment_equilibration(len(blocks), *magnitudes, dtype=np.result_type(*blocks))
+    exponents = equilibration.exponents
     pieces = [
         equilibrated_combine(
             np.asarray(weights)[None, :],
@@ -486,7 +624,9 @@ def segment_parity_block(
         )[0]
         for p, (start, stop) in enumerate(zip(bounds, bounds[1:]))
     ]
-    parity = ScaledBlock(np.concatenate(pieces, axis=axis), np.asarray(exponents), tuple(bounds), axis)
+    parity = ScaledBlock(
+        np.concatenate(pieces, axis=axis), exponents, tuple(bounds), axis, equilibration.zeros
+    )
     return _without_masks(parity, data_blocks)
 
 
@@ -568,7 +708,9 @@ def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
     if scaling.bounds is not None and scaling.axis != (0 if coded_left else scaling.values.ndim - 1):
         raise ValueError("a block equilibrated by segments of its inner axis cannot be multiplied")
     marked = NonFiniteScaledBlock if nonfinite else ScaledBlock
-    return marked(values, scaling.exponents, scaling.bounds, 0 if coded_left else values.ndim - 1)
+    return marked(
+        values, scaling.exponents, scaling.bounds, 0 if coded_left else values.ndim - 1, scaling.zeros
+    )
 
 
 def _masked_product(left: Sequence[Any], right: Sequence[Any], scaling: ScaledBlock | None) -> Any:
@@ -588,7 +730,7 @@ def _masked_product(left: Sequence[Any], right: Sequence[Any], scaling: ScaledBl
     dtype = np.result_type(np.ma.getdata(total).dtype, np.float64)
     values = np.full(np.shape(total), np.nan, dtype=dtype)
     axis = 0 if isinstance(left[0], ScaledBlock) else values.ndim - 1
-    return NonFiniteScaledBlock(values, scaling.exponents, scaling.bounds, axis)
+    return NonFiniteScaledBlock(values, scaling.exponents, scaling.bounds, axis, scaling.zeros)
 
 
 def checked_product_block(
@@ -745,11 +887,13 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         # The output's own product, when it is in, is the answer: no decoding machinery at all.
         direct = spec.code.direct_block(spec.output, present)
         if direct is not None:
-            return _trimmed(_kept_masked(present[direct]), spec)
+            return _scaled_back(_trimmed(_kept_masked(present[direct]), spec), spec, present[direct])
     _refuse_masked(spec, present)
     scaling = _common_scaling(list(present.values()))
     results = {i: _values(p) for i, p in present.items()}
-    exponents = None if scaling is None or target_unknowns(spec.code) is None else scaling.exponents
+    # The exponents of data blocks, whose products are the outputs; a two-sided code's are scaled back below.
+    one_sided = scaling is not None and spec.scaled_by is None and target_unknowns(spec.code) is not None
+    exponents = scaling.exponents if one_sided else None  # type: ignore[union-attr]
     solvable = results
     segmented = scaling if scaling is not None and scaling.bounds is not None else None
     if segmented is not None and exponents is not None and _uniform_rows(exponents):
@@ -773,8 +917,13 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         # The output's own product may have passed the check (without max_errors it was not in).
         direct = spec.code.direct_block(spec.output, results)
         if direct is not None:
-            return _trimmed(_kept_masked(present[direct]), spec)
+            return _scaled_back(_trimmed(_kept_masked(present[direct]), spec), spec, present[direct])
     dtype = np.dtype(spec.dtype)
+    zero_segments = _zero_segments(spec, scaling)
+    if zero_segments and all(zero_segments) and all(math.isfinite(max_abs(r)) for r in solvable.values()):
+        # The unknown block is zero in every row of the output, and the finite products say the other
+        # operand is finite where it meets it: the product is exactly zero, as da.dot gives it.
+        return np.zeros(spec.shape, dtype)
     if dtype.kind in "biu":
         raise DecodingError(
             f"output block {spec.output} of {spec.code!r} has integer dtype {dtype}, and without its "
@@ -795,7 +944,38 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
         if unknowns is None:
             raise ValueError(f"{spec.code!r} decodes combinations of blocks; segment exponents do not apply")
         out = _segment_scaled(out, unknowns[spec.output], segmented, 1)
-    return np.asarray(out).astype(dtype, copy=False)
+    if any(zero_segments):
+        # Some segments of the unknown are zero: round-off there would be an infinite relative error.
+        # The decode mixed only finite products, so those rows of the product are exactly zero.
+        assert scaling is not None
+        out = np.array(out)  # a copy: the decode may have returned a view of a product
+        if scaling.bounds is None:
+            out[...] = 0
+        else:
+            rows = np.repeat(zero_segments, np.diff(scaling.bounds))[: out.shape[scaling.axis]]
+            out[(slice(None),) * scaling.axis + (rows,)] = 0
+    return _scaled_back(np.asarray(out), spec, scaling).astype(dtype, copy=False)
+
+
+def _scaled_back(out: np.ndarray, spec: DecodeSpec, scaling: Any) -> np.ndarray:
+    """An output of a two-sided code whose operands were scaled (``spec.scaled_by``), scaled back."""
+    if spec.scaled_by is None or not isinstance(scaling, ScaledBlock):
+        return out
+    left, right = spec.scaled_by
+    return scale_by_power_of_two(out, int(scaling.exponents[left]) + int(scaling.exponents[right]))
+
+
+def _zero_segments(spec: DecodeSpec, scaling: ScaledBlock | None) -> list[bool]:
+    """Whether the data block that ``spec``'s output is, is all zero in each segment (one without them).
+
+    Empty where the parities carry no zeros, or the output combines data blocks (two-sided codes).
+    """
+    unknowns = target_unknowns(spec.code)
+    if scaling is None or scaling.zeros is None or unknowns is None:
+        return []
+    # A few booleans: Python reads them faster than a NumPy reduction would.
+    zeros = scaling.zeros[unknowns[spec.output]].tolist()
+    return zeros if isinstance(zeros, list) else [zeros]
 
 
 def _refuse_masked(spec: DecodeSpec, products: dict[int, Any]) -> None:
@@ -913,15 +1093,22 @@ def _windowed(product: Any, axis: int, start: int, stop: int) -> Any:
         return _rows(product, axis, start, stop)
     values = _rows(product.values, axis, start, stop)
     if product.bounds is None:
-        return type(product)(values, product.exponents, None, product.axis)
+        return type(product)(values, product.exponents, None, product.axis, product.zeros)
     if axis != product.axis:
         raise ValueError(f"a window along axis {axis} of a block equilibrated along axis {product.axis}")
     if start >= stop:  # the window of an empty chunk
-        return dataclasses.replace(product, values=values, exponents=product.exponents[:, :0], bounds=(0,))
+        return type(product)(
+            values, product.exponents[:, :0], (0,), product.axis, _columns(product.zeros, 0, 0)
+        )
     first, last, cuts = _window_segments(product.bounds, start, stop)
     # The class itself, not dataclasses.replace: a decode task windows every product, and each of its
     # Python steps is work the stragglers delay.
-    return type(product)(values, product.exponents[:, first:last], cuts, product.axis)
+    zeros = _columns(product.zeros, first, last)
+    return type(product)(values, product.exponents[:, first:last], cuts, product.axis, zeros)
+
+
+def _columns(zeros: np.ndarray | None, first: int, last: int) -> np.ndarray | None:
+    return None if zeros is None else zeros[:, first:last]
 
 
 @functools.lru_cache(maxsize=1024)

@@ -29,10 +29,13 @@ from .blocks import (
     CodedTask,
     DecodeSpec,
     assembled_block,
+    block_max_abs,
     checked_product_block,
     chunk_cuts,
     decode_block,
-    parity_block,
+    matdot_scaling,
+    operand_block,
+    polynomial_scaling,
     product_block,
 )
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
@@ -466,17 +469,45 @@ def _fused(
     return fused
 
 
-def _encode_layer(name: str, weights: np.ndarray, blocks: list[list[Any]], dtype: np.dtype) -> dict[Any, Any]:
+def _encode_layer(
+    name: str, weights: np.ndarray, blocks: list[list[Any]], dtype: np.dtype, scaling: Any, side: int
+) -> dict[Any, Any]:
     """``(name, i, g)``: row ``i`` of ``weights`` applied to the blocks ``blocks[g]`` (refs or NumPy).
 
     Encoded in at least the product's ``dtype``, so a float32 operand of a float64 product
-    keeps float64 accuracy.
+    keeps float64 accuracy; each block scaled by ``scaling``'s exponents of operand ``side``.
     """
     return {
-        (name, i, g): CodedTask((name, i, g), parity_block, weights[i], *group, dtype=dtype)
+        (name, i, g): CodedTask((name, i, g), operand_block, weights[i], scaling, side, *group, dtype=dtype)
         for g, group in enumerate(blocks)
         for i in range(weights.shape[0])
     }
+
+
+def _operand_scaling(
+    layer: dict[Any, Any], token: str, gather: Any, counts: tuple[int, ...], *sides: Any, dtype: np.dtype
+) -> Any:
+    """The :class:`~dask_coded.blocks.OperandScaling` ``gather(*counts, *magnitudes)`` of a two-sided code.
+
+    ``sides`` are ``(operand, block indices)`` pairs: the largest magnitude of each block, a tiny
+    task for a Dask operand's block (added to ``layer``), read now from a NumPy one. With NumPy
+    operands only, the scaling itself is computed now: their coded blocks depend on no task.
+    """
+    magnitudes: list[Any] = []
+    for side, (operand, indices) in enumerate(sides):
+        for index in indices:
+            block = operand.block(index)
+            if not isinstance(block, TaskRef):
+                magnitudes.append(block_max_abs(block))
+                continue
+            key = (keys.MAX_ABS + token, side, *index)
+            layer[key] = Task(key, block_max_abs, block)
+            magnitudes.append(TaskRef(key))
+    if not any(isinstance(m, TaskRef) for m in magnitudes):
+        return gather(*counts, *magnitudes, dtype=dtype)
+    scaling_key = (keys.EXPONENTS + token, 0)
+    layer[scaling_key] = Task(scaling_key, gather, *counts, *magnitudes, dtype=dtype)
+    return TaskRef(scaling_key)
 
 
 def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype) -> da.Array:
@@ -497,10 +528,18 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
     token = tokenize(a, b, code, max_errors)
     enc_a, enc_b = (prefix + token for prefix in ENCODE_TWO_SIDED)
     inner = range(len(a.chunks[1]))
-    layer = _encode_layer(enc_a, a_weights, [[a.block((j, kk)) for j in range(m)] for kk in inner], dtype)
-    layer.update(
-        _encode_layer(enc_b, b_weights, [[b.block((kk, col)) for col in range(p)] for kk in inner], dtype)
+    layer: dict[Any, Any] = {}
+    # Polynomial codes interpolate every output from all blocks' products: each block is brought
+    # to magnitude 1 first, or a small output would keep only the largest one's absolute accuracy.
+    a_blocks = [(j, kk) for j in range(m) for kk in inner]
+    b_blocks = [(kk, col) for col in range(p) for kk in inner]
+    scaling = _operand_scaling(
+        layer, token, polynomial_scaling, (m, p), (a, a_blocks), (b, b_blocks), dtype=dtype
     )
+    a_groups = [[a.block((j, kk)) for j in range(m)] for kk in inner]
+    layer.update(_encode_layer(enc_a, a_weights, a_groups, dtype, scaling, 0))
+    b_groups = [[b.block((kk, col)) for col in range(p)] for kk in inner]
+    layer.update(_encode_layer(enc_b, b_weights, b_groups, dtype, scaling, 1))
     encoded = GraphLayer(keys.ENCODE + token, layer, *a.collections, *b.collections)
     product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
     products = {
@@ -513,7 +552,14 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
         for i in range(code.n)
     }
     specs = {
-        (row, col): DecodeSpec(code, row * p + col, (a.chunks[0][row], b.chunks[1][col]), dtype, max_errors)
+        (row, col): DecodeSpec(
+            code,
+            row * p + col,
+            (a.chunks[0][row], b.chunks[1][col]),
+            dtype,
+            max_errors,
+            scaled_by=(row, m + col),
+        )
         for row, col in itertools.product(range(m), range(p))
     }
     decodes = _decode_layer(out_name, [(product_name, i) for i in range(code.n)], specs)
@@ -535,9 +581,21 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
     token = tokenize(a, b, code, max_errors)
     enc_a, enc_b = (prefix + token for prefix in ENCODE_TWO_SIDED)
     rows, cols = range(len(a.chunks[0])), range(len(b.chunks[1])) if b.ndim == 2 else [None]
-    layer = _encode_layer(enc_a, a_weights, [[a.block((r, j)) for j in range(m)] for r in rows], dtype)
-    b_blocks = [[b.block((j, c) if c is not None else (j,)) for j in range(m)] for c in cols]
-    layer.update(_encode_layer(enc_b, b_weights, b_blocks, dtype))
+    layer: dict[Any, Any] = {}
+    # A MatDot decode cancels the cross terms A_j B_l: A_j and B_j are balanced first, or a large A_0
+    # beside a large B_1 would leave only their product's absolute accuracy to a small output.
+    a_blocks = [(r, j) for j in range(m) for r in rows]
+    b_blocks = [(j, c) if c is not None else (j,) for j in range(m) for c in cols]
+    scaling = _operand_scaling(
+        layer, token, matdot_scaling, (m, len(rows)), (a, a_blocks), (b, b_blocks), dtype=dtype
+    )
+    layer.update(
+        _encode_layer(
+            enc_a, a_weights, [[a.block((r, j)) for j in range(m)] for r in rows], dtype, scaling, 0
+        )
+    )
+    b_groups = [[b.block((j, c) if c is not None else (j,)) for j in range(m)] for c in cols]
+    layer.update(_encode_layer(enc_b, b_weights, b_groups, dtype, scaling, 1))
     encoded = GraphLayer(keys.ENCODE + token, layer, *a.collections, *b.collections)
     product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
     products: dict[Any, Any] = {}

@@ -182,14 +182,15 @@ class CodedOperand:
         """
         from .blocks import (
             CodedTask,
+            block_equilibration,
             chunk_cuts,
             scaled_parity_block,
             segment_bounds,
-            segment_exponents,
+            segment_equilibration,
             segment_max_abs,
             segment_parity_block,
         )
-        from .codes.arithmetic import equilibration_exponents
+        from .codes.arithmetic import max_abs
 
         name = encoding_name(encode_name, code, tokenize(operand, code, axis))
         others = range(len(operand.chunks[1 - axis])) if operand.ndim == 2 else [None]
@@ -199,12 +200,13 @@ class CodedOperand:
                 return (i,)
             return (i, other) if axis == 0 else (other, i)
 
-        # Equilibration exponents of whole data blocks (every chunk along the other axis), known
+        # Equilibration of whole data blocks (every chunk along the other axis), known
         # now because the data is here: a 1e-3 block decoded through a parity that also carries a
         # 1e12 block keeps its own relative accuracy, and no task gathers them.
         bounds = np.cumsum((0, *operand.chunks[axis]))
         whole = [np.take(operand.array, range(bounds[j], bounds[j + 1]), axis=axis) for j in range(code.k)]
-        exponents = equilibration_exponents(whole)
+        largest = [max_abs(block) for block in whole]
+        equilibration = block_equilibration(code.k, *largest, dtype=operand.dtype)
         layer: dict[Any, Any] = {}
         for group in code.groups:
             members = group.members[: group.code.k]
@@ -214,7 +216,7 @@ class CodedOperand:
             if segments is not None:
                 cuts = [chunk_cuts(operand.chunks[axis], split_from, j) for j in members]
                 magnitudes = [segment_max_abs(axis, segments, whole[j], c) for j, c in zip(members, cuts)]
-                group_exponents = segment_exponents(len(members), *magnitudes, dtype=operand.dtype)
+                by_segment = segment_equilibration(len(members), *magnitudes, dtype=operand.dtype)
             for other in others:
                 data = [operand.block(index(j, other)) for j in members]
                 for local in range(group.code.k, group.code.n):
@@ -223,10 +225,12 @@ class CodedOperand:
                     key = (name, *index(group.members[local], other))
                     weights = group.code.generator[local]
                     if segments is None:
-                        task = CodedTask(key, scaled_parity_block, weights, exponents[list(members)], *data)
+                        task = CodedTask(
+                            key, scaled_parity_block, weights, equilibration.of_blocks(members), *data
+                        )
                     else:
                         task = CodedTask(
-                            key, segment_parity_block, weights, group_exponents, (axis, segments, None), *data
+                            key, segment_parity_block, weights, by_segment, (axis, segments, None), *data
                         )
                     layer[key] = task
         parities = GraphLayer(name, layer)

@@ -20,17 +20,18 @@ from dask_coded.blocks import (
     UNMIXABLE_TYPENAMES,
     CheckedProduct,
     DecodeSpec,
+    Equilibration,
     NonFiniteProduct,
     NonFiniteScaledBlock,
     ScaledBlock,
-    block_exponents,
+    block_equilibration,
     checked_product_block,
     chunk_cuts,
     decode_block,
     product_block,
     scaled_parity_block,
     segment_bounds,
-    segment_exponents,
+    segment_equilibration,
     segment_max_abs,
     segment_parity_block,
     transpose_block,
@@ -263,12 +264,57 @@ def test_each_block_keeps_its_own_relative_accuracy(code, scales):
             assert np.abs(out - expected).max() <= 1e-10 * scale, (output, finished)
 
 
+@pytest.mark.parametrize("code", [MDSCode(3, 5), MDSCode(4, 6, generator="cauchy")], ids=repr)
+@pytest.mark.parametrize("zero", [0, 1])
+def test_an_all_zero_block_decodes_to_exact_zeros(code, zero):
+    """Measured bug: through parities it came back as round-off (1e-16), not the 0 da.dot gives."""
+    rng = np.random.default_rng(4)
+    blocks = [rng.standard_normal((5, 4)) * 10.0**j for j in range(code.k)]
+    blocks[zero] = np.zeros((5, 4))
+    x = rng.standard_normal((4, 3))
+    products = _products(code, blocks, x)
+    assert products[code.k].zeros.tolist() == [j == zero for j in range(code.k)]
+    for finished in itertools.combinations(range(code.n), code.k):
+        for output, block in enumerate(blocks):
+            out, _ = _decode_as_scheduled(code, output, finished, products, (5, 3), np.float64)
+            if output == zero:
+                np.testing.assert_array_equal(out, np.zeros((5, 3)))
+            else:
+                np.testing.assert_allclose(out, block @ x, rtol=1e-10)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_zero_chunk_inside_a_resplit_block_decodes_to_exact_zeros(axis):
+    """Block 0 holds rows of a zero chunk then of a nonzero one: only the zero chunk's rows are exact."""
+    rng = np.random.default_rng(6)
+    chunks, source = (5, 4), (3, 6)
+    bounds = segment_bounds(chunks, source, (0, 1))
+    whole = rng.standard_normal((9, 3))
+    whole[:3] = 0.0
+    blocks = [whole[:5], whole[5:]] if axis == 0 else [whole[:5].T, whole[5:].T]
+    code = MDSCode(2, 3)
+    parity = segment_parity_block(code.generator[2], None, (axis, bounds, None), *blocks)
+    assert parity.zeros.tolist() == [[True, False], [False, False]]
+    x = rng.standard_normal(3)
+    products = [product_block([b], [x]) if axis == 0 else product_block([x], [b]) for b in [*blocks, parity]]
+    expected = whole[:5] @ x
+    for window in [None, (0, 1, 4)]:
+        spec = DecodeSpec(code, 0, (5,) if window is None else (3,), np.dtype(np.float64), window=window)
+        out = decode_block(spec, MISSING, *products[1:])
+        wanted = expected if window is None else expected[1:4]
+        zero_rows = 3 if window is None else 2
+        np.testing.assert_array_equal(out[:zero_rows], 0.0)
+        np.testing.assert_allclose(out[zero_rows:], wanted[zero_rows:], rtol=1e-12)
+
+
 def test_parity_chunks_share_their_data_blocks_exponents():
     chunks = [[np.full((2, 2), 1e12), np.full((2, 2), 3.0)], [np.full((2, 2), 1e-3), np.zeros((2, 2))]]
-    exponents = block_exponents(2, *[float(np.abs(c).max()) for row in chunks for c in row])
-    assert exponents.tolist() == [40, -9]
+    equilibration = block_equilibration(2, *[float(np.abs(c).max()) for row in chunks for c in row])
+    assert equilibration.exponents.tolist() == [40, -9]
     code = MDSCode(2, 3)
-    parity = [scaled_parity_block(code.generator[2], exponents, chunks[0][c], chunks[1][c]) for c in range(2)]
+    parity = [
+        scaled_parity_block(code.generator[2], equilibration, chunks[0][c], chunks[1][c]) for c in range(2)
+    ]
     product = product_block(parity, [np.ones(2), np.ones(2)])
     assert isinstance(product, ScaledBlock) and product.exponents.tolist() == [40, -9]
     assert transpose_block(parity[0]).exponents is parity[0].exponents
@@ -289,8 +335,10 @@ def test_the_segments_of_one_chunk_share_its_exponent():
     cuts = [chunk_cuts(chunks, source, j) for j in (0, 1)]
     assert bounds == (0, 3, 5) and cuts == [(0, 3, 5), (0, 4)]
     blocks = [np.ones((5, 2)), np.array([[4.0], [4.0], [4.0], [0.25]]) * np.ones(2)]
-    by_segment = segment_exponents(2, *[segment_max_abs(0, bounds, b) for b in blocks])
-    by_chunk = segment_exponents(2, *[segment_max_abs(0, bounds, b, c) for b, c in zip(blocks, cuts)])
+    by_segment = segment_equilibration(2, *[segment_max_abs(0, bounds, b) for b in blocks]).exponents
+    by_chunk = segment_equilibration(
+        2, *[segment_max_abs(0, bounds, b, c) for b, c in zip(blocks, cuts)]
+    ).exponents
     assert by_segment[1].tolist() == [3, -1] and by_chunk[1].tolist() == [3, 3]
     parity = segment_parity_block(MDSCode(2, 3).generator[2], None, (0, bounds, tuple(cuts)), *blocks)
     np.testing.assert_array_equal(parity.exponents, by_chunk)
@@ -310,7 +358,7 @@ def test_a_segmented_parity_equilibrates_each_segment_on_its_own(axis):
     code = MDSCode(2, 3)
     magnitudes = [segment_max_abs(axis, bounds, b) for b in blocks]
     assert [m.shape for m in magnitudes] == [(2,), (2,)]
-    exponents = segment_exponents(2, *magnitudes)
+    exponents = segment_equilibration(2, *magnitudes).exponents
     parity = segment_parity_block(code.generator[2], None, (axis, bounds, None), *blocks)
     np.testing.assert_array_equal(parity.exponents, exponents)
     assert (parity.bounds, parity.axis) == (bounds, axis)
@@ -355,7 +403,10 @@ def test_decode_block_takes_equal_exponents_of_another_integer_dtype_and_checked
         np.array([1, 2, 3]),
     )
     parities = [
-        product_block([scaled_parity_block(code.generator[i], exponents, *data)], [x]) for i in (3, 4)
+        product_block(
+            [scaled_parity_block(code.generator[i], Equilibration(exponents, exponents == 0), *data)], [x]
+        )
+        for i in (3, 4)
     ]
     narrow = ScaledBlock(parities[0].values, parities[0].exponents.astype(np.int32))
     spec = DecodeSpec(code, 1, (6,), np.dtype(np.float64))

@@ -549,15 +549,41 @@ def test_encode_sizes_its_code_for_the_configured_max_errors():
         assert_eq(dask_coded.encode(A) @ np.ones(4), np.arange(48.0).reshape(12, 4) @ np.ones(4))
 
 
-def test_a_polynomial_block_that_cancels_to_zero_warns():
-    """A two-sided code mixes every block: a tiny one under a huge one cancels, and says so."""
+def _scaled_two_sided(code):
+    """Operands whose blocks differ in scale: each output mixes products 1e16 (or 1e300) apart."""
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((8, 5)), rng.standard_normal((5, 3))
-    a[:4] *= 1e10
-    a[4:] *= 1e-10
-    y = dask_coded.dot(da.from_array(a, chunks=(4, 5)), da.from_array(b), code=PolynomialCode(2, 1, 3))
-    with pytest.warns(ConditioningWarning):
-        y.compute(scheduler="sync")
+    a, b = rng.standard_normal((8, 6)), rng.standard_normal((6, 4))
+    if isinstance(code, PolynomialCode):  # row blocks of A, column blocks of B
+        a[:4], a[4:], b[:, :2], b[:, 2:] = a[:4] * 1e150, a[4:] * 1e-150, b[:, :2] * 1e8, b[:, 2:] * 1e-8
+        return a, b, (4, 6), (6, 2)
+    # MatDot: A_0 B_0 and A_1 B_1 are about 1, but its decode cancels A_0 B_1, about 1e16.
+    a[:, :3], a[:, 3:], b[:3], b[3:] = a[:, :3] * 1e8, a[:, 3:] * 1e-8, b[:3] * 1e-8, b[3:] * 1e8
+    return a, b, (4, 3), (3, 4)
+
+
+@pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
+@pytest.mark.parametrize("code", [PolynomialCode(2, 2, 6), MatDotCode(2, 5)], ids=repr)
+def test_two_sided_codes_keep_each_output_accurate_whatever_the_scales_of_the_blocks(code, as_dask):
+    """Measured bug: unscaled, outputs came back 1e285 (polynomial) or 3 (MatDot) times off, with a warning.
+
+    Each block of both operands is scaled by a power of two first (MatDot: A_j against B_j), and
+    every output is decoded to its own accuracy, from every set of products a decode may get.
+    """
+    a, b, a_chunks, b_chunks = _scaled_two_sided(code)
+    A, B = (da.from_array(a, chunks=a_chunks), da.from_array(b, chunks=b_chunks)) if as_dask else (a, b)
+    y = dask_coded.dot(A, B, code=code)
+    expected = a @ b
+    np.testing.assert_allclose(y.compute(scheduler="sync"), expected, rtol=1e-12)
+    if not as_dask:  # NumPy operands: scaled at graph-build time; da.dot's chunks are assembled after
+        return
+    threshold = code.recovery_threshold
+    for index in itertools.product(*(range(len(c)) for c in y.chunks)):
+        want = expected[tuple(slice(sum(c[:i]), sum(c[: i + 1])) for c, i in zip(y.chunks, index))]
+        for late in itertools.combinations(range(code.n), code.n - threshold):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                decoded = _decoded_window(y, (y.name, *index), late)
+            np.testing.assert_allclose(decoded, want, rtol=1e-11, err_msg=f"{index} without {late}")
 
 
 def _re_split_with_a_tiny_chunk(side="left"):

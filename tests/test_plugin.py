@@ -425,6 +425,29 @@ async def test_parities_holding_nan_are_not_used_for_a_slow_finite_block(c, s, *
 
 
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
+async def test_a_zero_block_behind_a_stuck_worker_is_exactly_zero(c, s, *workers):
+    """Measured bug: decoded through parities, an all-zero block came back as round-off, not zeros.
+
+    Its chunks are equilibrated by a task gathering every chunk's magnitude (two column chunks), and
+    that task's zeros travel with the parities to the decode.
+    """
+    a = _matrix()
+    a[100:200] = 0.0  # data block 1
+    await dask_coded.register(c)
+    plain = await c.persist(da.from_array(a, chunks=(100, 30)))
+    coded = await c.persist(dask_coded.encode(plain))  # MDS k=4, n=6
+    (holder,) = s.tasks[(coded.name, 1, 0)].who_has
+    model = FaultModel(delay_shift=0.05, slow_workers=(holder.address,), slow_factor=STUCK_FACTOR)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    plugin = s.plugins[NAME]
+    x = np.random.default_rng(1).standard_normal((60, 2))
+    result = await c.compute(dask_coded.dot(coded, x))
+    np.testing.assert_array_equal(result[100:200], 0.0)
+    np.testing.assert_allclose(result, a @ x, rtol=1e-12, atol=1e-12 * np.abs(a @ x).max())
+    assert plugin.counters["decodes_early"] >= 1
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_masks_found_when_computed_reach_the_result_under_a_slow_worker(c, s, *workers):
     """Blocks masked behind a plain meta: parities cannot carry masks, so each output is its own product.
 

@@ -284,39 +284,47 @@ def _weighted_sum(
 
 
 def equilibrated_combine(
-    matrix: np.ndarray, blocks: Sequence[np.ndarray], exponents: np.ndarray, dtype: np.dtype | None = None
+    matrix: np.ndarray,
+    blocks: Sequence[np.ndarray],
+    exponents: np.ndarray,
+    dtype: np.dtype | None = None,
+    copies: bool = True,
 ) -> list[np.ndarray]:
     """:func:`combine` of the rows of ``matrix`` that mix blocks with ``2**-exponents[j] * blocks[j]``.
 
     The powers of two go into the weights (no copy of a block) unless ``2**-e``
     would push a weight out of ``dtype``'s range (a block of subnormals, or
     one near the largest number): that block is scaled itself, exactly. Rows
-    that copy a block return it unchanged.
+    that copy a block return it unchanged, unless ``copies=False`` (a
+    two-sided code, none of whose coded blocks is a data block): then every
+    row is scaled.
     """
     if dtype is None:
         dtype = _working_dtype(np.result_type(*blocks))
     lowest = _range_of(np.dtype(dtype))[3]
     far = [j for j, e in enumerate(exponents.tolist()) if not lowest <= e <= -lowest]
     if not far:
-        return combine(scaled_rows(matrix, exponents), blocks, dtype)
+        return combine(scaled_rows(matrix, exponents, copies), blocks, dtype)
     folded = np.array(exponents)
     folded[far] = 0
     scaled = [scale_by_power_of_two(b, -int(exponents[j])) if j in far else b for j, b in enumerate(blocks)]
-    mixed = combine(scaled_rows(matrix, folded), scaled, dtype)
+    mixed = combine(scaled_rows(matrix, folded, copies), scaled, dtype)
+    if not copies:
+        return mixed
     return [
         m if (copied := _selected_block(row)) is None else blocks[copied] for row, m in zip(matrix, mixed)
     ]
 
 
-def scaled_rows(matrix: np.ndarray, exponents: np.ndarray) -> np.ndarray:
+def scaled_rows(matrix: np.ndarray, exponents: np.ndarray, copies: bool = True) -> np.ndarray:
     """``matrix`` with every row that mixes blocks multiplied by ``2**-exponents`` column-wise.
 
     Rows that copy one block (data rows, replicas) are left alone: those
-    coded blocks are the data blocks themselves.
+    coded blocks are the data blocks themselves (unless ``copies=False``).
     """
     out = np.array(matrix, dtype=np.float64)
     for r, row in enumerate(matrix):
-        if _selected_block(row) is None:
+        if not copies or _selected_block(row) is None:
             out[r] = np.ldexp(row, -exponents.astype(np.int32))
     return out
 
