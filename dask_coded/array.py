@@ -189,7 +189,9 @@ class CodedArray(DaskMethodsMixin):
 
     Use it as the left operand of :func:`dask_coded.dot` when encoded along
     axis 0, as the right operand when encoded along axis 1, or with ``@``,
-    ``np.dot`` and ``np.matmul``.
+    ``np.dot`` and ``np.matmul``. ``max_errors`` is ``coded.max-errors`` when
+    it was encoded (where its code can correct that many): its products
+    correct that many wrong ones unless a call asks for another number.
     """
 
     __array_priority__ = 20  # above dask.array's, so our __rmatmul__ wins
@@ -203,6 +205,7 @@ class CodedArray(DaskMethodsMixin):
         dtype: np.dtype,
         axis: int,
         source_chunks: tuple[int, ...] | None = None,
+        max_errors: int = 0,
     ) -> None:
         self.dask = graph
         self.name = name
@@ -212,6 +215,7 @@ class CodedArray(DaskMethodsMixin):
         self.axis = axis
         # The encoded array's chunks along the axis, before any re-split: products are returned in them.
         self._source_chunks = chunks[axis] if source_chunks is None else source_chunks
+        self.max_errors = max_errors
 
     # -- array-like attributes -------------------------------------------------
 
@@ -253,7 +257,14 @@ class CodedArray(DaskMethodsMixin):
         }
         graph = HighLevelGraph.from_collections(name, layer, dependencies=[cast(Any, self)])
         return CodedArray(
-            graph, name, self.code, self.chunks[::-1], self.dtype, 1 - self.axis, self._source_chunks
+            graph,
+            name,
+            self.code,
+            self.chunks[::-1],
+            self.dtype,
+            1 - self.axis,
+            self._source_chunks,
+            self.max_errors,
         )
 
     def __repr__(self) -> str:
@@ -309,7 +320,9 @@ class CodedArray(DaskMethodsMixin):
         name = rename.get(self.name, self.name) if rename else self.name
         if not isinstance(graph, HighLevelGraph):
             graph = HighLevelGraph.from_collections(name, dict(graph), dependencies=())
-        return CodedArray(graph, name, self.code, self.chunks, self.dtype, self.axis, self._source_chunks)
+        return CodedArray(
+            graph, name, self.code, self.chunks, self.dtype, self.axis, self._source_chunks, self.max_errors
+        )
 
     # -- products --------------------------------------------------------------
 
@@ -330,16 +343,36 @@ class CodedArray(DaskMethodsMixin):
 
             _no_extra_arguments("matmul", (), kwargs)
             return matmul(*inputs)
-        return NotImplemented
+        # Anything but a product is about the encoded array's values: Dask's, on its data blocks.
+        return getattr(ufunc, method)(*_as_data(inputs), **_as_data(kwargs))
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         from . import linalg
 
         handlers = {np.dot: linalg.dot, np.matmul: linalg.matmul}
         if func not in handlers:
-            return NotImplemented
+            return func(*_as_data(args), **_as_data(kwargs))
         _no_extra_arguments(func.__name__, args[2:], kwargs)
         return handlers[func](*args[:2])
+
+    def __getitem__(self, index: Any) -> da.Array:
+        # A slice of the encoded array holds no whole coded block: a plain Dask array of its values.
+        return data_array(self)[index]
+
+    def to_dask_array(self) -> da.Array:
+        """The encoded array as a plain Dask array, without parities: what ``da.asarray`` makes of it.
+
+        Dask and NumPy functions other than products (``da.sum``, ``np.concatenate``, an xarray
+        ``DataArray`` wrapping it) see this array.
+
+        Examples
+        --------
+        >>> import dask.array as da
+        >>> C = encode(da.arange(6.0, chunks=2).reshape(3, 2))
+        >>> float(da.sum(C).compute())
+        15.0
+        """
+        return data_array(self)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self.compute()
@@ -354,6 +387,17 @@ def _no_extra_arguments(name: str, args: Any, kwargs: dict[str, Any]) -> None:
             f"np.{name} on a CodedArray takes two operands and no other arguments (got {', '.join(given)}): "
             "the result is a new lazy Dask array, so out= cannot be filled"
         )
+
+
+def _as_data(value: Any) -> Any:
+    """``value`` with every CodedArray in it (in lists, tuples, dicts) replaced by its data array."""
+    if isinstance(value, CodedArray):
+        return data_array(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_data(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_data(v) for k, v in value.items()}
+    return value
 
 
 def data_array(coded: CodedArray) -> da.Array:
@@ -425,6 +469,9 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     >>> np.array_equal(C.compute(), np.ones((6, 4)))
     True
     """
+    kind = getattr(getattr(A, "dtype", None), "kind", None)
+    if kind is not None and kind not in "iufc":  # before da.asarray, which fails on objects its own way
+        raise TypeError(f"encode needs an array of numbers, got dtype {A.dtype}")
     A = da.asarray(A)
     if A.ndim not in (1, 2):
         raise ValueError(f"encode takes a 1-D or 2-D array, got {A.ndim}-D")
@@ -436,10 +483,9 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
             f"encode needs NumPy blocks, got {type(A._meta).__module__}.{type(A._meta).__name__} "
             "blocks; dask_coded.dot falls back to da.dot for these"
         )
-    if axis < 0:
-        axis += A.ndim
-    if not 0 <= axis < A.ndim:
+    if not -A.ndim <= axis < A.ndim:
         raise ValueError(f"axis {axis} is out of bounds for a {A.ndim}-D array")
+    axis %= A.ndim
     if any(np.isnan(c) for chunks in A.chunks for c in chunks):
         raise ValueError("encode needs known chunk sizes; call A.compute_chunk_sizes() first")
     # The other operand is not known yet: its blocks count as 1.
@@ -528,4 +574,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                         *refs,
                     )
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
-    return CodedArray(graph, name, code, A.chunks, A.dtype, axis, source_chunks)
+    # Encoded to correct faulty workers (coded.max-errors), it goes on correcting them in later calls.
+    max_errors = check_max_errors(config.get("max-errors"))
+    correctable = max_errors if code.is_recovery_set(range(code.n), max_errors=max_errors) else 0
+    return CodedArray(graph, name, code, A.chunks, A.dtype, axis, source_chunks, correctable)

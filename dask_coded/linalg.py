@@ -145,8 +145,8 @@ def dot(a: Any, b: Any, *, code: Code | str | None = None, max_errors: int | Non
         ``da.dot``'s chunks (the decoded blocks are rechunked).
     max_errors
         Wrong block products to locate and correct per output block (default
-        ``coded.max-errors``); named codes are built with ``2 * max_errors``
-        extra blocks.
+        ``coded.max-errors``, or a CodedArray operand's ``max_errors`` if
+        larger); named codes are built with ``2 * max_errors`` extra blocks.
 
     Returns
     -------
@@ -210,7 +210,11 @@ def matvec(A: Any, x: Any, *, code: Code | str | None = None, max_errors: int | 
 
 def _contract(operation: str, a: Any, b: Any, code: Code | str | None, max_errors: int | None) -> da.Array:
     """``da.<operation>(a, b)``, coded where :func:`fallback_reason` allows it."""
-    max_errors = check_max_errors(config.get("max-errors") if max_errors is None else max_errors)
+    if max_errors is None:
+        # A CodedArray encoded to correct wrong products keeps correcting them outside that config.
+        encoded_for = [o.max_errors for o in (a, b) if isinstance(o, CodedArray)]
+        max_errors = max([check_max_errors(config.get("max-errors")), *encoded_for])
+    max_errors = check_max_errors(max_errors)
     a, b = _as_input(a, "a"), _as_input(b, "b")
     if a.ndim == 0 or b.ndim == 0:
         # da.dot fails on 0-d operands too (with an IndexError); say why.
@@ -267,7 +271,7 @@ def _coded(
                 # Its parities code the other axis (or, 1-D, the inner dimension): nothing to decode.
                 raise ValueError(
                     f"a CodedArray used as the {side} operand must be 2-D and encoded along axis {axis}, "
-                    f"got a {coded.ndim}-D one encoded along axis {coded.axis}; dot its data_array instead"
+                    f"got a {coded.ndim}-D one encoded along axis {coded.axis}; dot C.to_dask_array() instead"
                 )
             _check_correctable(coded.code, max_errors)
             other = Operand(b if side == "left" else a)

@@ -87,6 +87,38 @@ def test_collection_protocol(matrix):
     np.testing.assert_array_equal(clone.compute(), matrix)
 
 
+#: What a user does with an array besides multiplying it: each sees the encoded array's values.
+NON_PRODUCTS = {
+    "da.asarray": lambda a: da.asarray(a),
+    "da.sum": lambda a: da.sum(a, axis=0),
+    "np.sum": lambda a: np.sum(a, axis=1),
+    "ufuncs": lambda a: np.sqrt(np.abs(a)),
+    "np.add with a scalar": lambda a: np.add(a, 1.0),
+    "da.concatenate": lambda a: da.concatenate([a, a]),
+    "np.concatenate": lambda a: np.concatenate([a, a], axis=1),
+    "slicing": lambda a: a[2:7, ::2],
+    "encode again": lambda a: encode(a),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(NON_PRODUCTS))
+def test_dask_and_numpy_functions_see_the_encoded_array(matrix, operation):
+    """A review found them failing at compute ('CodedArray' object is not subscriptable), or lazy."""
+    coded = encode(da.from_array(matrix, chunks=(4, 3)))
+    result = NON_PRODUCTS[operation](coded)
+    expected = NON_PRODUCTS[operation](matrix)
+    assert dask.is_dask_collection(result)
+    np.testing.assert_allclose(dask.compute(result)[0], expected, rtol=1e-15)
+
+
+def test_an_xarray_dataarray_wrapping_a_coded_array_reduces_and_indexes(matrix):
+    import xarray as xr
+
+    wrapped = xr.DataArray(encode(da.from_array(matrix, chunks=(4, 3))), dims=("t", "x"))
+    np.testing.assert_allclose(wrapped.sum("t").values, matrix.sum(axis=0), rtol=1e-14)
+    np.testing.assert_array_equal(wrapped.isel(t=3).values, matrix[3])
+
+
 def test_transpose(matrix):
     coded = encode(da.from_array(matrix, chunks=(4, 3)))
     assert coded.T.axis == 1 and coded.T.shape == (6, 11)
@@ -111,6 +143,8 @@ def test_layers_have_readable_names(matrix):
         (np.ones((2, 2, 2)), {}, ValueError, "1-D or 2-D"),
         (np.array([["a"]]), {}, TypeError, "numbers"),
         (np.ones((4, 4)), {"axis": 2}, ValueError, "out of bounds"),
+        (np.ones((4, 4)), {"axis": -3}, ValueError, "axis -3 is out of bounds"),
+        (np.array([[1, None]], dtype=object), {}, TypeError, "numbers, got dtype object"),
         (np.ones((2, 4)), {"code": MDSCode(3, 5)}, ValueError, "into 3 non-empty blocks"),
         (np.ones((4, 4)), {"code": "polynomial"}, ValueError, "cannot encode one array"),
         (np.ones((4, 4)), {"code": dask_coded.MatDotCode(2, 3)}, ValueError, "does not split one operand"),

@@ -173,6 +173,31 @@ async def test_too_many_faulty_workers_raise_instead_of_returning(c, s, *workers
             await c.compute(dask_coded.dot(coded, np.ones(50), max_errors=1))
 
 
+def _decode_max_errors(y):
+    graph = dict(y.__dask_graph__())
+    return {t.args[0].max_errors for k, t in graph.items() if str(k[0]).startswith(DECODE)}
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
+async def test_a_coded_array_encoded_for_max_errors_corrects_outside_that_config(c, s, *workers):
+    """A review found it did not: encoded under coded.max-errors: 1, ``C @ x`` after it returned
+    a faulty worker's garbage (300 of 400 entries wrong), although the code had the redundancy."""
+    data = np.random.default_rng(4).standard_normal((400, 50))
+    x = np.random.default_rng(5).standard_normal(50)
+    with dask.config.set({**CONFIG, "coded.max-errors": 1}):
+        coded = await c.persist(dask_coded.encode(da.from_array(data, chunks=(100, 50))))
+    assert coded.max_errors == 1 and coded.T.max_errors == 1
+    (faulty,) = s.tasks[(coded.name, 0, 0)].who_has
+    await _setup(c, [faulty], "noise")
+    assert _decode_max_errors(coded @ x) == {1}
+    assert relative_error(await c.compute(coded @ x), data @ x) < 1e-10
+    assert (await dask_coded.plugin_stats(c))["corrections"] >= 1
+    # An explicit number still wins, and a code that cannot correct keeps none.
+    assert _decode_max_errors(dask_coded.dot(coded, x, max_errors=0)) == {0}
+    with dask.config.set({"coded.max-errors": 1}):
+        assert dask_coded.encode(da.from_array(data, chunks=(100, 50)), MDSCode(4, 5)).max_errors == 0
+
+
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
 async def test_named_codes_get_redundancy_for_max_errors(c, s, *workers):
     data = np.random.default_rng(2).standard_normal((200, 30))
