@@ -56,7 +56,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -717,6 +717,8 @@ def _backup_rule(setting: Any) -> BackupRule | None:
     """The backup rule from a preset name, a rule, or ``coded.backup``'s mapping."""
     if isinstance(setting, BackupRule):
         return setting
+    if setting is False:  # YAML reads an unquoted `off` as False
+        return None
     if isinstance(setting, str):
         if setting == "off":
             return None
@@ -725,11 +727,28 @@ def _backup_rule(setting: Any) -> BackupRule | None:
                 f"unknown backup rule {setting!r}; choose 'off' or one of {sorted(BACKUP_PRESETS)}"
             )
         return BACKUP_PRESETS[setting]
+    if not isinstance(setting, Mapping):
+        raise ValueError(
+            f"coded.backup must be 'off', a preset name or a mapping with a rule, got {setting!r}"
+        )
     rule = dict(setting)
     preset = _backup_rule(rule.pop("rule", "off"))
     if preset is None:
         return None
-    overrides = {name.replace("-", "_"): value for name, value in rule.items() if value is not None}
+    overrides = {}
+    known = {field.name for field in dataclasses.fields(BackupRule)}
+    for name, value in rule.items():
+        option = name.replace("-", "_")
+        if option not in known:
+            raise ValueError(
+                f"unknown option coded.backup.{name}; the options are rule and "
+                f"{', '.join(sorted(n.replace('_', '-') for n in known))}"
+            )
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"coded.backup.{name} must be a number or null, got {value!r}")
+        overrides[option] = value
     return dataclasses.replace(preset, **overrides)
 
 

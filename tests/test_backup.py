@@ -39,6 +39,31 @@ def test_bad_rules_are_refused():
         CodedSchedulerPlugin(backup="hadoop")
 
 
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [
+        ({"rule": "spark", "slow-factor": "3"}, "coded.backup.slow-factor must be a number"),
+        ({"rule": "cubed", "interval": "1s"}, "coded.backup.interval must be a number"),
+        ({"rule": "cubed", "min-tasks": True}, "coded.backup.min-tasks must be a number"),
+        ({"rule": "spark", "typo": 1}, "unknown option coded.backup.typo"),
+        (3, "coded.backup must be 'off', a preset name or a mapping"),
+        (None, "coded.backup must be 'off', a preset name or a mapping"),
+    ],
+)
+def test_bad_backup_settings_name_the_option(setting, match):
+    """A review found raw Python errors ('<' not supported between 'str' and 'int') instead."""
+    with dask.config.set({"coded.backup": setting}):
+        with pytest.raises(ValueError, match=match):
+            CodedSchedulerPlugin()
+
+
+def test_an_unquoted_off_in_yaml_is_off():
+    """YAML reads `rule: off` (unquoted) as False: the user meant off."""
+    for setting in (False, {"rule": False}):
+        with dask.config.set({"coded.backup": setting}):
+            assert CodedSchedulerPlugin().backup_rule is None
+
+
 async def _slow_plain_product(c, s, workers, factor=200):
     """A plain array, one block per worker, and a slow machine holding one of its blocks."""
     a = np.random.default_rng(0).standard_normal((800, 40))

@@ -51,3 +51,20 @@ def test_bad_count_setting_is_named(option, setting):
     with dask.config.set({f"coded.{option}": setting}):
         with pytest.raises(ValueError, match=f"coded.{option} must be 'auto' or an integer"):
             encode(da.ones((8, 4), chunks=(2, 4)))
+
+
+@pytest.mark.parametrize(
+    ("option", "setting", "code"),
+    [("replicas", 0, "replication"), ("replicas", -1, "replication"), ("replicas", 1.5, "replication")]
+    + [
+        ("replicas", True, "replication"),
+        ("replicas", "two", "replication"),
+        ("replicas", None, "replication"),
+    ]
+    + [("seed", -1, "mds"), ("seed", "abc", "mds"), ("seed", 1.5, "mds"), ("seed", None, "mds")],
+)
+def test_bad_code_options_are_named_not_clamped(option, setting, code):
+    """A review found coded.replicas: 0 silently clamped to one copy (no redundancy), 1.5 rounded."""
+    with dask.config.set({f"coded.{option}": setting}):
+        with pytest.raises(ValueError, match=f"coded.{option} must be an integer of at least"):
+            encode(da.ones((8, 4), chunks=(2, 4)), code=code)

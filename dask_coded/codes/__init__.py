@@ -21,7 +21,7 @@ from .matdot import MatDotCode
 from .mds import MDSCode
 from .polynomial import PolynomialCode
 from .replication import ReplicationCode
-from .sizing import auto_or_count, coded_block_count, data_blocks_for
+from .sizing import auto_or_count, coded_block_count, count_option, data_blocks_for
 
 __all__ = [
     "ONE_SIDED",
@@ -225,7 +225,10 @@ def _entry(name: str) -> _Entry:
 
 def _mds_for(chunking: Chunking) -> Code:
     k, options = chunking.blocks, chunking.options
-    generator, seed = options.get("generator", "gaussian"), int(options.get("seed", 0))
+    generator, seed = (
+        options.get("generator", "gaussian"),
+        count_option("coded.seed", options.get("seed", 0), 0),
+    )
     if (
         chunking.resplit
         and chunking.workers is not None
@@ -257,7 +260,8 @@ def _group_size(chunking: Chunking) -> int:
 
 def _replication_for(chunking: Chunking) -> Code:
     # Outvoting t wrong copies of a block needs 2t + 1 of them.
-    replicas = max(int(chunking.options.get("replicas", 2)), 2 * chunking.max_errors + 1)
+    replicas = count_option("coded.replicas", chunking.options.get("replicas", 2), minimum=1)
+    replicas = max(replicas, 2 * chunking.max_errors + 1)
     return ReplicationCode(chunking.blocks, r=replicas)
 
 

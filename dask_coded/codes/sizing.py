@@ -11,6 +11,7 @@ import numpy as np
 __all__ = [
     "MIN_DELAY_SAMPLES",
     "auto_or_count",
+    "count_option",
     "coded_block_count",
     "data_blocks_for",
     "delays_from_evidence",
@@ -41,6 +42,21 @@ def auto_or_count(name: str, setting: object, minimum: int) -> Literal["auto"] |
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < minimum:
         raise ValueError(f"{name} must be 'auto' or an integer of at least {minimum}, got {setting!r}")
     return setting
+
+
+def count_option(name: str, setting: object, minimum: int) -> int:
+    """An option that is an integer of at least ``minimum``, checked (no silent rounding or clamping).
+
+    Examples
+    --------
+    >>> count_option("coded.replicas", 0, minimum=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: coded.replicas must be an integer of at least 1, got 0
+    """
+    if isinstance(setting, bool) or not isinstance(setting, (int, np.integer)) or setting < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {setting!r}")
+    return int(setting)
 
 
 def coded_block_count(k: int, stragglers: int, max_errors: int = 0, workers: int | None = None) -> int:
