@@ -234,7 +234,7 @@ def task_delay(model: FaultModel, key: Any) -> float:
 
 
 def corrupt(value: Any, kind: str, rng: np.random.Generator) -> Any:
-    """A wrong copy of an array result; anything else is returned unchanged.
+    """A wrong copy of an array result (or of the arrays in a tuple); anything else is returned unchanged.
 
     Examples
     --------
@@ -247,6 +247,8 @@ def corrupt(value: Any, kind: str, rng: np.random.Generator) -> Any:
         return dataclasses.replace(value, values=corrupt(value.values, kind, rng))
     if isinstance(value, CheckedProduct):  # a product under max_errors: its values, not its bound
         return dataclasses.replace(value, product=corrupt(value.product, kind, rng))
+    if type(value) is tuple:  # an SGD gradient task's (gradient, rows, loss): its arrays
+        return tuple(corrupt(item, kind, rng) for item in value)
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "fc" or value.size == 0:
         return value
     out = np.array(value, copy=True)

@@ -130,6 +130,17 @@ async def test_soft_errors_spoil_plain_dask(c, s, *workers):
     assert relative_error(result, data.sum(axis=1)) > 1.0
 
 
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, timeout=TIMEOUT)
+async def test_soft_errors_reach_results_that_are_tuples_of_arrays(c, s, *workers):
+    """A review found SGD's gradient tasks, which return (gradient, rows, loss), never corrupted."""
+    model = FaultModel(error_workers=tuple(w.address for w in workers), error_kind="nan")
+    await c.register_plugin(FaultInjector(model), name="faults")
+    gradient, rows, loss = await c.submit(lambda: (np.ones(50), np.arange(5), 0.5), pure=False)
+    assert np.isnan(gradient).any()
+    np.testing.assert_array_equal(rows, np.arange(5))  # integers are indices, not numbers computed
+    assert loss == 0.5
+
+
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, timeout=TIMEOUT)
 async def test_error_rate_hits_some_tasks(c, s, *workers):
     model = FaultModel(error_rate=0.5, seed=3)

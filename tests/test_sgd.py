@@ -142,6 +142,10 @@ BAD_INPUT = [
     (SyncSGD(LogisticRegression()), (np.ones((4, 2)), np.arange(4.0)), r"labels y in \{0, 1\}"),
     (GradientCodedSGD(2, scheme="fractional"), (np.ones((9, 2)), np.ones(9)), "use scheme='cyclic'"),
     (CodedMatvecSGD(), (np.ones((9, 1)), np.ones(9)), "columns into 2 blocks"),
+    # A review found these diverging ("lower the learning rate") or failing on a worker instead.
+    (SyncSGD(batch_size=None), (np.ones((0, 3)), np.ones(0)), "X has no rows"),
+    (SyncSGD(), (np.ones((0, 3)), np.ones(0)), "X has no rows"),
+    (GradientCodedSGD(1), (np.ones((0, 3)), np.ones(0)), "X has no rows"),
 ]
 
 
@@ -156,6 +160,10 @@ def test_bad_input_is_refused(client):
     [
         (lambda: SyncSGD(learning_rate=-1), "learning_rate"),
         (lambda: SyncSGD(batch_size=0), "batch_size"),
+        (lambda: SyncSGD(batch_size=1.5), "batch_size must be a positive integer"),
+        (lambda: SyncSGD(learning_rate="0.1"), "learning_rate must be a positive number"),
+        (lambda: SyncSGD(learning_rate=None), "learning_rate must be a positive number"),
+        (lambda: SyncSGD(max_iterations=2.5), "max_iterations must be an integer"),
         (lambda: KSyncSGD(0), "K must be a positive integer"),
         (lambda: SyncSGD("ridge"), "unknown problem"),
         (lambda: LeastSquares(l2=-1.0), "l2"),
@@ -269,6 +277,10 @@ def test_sharded_input_with_unknown_or_mismatched_rows_is_refused():
         SyncSGD().fit(X[X[:, 0] > 0], np.ones(40))
     with pytest.raises(ValueError, match="40 rows but y has 39"):
         SyncSGD().fit(X, da.ones(39, chunks=10))
+    with pytest.raises(ValueError, match="40 rows but y has 39"):  # was dask's "Chunks do not add up"
+        SyncSGD().fit(X, np.ones(39))
+    with pytest.raises(ValueError, match="X has no rows"):
+        SyncSGD().fit(da.ones((0, 3), chunks=(10, 3)), np.ones(0))
     with pytest.raises(ValueError, match="X must be 2-D"):
         SyncSGD().fit(da.ones(40, chunks=10), np.ones(40))
 

@@ -114,12 +114,12 @@ class Trainer:
         seed: int = 0,
     ) -> None:
         self.problem = make_problem(problem)
-        if not np.isfinite(learning_rate) or learning_rate <= 0:
+        if not _is_number(learning_rate) or not np.isfinite(learning_rate) or learning_rate <= 0:
             raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-        if batch_size is not None and batch_size < 1:
+        if batch_size is not None and (not _is_integer(batch_size) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        if max_iterations < 1:
-            raise ValueError(f"max_iterations must be at least 1, got {max_iterations!r}")
+        if not _is_integer(max_iterations) or max_iterations < 1:
+            raise ValueError(f"max_iterations must be an integer of at least 1, got {max_iterations!r}")
         self.learning_rate = float(learning_rate)
         self.batch_size = batch_size
         self.max_iterations = int(max_iterations)
@@ -274,7 +274,8 @@ class _Recorder:
         if not np.isfinite(norm) or norm > self.limit:
             raise FloatingPointError(
                 f"{self.trainer.method} diverged at update {iteration} (|w| = {norm:.3g}); "
-                f"lower the learning rate (now {self.trainer.learning_rate:g})"
+                f"lower the learning rate (now {self.trainer.learning_rate:g}), or a worker returned "
+                "wrong gradients (only gradient coding outvotes them)"
             )
         trainer = self.trainer
         if iteration >= trainer.max_iterations:
@@ -305,3 +306,11 @@ def _current_client() -> Any:
         return get_client()
     except ValueError:
         return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

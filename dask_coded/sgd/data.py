@@ -122,11 +122,9 @@ class ShardedData(Dataset):
             raise ValueError(f"X must be 2-D (samples x features), got {X.ndim}-D")
         if any(np.isnan(c) for c in X.chunks[0]):
             raise ValueError("X has unknown chunk sizes; call X.compute_chunk_sizes() first")
-        y = y if isinstance(y, da.Array) else da.from_array(np.asarray(y), chunks=(X.chunks[0],))
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D, got {y.ndim}-D")
-        if X.shape[0] != y.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+        y = y if isinstance(y, da.Array) else np.asarray(y)
+        _check_shapes(X.shape, y.shape)
+        y = y if isinstance(y, da.Array) else da.from_array(y, chunks=(X.chunks[0],))
         # One chunk of columns, y cut like X's rows: a shard is a block of whole rows and their targets.
         self.X = X.astype(float).rechunk({1: -1})
         self.y = y.astype(float).rechunk((X.chunks[0],))
@@ -252,12 +250,19 @@ def as_dataset(X: Any, y: Any) -> Dataset:
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (samples x features), got {X.ndim}-D")
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D, got {y.ndim}-D")
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+    _check_shapes(X.shape, y.shape)
     _check_finite(X, y)
     return ReplicatedData(X, y)
+
+
+def _check_shapes(x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> None:
+    """Samples in rows of a 2-D ``X``, one target each in a 1-D ``y``, and at least one sample."""
+    if len(y_shape) != 1:
+        raise ValueError(f"y must be 1-D, got {len(y_shape)}-D")
+    if x_shape[0] != y_shape[0]:
+        raise ValueError(f"X has {x_shape[0]} rows but y has {y_shape[0]}")
+    if x_shape[0] == 0:
+        raise ValueError("X has no rows: SGD needs at least one sample")
 
 
 def _chunk_futures(client: Any, array: Any) -> list[Future]:
