@@ -172,25 +172,61 @@ def _checkout_root() -> pathlib.Path:
     )
 
 
+#: Every suite in benchmarks/ (bench_<suite>.py), in the order ``dask-coded bench`` runs them.
+SUITES = "codes,decode,detection,dot,overhead,scale,stragglers,strategies,sgd,sgd_sharded,soft_errors".split(
+    ","
+)
+
+
+def _at_least(minimum: float, kind: type = int) -> Any:
+    """An argparse type: a ``kind`` (int or float) of at least ``minimum``, or a usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _suites(text: str) -> str:
+    unknown = [suite for suite in text.split(",") if suite not in SUITES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown suites {unknown}; choose from {', '.join(SUITES)}")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dask-coded", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser(
         "demo", help="plain da.dot vs dask_coded.dot on a LocalCluster with a slow worker"
     )
-    run_demo.add_argument("--rows", type=int, default=16000, help="rows of A (default 16000)")
-    run_demo.add_argument("--cols", type=int, default=1000, help="columns of A (default 1000)")
-    run_demo.add_argument("--workers", type=int, default=8, help="single-threaded workers (default 8)")
-    run_demo.add_argument("--parity", type=int, default=2, help="parity blocks (default 2)")
+    run_demo.add_argument("--rows", type=_at_least(1), default=16000, help="rows of A (default 16000)")
+    run_demo.add_argument("--cols", type=_at_least(1), default=1000, help="columns of A (default 1000)")
+    run_demo.add_argument(
+        "--workers", type=_at_least(1), default=8, help="single-threaded workers (default 8)"
+    )
+    run_demo.add_argument("--parity", type=_at_least(0), default=2, help="parity blocks (default 2)")
     run_demo.add_argument("--code", choices=["mds", "replication"], default="mds")
     run_demo.add_argument(
-        "--slow-factor", type=float, default=10.0, help="how much slower the slow worker is"
+        "--slow-factor", type=_at_least(1, float), default=10.0, help="how much slower the slow worker is"
     )
     run_demo.add_argument(
         "--model", choices=MODELS, default="slow-worker", help="straggler model (default slow-worker)"
     )
-    run_demo.add_argument("--delay", type=float, default=0.05, help="seconds every block product takes extra")
-    run_demo.add_argument("--repeats", type=int, default=20, help="back-to-back matvecs (default 20)")
+    run_demo.add_argument(
+        "--delay", type=_at_least(0, float), default=0.05, help="seconds every block product takes extra"
+    )
+    run_demo.add_argument(
+        "--repeats", type=_at_least(1), default=20, help="back-to-back matvecs (default 20)"
+    )
     run_demo.add_argument("--seed", type=int, default=0)
     run_demo.add_argument("--out", default="dask-coded-demo", help="folder for demo.png")
     run_demo.add_argument("--no-plot", action="store_true", help="do not write demo.png")
@@ -199,8 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     run_bench.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing cluster")
     run_bench.add_argument(
         "--suites",
-        default="codes,decode,detection,dot,overhead,scale,stragglers,strategies,sgd,sgd_sharded,soft_errors",
-        help="comma-separated suites",
+        type=_suites,
+        default=",".join(SUITES),
+        help=f"comma-separated suites ({', '.join(SUITES)})",
     )
     run_bench.add_argument("--out", default=None, help="folder for JSON and PNG results")
     return parser
@@ -216,10 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ...
     SystemExit: 0
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "demo":
         if args.workers - args.parity < 1:
-            raise SystemExit("--parity must leave at least one data block")
+            parser.error(
+                f"--parity {args.parity} must leave at least one data block of --workers {args.workers}"
+            )
+        if args.rows < args.workers:
+            parser.error(f"--rows {args.rows} must be at least --workers {args.workers}: a block per worker")
         demo(args)
     else:
         bench(args)

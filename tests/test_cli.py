@@ -24,9 +24,32 @@ def test_demo_runs_and_reports(tmp_path, capsys, model):
     assert (tmp_path / "demo.png").stat().st_size > 1000
 
 
-def test_demo_rejects_parity_without_data_blocks():
-    with pytest.raises(SystemExit, match="at least one data block"):
-        main(["demo", "--workers", "2", "--parity", "2"])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "2", "--parity", "2"], "must leave at least one data block"),
+        (["--workers", "0"], "--workers: must be at least 1"),
+        (["--parity", "-1"], "--parity: must be at least 0"),
+        (["--repeats", "0"], "--repeats: must be at least 1"),
+        (["--rows", "0"], "--rows: must be at least 1"),
+        (["--cols", "0"], "--cols: must be at least 1"),
+        (["--rows", "1", "--workers", "2", "--parity", "1"], "a block per worker"),
+        (["--slow-factor", "0"], "--slow-factor: must be at least 1"),
+        (["--delay", "-1"], "--delay: must be at least 0"),
+        (["--rows", "many"], "'many' is not an integer"),
+    ],
+)
+def test_demo_rejects_bad_arguments_with_a_usage_error(argv, message, capsys):
+    """A review found tracebacks (IndexError, AxisError), and --cols 0 printing an error of nan."""
+    with pytest.raises(SystemExit) as info:
+        main(["demo", *argv])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bench_names_the_suites_it_has(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--suites", "codes,nope"])
+    assert info.value.code == 2 and "unknown suites ['nope']; choose from codes" in capsys.readouterr().err
 
 
 def test_help_and_unknown_commands(capsys):
