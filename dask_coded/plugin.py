@@ -735,7 +735,7 @@ def _backup_rule(setting: Any) -> BackupRule | None:
     preset = _backup_rule(rule.pop("rule", "off"))
     if preset is None:
         return None
-    overrides = {}
+    overrides: dict[str, Any] = {}
     known = {field.name for field in dataclasses.fields(BackupRule)}
     for name, value in rule.items():
         option = name.replace("-", "_")
