@@ -349,24 +349,31 @@ class OperandScaling:
 
     ``carried``: the coded blocks carry ``exponents`` (``left`` then
     ``right``) as :class:`ScaledBlock` s, and each output ``A_j @ B_l`` is
-    scaled back by ``2**(left[j] + right[l])`` (polynomial codes). Otherwise
-    the scaling cancels in every output (MatDot: ``right = -left``).
+    scaled back by ``2**(left[j] + right[l])`` (polynomial codes), or is exact
+    zeros where ``zeros`` says ``A_j`` or ``B_l`` is all zero. Otherwise the
+    scaling cancels in every output (MatDot: ``right = -left``).
     """
 
     left: np.ndarray
     right: np.ndarray
     carried: bool
+    zeros: np.ndarray | None = None  # carried: which blocks (``left`` then ``right``) are all zero
 
     @property
     def exponents(self) -> np.ndarray:
         return np.concatenate([self.left, self.right])
 
 
-def _per_block_exponents(blocks: int, magnitudes: Sequence[float], dtype: Any) -> np.ndarray:
-    """Exponents of ``blocks`` blocks from the largest magnitudes of their chunks, in runs of equal length."""
+def _per_block_max_abs(blocks: int, magnitudes: Sequence[float]) -> np.ndarray:
+    """The largest magnitude of ``blocks`` blocks from those of their chunks, in runs of equal length."""
     per_chunk = np.asarray(magnitudes, dtype=np.float64).reshape(blocks, -1)
     with np.errstate(invalid="ignore"):
-        return exponents_from_max_abs(per_chunk.max(axis=1).tolist(), dtype)
+        return per_chunk.max(axis=1)  # NaN stays NaN
+
+
+def _per_block_exponents(blocks: int, magnitudes: Sequence[float], dtype: Any) -> np.ndarray:
+    """Exponents of ``blocks`` blocks from the largest magnitudes of their chunks, in runs of equal length."""
+    return exponents_from_max_abs(_per_block_max_abs(blocks, magnitudes).tolist(), dtype)
 
 
 def polynomial_scaling(
@@ -387,7 +394,14 @@ def polynomial_scaling(
     """
     split = len(magnitudes) * left_blocks // (left_blocks + right_blocks)
     left = _per_block_exponents(left_blocks, magnitudes[:split], dtype)
-    return OperandScaling(left, _per_block_exponents(right_blocks, magnitudes[split:], dtype), carried=True)
+    right = _per_block_exponents(right_blocks, magnitudes[split:], dtype)
+    largest = np.concatenate(
+        [
+            _per_block_max_abs(left_blocks, magnitudes[:split]),
+            _per_block_max_abs(right_blocks, magnitudes[split:]),
+        ]
+    )
+    return OperandScaling(left, right, carried=True, zeros=largest == 0)
 
 
 def matdot_scaling(blocks: int, left_chunks: int, *magnitudes: float, dtype: Any = None) -> OperandScaling:
@@ -442,7 +456,7 @@ def operand_block(
         return combine(np.asarray(weights)[None, :], blocks, working)[0]
     exponents = scaling.right if side else scaling.left
     values = equilibrated_combine(np.asarray(weights)[None, :], blocks, exponents, working, copies=False)[0]
-    return ScaledBlock(values, scaling.exponents) if scaling.carried else values
+    return ScaledBlock(values, scaling.exponents, zeros=scaling.zeros) if scaling.carried else values
 
 
 @dataclass(frozen=True, eq=False)
@@ -968,10 +982,14 @@ def _scaled_back(out: np.ndarray, spec: DecodeSpec, scaling: Any) -> np.ndarray:
 def _zero_segments(spec: DecodeSpec, scaling: ScaledBlock | None) -> list[bool]:
     """Whether the data block that ``spec``'s output is, is all zero in each segment (one without them).
 
-    Empty where the parities carry no zeros, or the output combines data blocks (two-sided codes).
+    Empty where the parities carry no zeros, or the output combines data blocks (MatDot codes).
     """
+    if scaling is None or scaling.zeros is None:
+        return []
+    if spec.scaled_by is not None:  # a two-sided output A_j B_l: zero if either block is
+        return [bool(scaling.zeros[list(spec.scaled_by)].any())]
     unknowns = target_unknowns(spec.code)
-    if scaling is None or scaling.zeros is None or unknowns is None:
+    if unknowns is None:
         return []
     # A few booleans: Python reads them faster than a NumPy reduction would.
     zeros = scaling.zeros[unknowns[spec.output]].tolist()

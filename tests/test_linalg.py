@@ -586,6 +586,28 @@ def test_two_sided_codes_keep_each_output_accurate_whatever_the_scales_of_the_bl
             np.testing.assert_allclose(decoded, want, rtol=1e-11, err_msg=f"{index} without {late}")
 
 
+@pytest.mark.parametrize("max_errors", [0, 1])
+def test_a_polynomial_output_of_a_zero_block_is_exactly_zero(max_errors):
+    """Interpolated, A_0 B_l came back as round-off (and a ConditioningWarning), not da.dot's zeros."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((8, 6)), rng.standard_normal((6, 4))
+    a[:4] = 0.0  # row block 0 of A
+    b[:, 2:] = 0.0  # column block 1 of B
+    code = PolynomialCode(2, 2, 6 + 2 * max_errors)
+    y = dask_coded.dot(da.from_array(a, chunks=(4, 3)), da.from_array(b, chunks=(3, 2)), code=code)
+    expected = a @ b
+    for index in itertools.product(range(2), range(2)):
+        want = expected[4 * index[0] : 4 * index[0] + 4, 2 * index[1] : 2 * index[1] + 2]
+        for late in itertools.combinations(range(code.n), code.n - code.recovery_threshold):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                decoded = _decoded_window(y, (y.name, *index), late)
+            if index[0] == 0 or index[1] == 1:
+                np.testing.assert_array_equal(decoded, 0.0)
+            else:
+                np.testing.assert_allclose(decoded, want, rtol=1e-12)
+
+
 def _re_split_with_a_tiny_chunk(side="left"):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((40, 8))
