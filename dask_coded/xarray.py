@@ -30,7 +30,9 @@ class CodedAccessor:
         """Contract ``dim`` like ``xr.dot(self, other, dim=dim)``, computing it with :func:`dask_coded.dot`.
 
         Exactly one dimension is contracted (by default the one dimension the
-        two arrays share); each operand has at most one other dimension.
+        two arrays share; ``...``, as in ``xr.dot``, every dimension, which
+        only two vectors along one dimension pass); each operand has at most
+        one other dimension.
         Coordinates are aligned as ``xr.dot`` aligns them (an inner join). The
         result is Dask-backed, with the remaining dimensions in ``xr.dot``'s
         order and their coordinates.
@@ -50,6 +52,8 @@ class CodedAccessor:
         shared = [d for d in a.dims if d in b.dims]
         if dim is None:
             dims = shared
+        elif dim is ...:  # as in xr.dot: every dimension of either array
+            dims = list(dict.fromkeys([*a.dims, *b.dims]))
         elif isinstance(dim, str) or not isinstance(dim, Sequence):
             dims = [dim]
         else:

@@ -36,6 +36,11 @@ def test_coded_dot_matches_xr_dot(arrays, code, pair):
 def test_default_dim_is_the_shared_one(arrays):
     a, b, _ = arrays
     xr.testing.assert_allclose(a.coded.dot(b).compute(), xr.dot(a, b).compute())
+    # xr.dot's dim=... (every dimension): one for two vectors; a review found it named Ellipsis.
+    v = xr.DataArray(np.arange(5.0), dims="x")
+    xr.testing.assert_allclose(v.coded.dot(v, dim=...).compute(), xr.dot(v, v, dim=...).compute())
+    with pytest.raises(ValueError, match=r"exactly one dimension, got \['time', 'x', 'y'\]"):
+        a.coded.dot(b, dim=...)
 
 
 def test_bad_dims(arrays):
