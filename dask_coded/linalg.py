@@ -593,11 +593,8 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
     scaling = _operand_scaling(
         layer, token, matdot_scaling, (m, len(rows)), (a, a_blocks), (b, b_blocks), dtype=dtype
     )
-    layer.update(
-        _encode_layer(
-            enc_a, a_weights, [[a.block((r, j)) for j in range(m)] for r in rows], dtype, scaling, 0
-        )
-    )
+    a_groups = [[a.block((r, j)) for j in range(m)] for r in rows]
+    layer.update(_encode_layer(enc_a, a_weights, a_groups, dtype, scaling, 0))
     b_groups = [[b.block((j, c) if c is not None else (j,)) for j in range(m)] for c in cols]
     layer.update(_encode_layer(enc_b, b_weights, b_groups, dtype, scaling, 1))
     encoded = GraphLayer(keys.ENCODE + token, layer, *a.collections, *b.collections)
