@@ -47,6 +47,7 @@ __all__ = [
     "rekeyed",
     "release_unneeded",
     "running_task",
+    "spare_threads",
     "task_duration",
     "warn_clients",
     "worker_count",
@@ -264,6 +265,21 @@ def _plugin_metadata(keys: list[str]) -> Any:
     if client is None or client.asynchronous:
         return None
     return client.get_metadata(keys, default=None)
+
+
+def spare_threads(scheduler: Any) -> int:
+    """Idle worker threads beyond those the tasks waiting for one may take.
+
+    Tasks wait on the scheduler (queued, unrunnable) or on a worker whose threads all have a task
+    (work stealing moves them to a worker that falls idle).
+    """
+    waiting = len(scheduler.queued) + len(scheduler.unrunnable)
+    idle = 0
+    for ws in scheduler.running:
+        busy = len(ws.processing)
+        idle += max(ws.nthreads - busy, 0)
+        waiting += max(busy - ws.nthreads, 0)
+    return idle - waiting
 
 
 def rekeyed(spec: Any, key: Any) -> Any:

@@ -111,7 +111,8 @@ class BackupTasks:
         self.counters: dict[str, int] = {}
         for kind, kind_rule in (("backups_", rule), ("decode_backups_", decode_rule)):
             if kind_rule is not None:
-                self.counters.update({kind + event: 0 for event in ("launched", "won", "cancelled")})
+                events = ("launched", "won", "cancelled", "failed")
+                self.counters.update({kind + event: 0 for event in events})
         self._others = None if rule is None else _Watch(rule, self._launch, decodes=False)
         self._decodes = (
             None if decode_rule is None else _Watch(decode_rule, self._launch_decode_copy, decodes=True)
@@ -119,6 +120,9 @@ class BackupTasks:
         #: original key -> its backup's key, and back
         self._backup_of: dict[Any, Any] = {}
         self._original_of: dict[Any, Any] = {}
+        #: originals whose copy failed while they ran on: never copied again (a copy that raises
+        #: would raise again, and one whose worker died may kill the next)
+        self._copy_failed: set[Any] = set()
         self._groups: dict[Any, _Group] = {}
         self._settle: list[Any] = []
 
@@ -141,6 +145,8 @@ class BackupTasks:
                 duration = _compat.task_duration(kwargs.get("startstops"))
                 if ts is not None and duration is not None:
                     self._record(ts, duration)
+        if self._copy_failed and finish in ("memory", "erred", "forgotten"):
+            self._copy_failed.discard(key)
         if (self._backup_of or self._original_of) and finish in ("memory", "erred", "forgotten"):
             if key in self._backup_of or key in self._original_of:
                 self._settle.append(key)
@@ -177,6 +183,8 @@ class BackupTasks:
         for key, since in watch.running.items():
             ts = tasks.get(key)
             if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
+                continue
+            if key in self._copy_failed:
                 continue
             group = self._groups.get(self._judged_with(ts))
             completed = group.durations if group is not None else []
@@ -249,7 +257,12 @@ class BackupTasks:
     def _launch(self, ts: Any) -> None:
         if ts.worker_restrictions or ts.host_restrictions or ts.resource_restrictions or ts.actor:
             return  # placed on purpose: a copy elsewhere would break that
-        self._start_copy(ts, {ws.address for ws in self.scheduler.running} - {ts.processing_on.address})
+        if _compat.spare_threads(self.scheduler) < 1:
+            return  # a copy would take a thread a waiting task needs (and might never give it back)
+        # Only idle workers, as Spark uses free slots only: a copy holds its thread until it returns,
+        # and a task that blocks (on an Event another task sets, say) would keep it from that task.
+        idle = {ws.address for ws in self.scheduler.running if not ws.processing}
+        self._start_copy(ts, idle - {ts.processing_on.address})
 
     def _launch_decode_copy(self, ts: Any) -> None:
         allowed = self._decode_copy_workers(ts)
@@ -296,6 +309,11 @@ class BackupTasks:
         self._backup_of.pop(key, None)
         tasks = self.scheduler.tasks
         ts, backup = tasks.get(key), tasks.get(backup_key)
+        if backup is None or backup.state != "memory":
+            # The copy raised, or its worker went: the original runs on, as without backups.
+            self._count(key, "failed")
+            if ts is not None and ts.state == "processing":
+                self._copy_failed.add(key)
         if (
             ts is None
             or backup is None
@@ -310,11 +328,12 @@ class BackupTasks:
         # The original now reads the copy's result: should it be lost, the copy runs again, and the
         # workers it was kept to (others than the original's, idle then) may have gone since.
         backup.loose_restrictions = True
-        if ts.worker_restrictions:
-            # Kept where it was allowed to run, the alias could go back to the worker still running the
-            # original, and a worker runs one execution of a key at a time: it would wait for that one.
-            ts.worker_restrictions = {ws.address for ws in backup.who_has}
-            ts.loose_restrictions = True
+        # The alias runs where the copy's result is. Placed by the scheduler's own rules it could go
+        # back to the worker still running the original (a root-ish task goes to any worker that
+        # looks idle, and that one does once the original is released), and a worker runs one
+        # execution of a key at a time: it would wait for that one.
+        ts.worker_restrictions = {ws.address for ws in backup.who_has}
+        ts.loose_restrictions = True
         self._rewritten(key)
         self.scheduler.transitions({key: "released"}, stimulus_id=f"coded-backup-won-{time.time()}")
         self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)

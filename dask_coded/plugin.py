@@ -170,7 +170,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     ...         dask_coded.register(client)
     ...         sorted(dask_coded.plugin_stats(client))  # doctest: +NORMALIZE_WHITESPACE
     ['cancelled_by_worker', 'corrections', 'corrections_by_block', 'corrections_by_worker',
-     'decode_backups_cancelled', 'decode_backups_launched', 'decode_backups_won', 'decodes_early',
+     'decode_backups_cancelled', 'decode_backups_failed', 'decode_backups_launched',
+     'decode_backups_won', 'decodes_early',
      'dropped_by_worker', 'duration_ratios', 'groups_in_flight', 'members_cancelled', 'members_dropped',
      'placements', 'slow_workers', 'time_saved_estimate']
     """

@@ -1,5 +1,6 @@
 """Backup tasks (speculative execution) on a real cluster, for graphs that have nothing coded."""
 
+import asyncio
 import time
 
 import dask
@@ -7,8 +8,9 @@ import dask.array as da
 import numpy as np
 import pytest
 from dask._task_spec import DataNode, Dict, List, Tuple
-from distributed import Client, Worker, wait
+from distributed import Client, Event, Worker, wait
 from distributed.utils_test import BlockedGatherDep, async_poll_for, captured_logger, gen_cluster
+from distributed.worker import thread_state
 
 import dask_coded
 from dask_coded import MDSCode, _compat, keys
@@ -120,6 +122,63 @@ async def test_tasks_waiting_in_a_workers_queue_are_not_late(c, s, a, b):
     await async_poll_for(lambda: len(a.state.ready) + len(b.state.ready) > 50, timeout=10)  # queued
     assert await c.gather(futures) == list(range(200))
     assert s.plugins[NAME]._backups.counters["backups_launched"] == 0
+
+
+def _held_unless_a_copy(i, event, fails=False):
+    """Task 0 waits for ``event`` unless it runs as a copy; with ``fails`` it then raises (copies at once)."""
+    if i == 0:
+        if not str(thread_state.key).startswith(BACKUP_PREFIX):
+            Event(event).wait()
+        if fails:
+            raise ValueError("bad input 0")
+    return i
+
+
+@pytest.mark.parametrize("preset", sorted(BACKUP_PRESETS))
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=VALIDATE, timeout=90)
+async def test_a_winning_copy_of_a_root_task_is_handed_on_where_it_ran(c, s, *workers, preset):
+    """A review found a won race saving no time for c.map: the alias of a root-ish task went back to
+    the worker still running the original, which ran the key once more only after that one ended."""
+    await c.register_plugin(CodedSchedulerPlugin(backup=preset), name=NAME)
+    futures = c.map(_held_unless_a_copy, range(12), event="root-held", pure=False)
+    # Task 0's original is held until the end: the results come from its copy, or never.
+    assert await asyncio.wait_for(c.gather(futures), 60) == list(range(12))
+    assert s.plugins[NAME]._backups.counters["backups_won"] >= 1
+    await Event("root-held").set()
+    await async_poll_for(lambda: not any(w.state.executing for w in workers), timeout=30)
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=VALIDATE, timeout=90)
+async def test_a_copy_that_raises_is_not_made_again(c, s, *workers):
+    """A review found 43 copies of a late task whose copies raised, one every check."""
+    await c.register_plugin(CodedSchedulerPlugin(backup="cubed"), name=NAME)
+    futures = c.map(_held_unless_a_copy, range(12), event="fails-held", fails=True, pure=False)
+    assert await c.gather(futures[1:]) == list(range(1, 12))
+    backups = s.plugins[NAME]._backups
+    await async_poll_for(lambda: backups.counters["backups_failed"] == 1, timeout=30)
+    for _ in range(5):  # the checks that made copy after copy, while the original still runs
+        backups.check()
+    assert backups.counters["backups_launched"] == 1
+    await Event("fails-held").set()
+    with pytest.raises(ValueError, match="bad input 0"):  # the original's error, as without backups
+        await futures[0]
+
+
+def _waits_for_the_producer(i):
+    if i == 0:
+        Event("produced").wait()
+    return i
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 2, config=VALIDATE, timeout=90)
+async def test_a_copy_never_takes_the_thread_a_waiting_task_needs(c, s, a, b):
+    """A review found c.map never finishing: a copy of a task that blocks took the only thread the
+    task queued behind it could be stolen to. Copies take spare threads only."""
+    await c.register_plugin(CodedSchedulerPlugin(backup="cubed"), name=NAME)
+    futures = c.map(_waits_for_the_producer, range(20), pure=False)
+    assert await asyncio.wait_for(c.gather(futures[1:]), 60) == list(range(1, 20))
+    await Event("produced").set()
+    assert await c.gather(futures) == list(range(20))
 
 
 def _total(small, large):
