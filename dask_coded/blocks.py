@@ -364,18 +364,6 @@ class OperandScaling:
         return np.concatenate([self.left, self.right])
 
 
-def _per_block_max_abs(blocks: int, magnitudes: Sequence[float]) -> np.ndarray:
-    """The largest magnitude of ``blocks`` blocks from those of their chunks, in runs of equal length."""
-    per_chunk = np.asarray(magnitudes, dtype=np.float64).reshape(blocks, -1)
-    with np.errstate(invalid="ignore"):
-        return per_chunk.max(axis=1)  # NaN stays NaN
-
-
-def _per_block_exponents(blocks: int, magnitudes: Sequence[float], dtype: Any) -> np.ndarray:
-    """Exponents of ``blocks`` blocks from the largest magnitudes of their chunks, in runs of equal length."""
-    return exponents_from_max_abs(_per_block_max_abs(blocks, magnitudes).tolist(), dtype)
-
-
 def polynomial_scaling(
     left_blocks: int, right_blocks: int, *magnitudes: float, dtype: Any = None
 ) -> OperandScaling:
@@ -393,15 +381,10 @@ def polynomial_scaling(
     ([29, -1], [3])
     """
     split = len(magnitudes) * left_blocks // (left_blocks + right_blocks)
-    left = _per_block_exponents(left_blocks, magnitudes[:split], dtype)
-    right = _per_block_exponents(right_blocks, magnitudes[split:], dtype)
-    largest = np.concatenate(
-        [
-            _per_block_max_abs(left_blocks, magnitudes[:split]),
-            _per_block_max_abs(right_blocks, magnitudes[split:]),
-        ]
-    )
-    return OperandScaling(left, right, carried=True, zeros=largest == 0)
+    left = block_equilibration(left_blocks, *magnitudes[:split], dtype=dtype)
+    right = block_equilibration(right_blocks, *magnitudes[split:], dtype=dtype)
+    zeros = np.concatenate([left.zeros, right.zeros])
+    return OperandScaling(left.exponents, right.exponents, carried=True, zeros=zeros)
 
 
 def matdot_scaling(blocks: int, left_chunks: int, *magnitudes: float, dtype: Any = None) -> OperandScaling:
@@ -422,8 +405,8 @@ def matdot_scaling(blocks: int, left_chunks: int, *magnitudes: float, dtype: Any
     ([26, -27], [-26, 27])
     """
     split = blocks * left_chunks
-    left = _per_block_exponents(blocks, magnitudes[:split], dtype)
-    balance = (left - _per_block_exponents(blocks, magnitudes[split:], dtype)) // 2
+    left = block_equilibration(blocks, *magnitudes[:split], dtype=dtype).exponents
+    balance = (left - block_equilibration(blocks, *magnitudes[split:], dtype=dtype).exponents) // 2
     return OperandScaling(balance, -balance, carried=False)
 
 
