@@ -184,7 +184,7 @@ class BackupTasks:
             ts = tasks.get(key)
             if ts is None or ts.state != "processing" or key in self._backup_of or key in self._original_of:
                 continue
-            if key in self._copy_failed:
+            if key in self._copy_failed:  # its copy failed: the original runs on alone
                 continue
             group = self._groups.get(self._judged_with(ts))
             completed = group.durations if group is not None else []
@@ -309,17 +309,13 @@ class BackupTasks:
         self._backup_of.pop(key, None)
         tasks = self.scheduler.tasks
         ts, backup = tasks.get(key), tasks.get(backup_key)
-        if backup is None or backup.state != "memory":
+        failed = backup is None or backup.state != "memory"
+        if failed:
             # The copy raised, or its worker went: the original runs on, as without backups.
             self._count(key, "failed")
             if ts is not None and ts.state == "processing":
                 self._copy_failed.add(key)
-        if (
-            ts is None
-            or backup is None
-            or backup.state != "memory"
-            or ts.state not in ("processing", "waiting")
-        ):
+        if failed or ts is None or ts.state not in ("processing", "waiting"):
             if backup is not None:
                 self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
             return
