@@ -576,5 +576,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     # Encoded to correct faulty workers (coded.max-errors), it goes on correcting them in later calls.
     max_errors = check_max_errors(config.get("max-errors"))
-    correctable = max_errors if code.is_recovery_set(range(code.n), max_errors=max_errors) else 0
+    correctable = (
+        max_errors if max_errors and code.is_recovery_set(range(code.n), max_errors=max_errors) else 0
+    )
     return CodedArray(graph, name, code, A.chunks, A.dtype, axis, source_chunks, correctable)

@@ -173,8 +173,18 @@ def _checkout_root() -> pathlib.Path:
 
 
 #: Every suite in benchmarks/ (bench_<suite>.py), in the order ``dask-coded bench`` runs them.
-SUITES = "codes,decode,detection,dot,overhead,scale,stragglers,strategies,sgd,sgd_sharded,soft_errors".split(
-    ","
+SUITES = (
+    "codes",
+    "decode",
+    "detection",
+    "dot",
+    "overhead",
+    "scale",
+    "stragglers",
+    "strategies",
+    "sgd",
+    "sgd_sharded",
+    "soft_errors",
 )
 
 
