@@ -28,6 +28,11 @@ Two facts travel with the values, so the decoder can be exact and safe:
   carries a bound on its own round-off, which only the worker holding the
   operands can compute, so the error check can tell round-off from a wrong
   result even where the product cancels.
+- A two-sided code whose operands hold NaN or inf is not coded at all
+  (:attr:`OperandScaling.uncoded`): its products are
+  :class:`UncodedBlock` s, each one term of an output, so the plugin
+  waits for each term rather than for a recovery set
+  (:data:`UNCODED_TYPENAME`).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from .errors import DecodingError
 
 __all__ = [
     "MISSING",
+    "UNCODED_TYPENAME",
     "UNMIXABLE_TYPENAMES",
     "CheckedProduct",
     "CodedTask",
@@ -69,6 +75,7 @@ __all__ = [
     "NonFiniteScaledBlock",
     "OperandScaling",
     "ScaledBlock",
+    "UncodedBlock",
     "aligned_block",
     "block_equilibration",
     "block_max_abs",
@@ -285,7 +292,7 @@ def _sizeof_checked(block: CheckedProduct) -> int:
 
 
 def _values(block: Any) -> np.ndarray:
-    return block.values if isinstance(block, ScaledBlock) else np.asarray(block)
+    return block.values if isinstance(block, (ScaledBlock, UncodedBlock)) else np.asarray(block)
 
 
 def _masked(block: Any) -> bool:
@@ -352,12 +359,19 @@ class OperandScaling:
     scaled back by ``2**(left[j] + right[l])`` (polynomial codes), or is exact
     zeros where ``zeros`` says ``A_j`` or ``B_l`` is all zero. Otherwise the
     scaling cancels in every output (MatDot: ``right = -left``).
+
+    ``uncoded``: a block holds NaN or inf. Any coded block would mix it in,
+    so every product would hold it and no output could be decoded from them;
+    each coded block is then one data block itself, unscaled
+    (:meth:`~dask_coded.codes.Code.uncoded_operands`), and each output the
+    sum of its terms' products, as ``da.dot`` computes it.
     """
 
     left: np.ndarray
     right: np.ndarray
     carried: bool
     zeros: np.ndarray | None = None  # carried: which blocks (``left`` then ``right``) are all zero
+    uncoded: bool = False
 
     @property
     def exponents(self) -> np.ndarray:
@@ -384,7 +398,9 @@ def polynomial_scaling(
     left = block_equilibration(left_blocks, *magnitudes[:split], dtype=dtype)
     right = block_equilibration(right_blocks, *magnitudes[split:], dtype=dtype)
     zeros = np.concatenate([left.zeros, right.zeros])
-    return OperandScaling(left.exponents, right.exponents, carried=True, zeros=zeros)
+    return OperandScaling(
+        left.exponents, right.exponents, carried=True, zeros=zeros, uncoded=not _all_finite(magnitudes)
+    )
 
 
 def matdot_scaling(blocks: int, left_chunks: int, *magnitudes: float, dtype: Any = None) -> OperandScaling:
@@ -407,7 +423,37 @@ def matdot_scaling(blocks: int, left_chunks: int, *magnitudes: float, dtype: Any
     split = blocks * left_chunks
     left = block_equilibration(blocks, *magnitudes[:split], dtype=dtype).exponents
     balance = (left - block_equilibration(blocks, *magnitudes[split:], dtype=dtype).exponents) // 2
-    return OperandScaling(balance, -balance, carried=False)
+    return OperandScaling(balance, -balance, carried=False, uncoded=not _all_finite(magnitudes))
+
+
+def _all_finite(magnitudes: Iterable[float]) -> bool:
+    return all(math.isfinite(magnitude) for magnitude in magnitudes)
+
+
+@dataclass(frozen=True, eq=False)
+class UncodedBlock:
+    """A data block standing for a coded block of a two-sided code, or the product of two of them.
+
+    See :attr:`OperandScaling.uncoded`. A wrapper, not an ``ndarray``
+    subclass: distributed sends a subclass as a plain ``ndarray``, and a
+    decode that took uncoded products for coded ones would interpolate
+    them into a wrong answer.
+    """
+
+    values: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+
+@sizeof.register(UncodedBlock)
+def _sizeof_uncoded(block: UncodedBlock) -> int:
+    return int(sizeof(block.values))
+
+
+#: ``TaskState.type`` of a product of uncoded blocks, one term of an output: the plugin plans by terms.
+UNCODED_TYPENAME = typename(UncodedBlock)
 
 
 def operand_block(
@@ -416,6 +462,7 @@ def operand_block(
     side: int,
     *data_blocks: np.ndarray,
     dtype: Any = None,
+    uncoded: int = 0,
 ) -> Any:
     """``sum_j weights[j] * 2**-e_j * data_blocks[j]``, ``e`` the ``side`` (0: A, 1: B) of ``scaling``.
 
@@ -423,7 +470,8 @@ def operand_block(
     blocks; a :class:`ScaledBlock` where ``scaling.carried``. ``dtype``: at
     least this precision, the product's (a float32 operand multiplied by a
     float64 one is encoded in float64, or the product would keep only
-    float32's accuracy).
+    float32's accuracy). Where ``scaling.uncoded``, data block ``uncoded``
+    itself, as an :class:`UncodedBlock`.
     """
     if any(_masked(block) for block in data_blocks):
         # Found only now, behind a plain meta: no output of a two-sided code is a block's own product,
@@ -435,6 +483,8 @@ def operand_block(
         )
     blocks = [np.asarray(b) for b in data_blocks]
     working = None if dtype is None else np.result_type(dtype, *blocks)
+    if scaling is not None and scaling.uncoded:
+        return UncodedBlock(blocks[uncoded].astype(working or blocks[uncoded].dtype, copy=False))
     if scaling is None:
         return combine(np.asarray(weights)[None, :], blocks, working)[0]
     exponents = scaling.right if side else scaling.left
@@ -697,6 +747,8 @@ def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
     if any(_masked(operand) for operand in (*left, *right)):
         return _masked_product(left, right, scaling)
     values = _product_values([_values(a) for a in left], [_values(b) for b in right])
+    if isinstance(left[0], UncodedBlock):
+        return UncodedBlock(values)
     nonfinite = values.dtype.kind in "fc" and not np.isfinite(values).all()
     if scaling is None:
         return values.view(NonFiniteProduct) if nonfinite else values
@@ -747,7 +799,7 @@ def checked_product_block(
     ([0.0, 3.0], True)
     """
     product = product_block(left, right)
-    if isinstance(product, (NonFiniteProduct, NonFiniteScaledBlock, np.ma.MaskedArray)):
+    if isinstance(product, (NonFiniteProduct, NonFiniteScaledBlock, np.ma.MaskedArray, UncodedBlock)):
         return product
     values = _values(product)
     coded_axis = 0 if coded_left else values.ndim - 1
@@ -880,6 +932,8 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
     if spec.window is not None:
         products = tuple(_windowed(p, *spec.window) for p in products)
     present = {i: p for i, p in enumerate(products) if p is not MISSING}
+    if any(isinstance(p, UncodedBlock) for p in present.values()):
+        return _uncoded_output(spec, present)
     if not spec.max_errors:
         # The output's own product, when it is in, is the answer: no decoding machinery at all.
         direct = spec.code.direct_block(spec.output, present)
@@ -952,6 +1006,29 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
             rows = np.repeat(zero_segments, np.diff(scaling.bounds))[: out.shape[scaling.axis]]
             out[(slice(None),) * scaling.axis + (rows,)] = 0
     return _scaled_back(np.asarray(out), spec, scaling).astype(dtype, copy=False)
+
+
+def _uncoded_output(spec: DecodeSpec, products: dict[int, Any]) -> np.ndarray:
+    """An output of a two-sided code whose operands hold NaN or inf: the sum of its terms' products."""
+    if spec.max_errors:
+        raise DecodingError(
+            f"the operands of {spec.code!r} hold NaN or inf, so its products were computed uncoded "
+            f"(each once, or repeated), and wrong ones cannot be located (max_errors={spec.max_errors}); "
+            "NaN or inf in the data cannot be told from wrong results",
+            suspects=(),
+        )
+    members = spec.code.uncoded_members(spec.output, products)
+    if members is None:
+        raise DecodingError(
+            f"output block {spec.output} of {spec.code!r}: the operands hold NaN or inf, so the products "
+            f"were computed uncoded, and {sorted(products)} miss a term of this output",
+            suspects=(),
+        )
+    terms = [_values(products[i]) for i in members]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return _trimmed(total, spec)
 
 
 def _scaled_back(out: np.ndarray, spec: DecodeSpec, scaling: Any) -> np.ndarray:

@@ -474,15 +474,25 @@ def _fused(
 
 
 def _encode_layer(
-    name: str, weights: np.ndarray, blocks: list[list[Any]], dtype: np.dtype, scaling: Any, side: int
+    name: str, code: Code, blocks: list[list[Any]], dtype: np.dtype, scaling: Any, side: int
 ) -> dict[Any, Any]:
-    """``(name, i, g)``: row ``i`` of ``weights`` applied to the blocks ``blocks[g]`` (refs or NumPy).
+    """``(name, i, g)``: coded block ``i`` of operand ``side`` from the blocks ``blocks[g]`` (refs or NumPy).
 
     Encoded in at least the product's ``dtype``, so a float32 operand of a float64 product
     keeps float64 accuracy; each block scaled by ``scaling``'s exponents of operand ``side``.
     """
+    weights = code.operand_weights[side]
     return {
-        (name, i, g): CodedTask((name, i, g), operand_block, weights[i], scaling, side, *group, dtype=dtype)
+        (name, i, g): CodedTask(
+            (name, i, g),
+            operand_block,
+            weights[i],
+            scaling,
+            side,
+            *group,
+            dtype=dtype,
+            uncoded=code.uncoded_operands(i)[side],
+        )
         for g, group in enumerate(blocks)
         for i in range(weights.shape[0])
     }
@@ -541,9 +551,9 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
         layer, token, polynomial_scaling, (m, p), (a, a_blocks), (b, b_blocks), dtype=dtype
     )
     a_groups = [[a.block((j, kk)) for j in range(m)] for kk in inner]
-    layer.update(_encode_layer(enc_a, a_weights, a_groups, dtype, scaling, 0))
+    layer.update(_encode_layer(enc_a, code, a_groups, dtype, scaling, 0))
     b_groups = [[b.block((kk, col)) for col in range(p)] for kk in inner]
-    layer.update(_encode_layer(enc_b, b_weights, b_groups, dtype, scaling, 1))
+    layer.update(_encode_layer(enc_b, code, b_groups, dtype, scaling, 1))
     encoded = GraphLayer(keys.ENCODE + token, layer, *a.collections, *b.collections)
     product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
     products = {
@@ -574,8 +584,7 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
 
 def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype) -> da.Array:
     """A two-sided code over blocks of the inner dimension of both operands (MatDot codes)."""
-    a_weights, b_weights = code.operand_weights
-    m = a_weights.shape[1]
+    m = code.operand_weights[0].shape[1]
     if a.ndim != 2:
         raise ValueError(f"{code!r} needs a 2-D left operand (split along the inner dimension)")
     _check_correctable(code, max_errors)
@@ -594,9 +603,9 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
         layer, token, matdot_scaling, (m, len(rows)), (a, a_blocks), (b, b_blocks), dtype=dtype
     )
     a_groups = [[a.block((r, j)) for j in range(m)] for r in rows]
-    layer.update(_encode_layer(enc_a, a_weights, a_groups, dtype, scaling, 0))
+    layer.update(_encode_layer(enc_a, code, a_groups, dtype, scaling, 0))
     b_groups = [[b.block((j, c) if c is not None else (j,)) for j in range(m)] for c in cols]
-    layer.update(_encode_layer(enc_b, b_weights, b_groups, dtype, scaling, 1))
+    layer.update(_encode_layer(enc_b, code, b_groups, dtype, scaling, 1))
     encoded = GraphLayer(keys.ENCODE + token, layer, *a.collections, *b.collections)
     product_name, out_name = keys.PRODUCT + token, keys.DECODE + token
     products: dict[Any, Any] = {}

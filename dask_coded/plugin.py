@@ -69,6 +69,7 @@ from .backup import BackupTasks
 from .blocks import (
     CORRECTIONS_TOPIC,
     MISSING,
+    UNCODED_TYPENAME,
     UNMIXABLE_TYPENAMES,
     CodedTask,
     DecodeSpec,
@@ -618,6 +619,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         # callback): products holding NaN/inf are NonFiniteProducts, masked ones MaskedArrays (see
         # dask_coded.blocks); either may be its own output, and no other.
         nonfinite = [i for i in finished if members[i].type in UNMIXABLE_TYPENAMES]
+        uncoded = [i for i in finished if members[i].type == UNCODED_TYPENAME]
         parts = spec.parts or (spec,)  # a fused decode: every part, from the same members
         plans = []
         for part in parts:
@@ -629,6 +631,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 suspects,
                 dtype=part.dtype,
                 nonfinite=nonfinite,
+                uncoded=uncoded,
             )
             if plan is None:
                 return

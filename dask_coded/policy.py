@@ -75,6 +75,7 @@ def plan_decode(
     *,
     dtype: Any = None,
     nonfinite: Iterable[int] = (),
+    uncoded: Iterable[int] = (),
 ) -> DecodePlan | None:
     """Whether output ``output`` can be decoded from the ``finished`` members, and from which.
 
@@ -93,6 +94,11 @@ def plan_decode(
     and reads every finished member (the decoder treats non-finite ones as
     wrong results); ``suspects`` (member -> worker) makes that ``2t``
     workers' worth.
+
+    Members in ``uncoded`` are products of a two-sided code whose operands
+    hold NaN or inf, each one term of an output
+    (:meth:`~dask_coded.codes.Code.uncoded_members`): the output waits for
+    each of its terms.
 
     Examples
     --------
@@ -120,8 +126,15 @@ def plan_decode(
     (0, 1, 2, 3, 4, 5)
     >>> plan_decode(code, 0, range(6), max_errors=1, suspects={0: "a", 1: "a", 2: "b", 3: "b"}) is None
     True
+    >>> from dask_coded.codes import MatDotCode
+    >>> plan_decode(MatDotCode(m=2, n=4), 0, [1, 2], uncoded=[1, 2])  # A_1 B_1 + A_0 B_0
+    DecodePlan(needed=(2, 1), recovery_set=(2, 1))
     """
     finished = sorted(set(finished))
+    uncoded = set(uncoded)
+    if uncoded:
+        members = code.uncoded_members(output, [i for i in finished if i in uncoded])
+        return None if members is None else DecodePlan(members, members)
     if max_errors:
         if not code.is_recovery_set(finished, max_errors=max_errors, suspects=suspects):
             return None

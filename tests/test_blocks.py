@@ -12,11 +12,13 @@ import pickle
 
 import numpy as np
 import pytest
+from dask.utils import typename
 from distributed.protocol import deserialize, serialize
 
 from dask_coded import DecodingError
 from dask_coded.blocks import (
     MISSING,
+    UNCODED_TYPENAME,
     UNMIXABLE_TYPENAMES,
     CheckedProduct,
     DecodeSpec,
@@ -24,6 +26,7 @@ from dask_coded.blocks import (
     NonFiniteProduct,
     NonFiniteScaledBlock,
     ScaledBlock,
+    UncodedBlock,
     block_equilibration,
     checked_product_block,
     chunk_cuts,
@@ -36,7 +39,7 @@ from dask_coded.blocks import (
     segment_parity_block,
     transpose_block,
 )
-from dask_coded.codes import MDSCode, ReplicationCode
+from dask_coded.codes import MDSCode, PolynomialCode, ReplicationCode
 from dask_coded.policy import plan_decode
 
 CODES = [MDSCode(3, 5), MDSCode(4, 6, generator="cauchy"), ReplicationCode(3, 2)]
@@ -231,6 +234,24 @@ def test_decode_checks_products_against_their_own_roundoff():
     for output, block in enumerate(blocks):
         spec = DecodeSpec(code, output, (4,), np.dtype(np.float64), max_errors=1)
         np.testing.assert_array_equal(decode_block(spec, *products), block @ np.ones(12))
+
+
+def test_uncoded_products_keep_their_mark_through_distributed_and_never_interpolate():
+    """A mark the decode relies on: an ndarray subclass arrives as a plain ndarray on another worker."""
+    a, b = np.arange(6.0).reshape(2, 3), np.array([[1.0, np.nan], [0.0, 1.0], [2.0, 1.0]])
+    product = product_block([UncodedBlock(a)], [UncodedBlock(b)])
+    assert typename(type(product)) == UNCODED_TYPENAME
+    for copy in (pickle.loads(pickle.dumps(product)), deserialize(*serialize(product))):
+        assert type(copy) is UncodedBlock
+        np.testing.assert_array_equal(copy.values, a @ b)
+    code = PolynomialCode(1, 1, 3)  # members: A @ B itself, three times
+    spec = DecodeSpec(code, 0, (2, 2), np.dtype(np.float64))
+    np.testing.assert_array_equal(decode_block(spec, MISSING, product, MISSING), a @ b)
+    with pytest.raises(DecodingError, match="miss a term"):
+        split = DecodeSpec(PolynomialCode(2, 1, 3), 1, (1, 2), np.dtype(np.float64))
+        decode_block(split, product, MISSING, MISSING)  # A_0 @ B only: no copy of A_1 @ B
+    with pytest.raises(DecodingError, match="cannot be told from wrong results"):
+        decode_block(dataclasses.replace(spec, max_errors=1), product, product, product)
 
 
 def test_decode_refuses_to_mix_a_nonfinite_parity():

@@ -682,6 +682,33 @@ def test_two_sided_codes_refuse_nonfinite_data(code):
     _assert_close(_assemble(code, decoded), expected, np.float64)
 
 
+@pytest.mark.parametrize("code", [c for c in TWO_SIDED if c.n <= 8], ids=repr)
+def test_uncoded_members_sum_to_each_output_whenever_each_term_has_one(code):
+    """What dask_coded.dot computes when the operands hold NaN: each member one term, uncoded."""
+    a, b = _random((7, 9), np.float64), _random((9, 5), np.float64, seed=1)
+    if isinstance(code, PolynomialCode):
+        a_blocks, b_blocks = np.array_split(a, code.m), np.array_split(b, code.p, axis=1)
+        outputs, terms = [x @ y for x in a_blocks for y in b_blocks], code.m * code.p
+        terms_of = [{output} for output in range(terms)]
+    else:
+        a_blocks, b_blocks = np.array_split(a, code.m, axis=1), np.array_split(b, code.m)
+        outputs, terms = [a @ b], code.m
+        terms_of = [set(range(terms))]
+    products = []
+    for member in range(code.n):
+        left, right = code.uncoded_operands(member)
+        products.append(a_blocks[left] @ b_blocks[right])
+    for size in range(code.n + 1):
+        for finished in itertools.combinations(range(code.n), size):
+            covered = {i % terms for i in finished}
+            for output, expected in enumerate(outputs):
+                members = code.uncoded_members(output, finished)
+                assert (members is None) == (not terms_of[output] <= covered)
+                if members is not None:
+                    assert len(members) == len(terms_of[output]) and set(members) <= set(finished)
+                    np.testing.assert_allclose(sum(products[i] for i in members), expected, rtol=1e-12)
+
+
 # -- bad input -----------------------------------------------------------------
 
 

@@ -77,10 +77,15 @@ def assert_like_dask(result, reference):
     if rtol == 0:
         np.testing.assert_array_equal(actual, expected)
         return
+    # NaN and inf where da.dot has them, and finite values to rtol of their block's largest.
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    infinite = np.isinf(expected)
+    np.testing.assert_array_equal(actual[infinite], expected[infinite])
     chunks = reference.chunks if not np.isnan(reference.shape).any() else tuple((n,) for n in expected.shape)
     for got, want in zip(_blocks(actual, chunks), _blocks(expected, chunks)):
-        scale = np.abs(want).max() if want.size else 0.0
-        np.testing.assert_allclose(got, want, rtol=0, atol=rtol * scale)
+        finite = np.isfinite(want)
+        scale = np.abs(want[finite]).max() if finite.any() else 0.0
+        np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=rtol * scale)
 
 
 def _unknown_rows(array):
@@ -387,6 +392,55 @@ def test_masks_found_too_late_for_a_code_without_own_outputs_are_refused(options
     a, x = HIDDEN_MASKS["some entries of A"]()
     with pytest.raises(error, match=match):
         dask_coded.dot(a, x, **options).compute(scheduler="sync")
+
+
+def _poisoned(where, value):
+    """A (8, 6) @ B (6, 4) with ``value`` at ``where`` ("a" or "b"), in blocks of (4, 3) and (3, 2)."""
+    a, b = _data((8, 6), "float64", 0), _data((6, 4), "float64", 1)
+    if where == "a":
+        a[1, 2] = value
+    else:
+        b[3, 1] = value
+    return a, b
+
+
+NONFINITE = {
+    "NaN in A": lambda: _poisoned("a", np.nan),
+    "inf in B": lambda: _poisoned("b", np.inf),
+    "inf in A meets a zero of B": lambda: (_poisoned("a", np.inf)[0], np.zeros((6, 4))),  # inf * 0: NaN
+    "+inf and -inf in one sum": lambda: (
+        np.where(np.arange(6) < 3, np.inf, -np.inf) * np.ones((8, 1)),  # row blocks +inf then -inf
+        np.ones((6, 4)),
+    ),
+}
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["matrix", "vector"])
+@pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
+@pytest.mark.parametrize("code", ["mds", "replication", "polynomial", "matdot"])
+@pytest.mark.parametrize("case", sorted(NONFINITE))
+def test_nan_and_inf_land_where_da_dot_puts_them(case, code, as_dask, vector):
+    """Measured bug: polynomial and MatDot codes raised DecodingError on NaN or inf, where da.dot works.
+
+    Every product of a two-sided code mixes every block, so it would hold the NaN; the scaling task
+    that reads each block's magnitude sees it first, and the products are then computed uncoded.
+    """
+    a, b = NONFINITE[case]()
+    if vector:
+        b = b[:, 1]
+    if as_dask:
+        a, b = da.from_array(a, chunks=(4, 3)), da.from_array(b, chunks=(3, 2) if b.ndim == 2 else 3)
+    with np.errstate(invalid="ignore"):
+        _check("dot", a, b, None, code=code)
+
+
+@pytest.mark.parametrize("code", ["polynomial", "matdot"])
+def test_two_sided_codes_with_nan_refuse_max_errors_clearly(code):
+    """Under max_errors, NaN in the data cannot be told from wrong results: one-sided codes say so too."""
+    a, b = (da.from_array(x, chunks=c) for x, c in zip(_poisoned("a", np.nan), [(4, 3), (3, 2)]))
+    y = dask_coded.dot(a, b, code=code, max_errors=1)
+    with pytest.raises(dask_coded.DecodingError, match="hold NaN or inf.*cannot be told from wrong results"):
+        y.compute(scheduler="sync")
 
 
 def test_stacked_matmul_keeps_da_matmul_graph():

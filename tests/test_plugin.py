@@ -424,6 +424,31 @@ async def test_parities_holding_nan_are_not_used_for_a_slow_finite_block(c, s, *
     assert s.plugins[NAME].counters["decodes_early"] >= 1
 
 
+@pytest.mark.parametrize("code", [dask_coded.PolynomialCode(2, 2, 8), dask_coded.MatDotCode(4, 8)], ids=repr)
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 8, config=VALIDATE, timeout=TIMEOUT)
+async def test_uncoded_two_sided_products_outlast_a_stuck_worker_term_by_term(c, s, *workers, code):
+    """A NaN in A: every product is one term, computed uncoded, and members past the terms repeat them.
+
+    The plugin reads the products' type and waits for one copy of each term of an output, not for
+    a recovery set: the worker stuck at products (one member per worker, each term twice) computes
+    nothing the answer waits for.
+    """
+    a = _matrix(rows=80, cols=40)
+    a[5, 7] = np.nan
+    b = np.random.default_rng(1).standard_normal((40, 6))
+    plugin = await _setup(c, s, workers[0], factor=STUCK_FACTOR)
+    A = await c.persist(da.from_array(a, chunks=(40, 20)))
+    B = await c.persist(da.from_array(b, chunks=(20, 3)))
+    y = dask_coded.dot(A, B, code=code)
+    result = await c.compute(y)
+    assert _products_run_on(workers[0], y)
+    expected = a @ b
+    np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(result[finite], expected[finite], rtol=1e-12)
+    assert plugin.counters["decodes_early"] >= 1
+
+
 @gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
 async def test_a_zero_block_behind_a_stuck_worker_is_exactly_zero(c, s, *workers):
     """Measured bug: decoded through parities, an all-zero block came back as round-off, not zeros.

@@ -56,6 +56,16 @@ def test_non_systematic_codes_wait_for_the_threshold(code):
     assert plan is not None and plan.recovery_set == tuple(range(threshold))
 
 
+@pytest.mark.parametrize("max_errors", [0, 1])
+def test_uncoded_products_wait_for_each_term_not_for_the_threshold(max_errors):
+    """Products of operands holding NaN are one term each (member i: term i % 4), not coded blocks."""
+    code = PolynomialCode(2, 2, 6)
+    everything_but_term_3 = [0, 1, 2, 4, 5]  # past the threshold, yet no A_1 @ B_1
+    assert plan_decode(code, 3, everything_but_term_3, max_errors, uncoded=everything_but_term_3) is None
+    assert plan_decode(code, 3, [3], max_errors, uncoded=[3]) == DecodePlan((3,), (3,))
+    assert plan_decode(code, 1, [2, 5], max_errors, uncoded=[2, 5]) == DecodePlan((5,), (5,))
+
+
 def test_error_correction_waits_for_twice_the_redundancy():
     code = MDSCode(4, 8)
     assert plan_decode(code, 0, [0, 1, 2, 3, 4, 5], max_errors=2) is None

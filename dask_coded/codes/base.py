@@ -139,6 +139,62 @@ class Code:
         """Two-sided codes: weights ``(a_w, b_w)`` encoding each operand's blocks (see :attr:`splits`)."""
         raise NotImplementedError(f"{type(self).__name__} is not a two-sided code")
 
+    def _uncoded_terms(self) -> int:
+        """Two-sided codes: how many block products ``A_j @ B_l`` the targets are made of."""
+        a_weights, b_weights = self.operand_weights
+        if self.splits == ("inner", "inner"):
+            return int(a_weights.shape[1])
+        return int(a_weights.shape[1] * b_weights.shape[1])
+
+    def uncoded_operands(self, member: int) -> tuple[int, int]:
+        """Two-sided codes: the blocks of A and B that ``member`` multiplies when it is not coded.
+
+        When the operands hold NaN or inf, coded operands would spread them
+        into every product, and no output could be decoded. ``dask_coded.dot``
+        then has member ``i`` multiply the data blocks of term ``i % terms``
+        itself (term ``j * p + l`` is ``A_j @ B_l`` for ``("rows", "cols")``
+        splits, term ``j`` is ``A_j @ B_j`` for ``("inner", "inner")``): the
+        first members compute every term once, the rest repeat them.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MatDotCode, PolynomialCode
+        >>> [PolynomialCode(m=2, p=2, n=5).uncoded_operands(i) for i in range(5)]
+        [(0, 0), (0, 1), (1, 0), (1, 1), (0, 0)]
+        >>> [MatDotCode(m=2, n=3).uncoded_operands(i) for i in range(3)]
+        [(0, 0), (1, 1), (0, 0)]
+        """
+        term = member % self._uncoded_terms()
+        if self.splits == ("inner", "inner"):
+            return term, term
+        columns = self.operand_weights[1].shape[1]
+        return divmod(term, columns)
+
+    def uncoded_members(self, output: int, indices: Iterable[int]) -> tuple[int, ...] | None:
+        """Two-sided codes: uncoded members among ``indices`` whose products sum to ``output``, or None.
+
+        One member per term of the output (:meth:`uncoded_operands`), the
+        first of each in ``indices``; None while a term has none.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MatDotCode, PolynomialCode
+        >>> PolynomialCode(m=2, p=2, n=5).uncoded_members(0, [4, 1])
+        (4,)
+        >>> MatDotCode(m=2, n=3).uncoded_members(0, [2, 1])
+        (2, 1)
+        >>> MatDotCode(m=2, n=3).uncoded_members(0, [0, 2]) is None
+        True
+        """
+        terms = self._uncoded_terms()
+        wanted = range(terms) if self.splits == ("inner", "inner") else (output,)
+        first: dict[int, int] = {}
+        for i in self._validate_indices(indices):
+            first.setdefault(i % terms, i)
+        if any(term not in first for term in wanted):
+            return None
+        return tuple(first[term] for term in wanted)
+
     @property
     def systematic(self) -> bool:
         """Whether coded blocks ``0..k-1`` are the ``k`` unknowns themselves, which are the targets.
