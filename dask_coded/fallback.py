@@ -114,6 +114,13 @@ parity blocks cannot reproduce that wrap
                 f"{result.dtype} product from; encode it as {result.dtype} (A.astype) to code this product",
                 TypeError,
             )
+    encoded = [(x, side) for x, side in ((a, 0), (b, 1)) if isinstance(x, CodedArray)]
+    if encoded and not any(x.ndim == 2 and x.axis == side for x, side in encoded):
+        x, side = encoded[0]
+        return Reason(
+            f"a {x.ndim}-D CodedArray encoded along axis {x.axis}, as the {('left', 'right')[side]} "
+            "operand, is summed over its coded axis: its parities decode no block of this product"
+        )
     for x in (a, b):
         if any(math.isnan(c) for axis in getattr(x, "chunks", ()) for c in axis):
             return Reason("operands with unknown (nan) chunk sizes cannot be split into coded blocks")

@@ -261,18 +261,16 @@ def _coded(
     operation: str, a: Any, b: Any, code: Code | str | None, max_errors: int, dtype: np.dtype
 ) -> da.Array:
     """The coded graph of ``a @ b`` (1-D or 2-D operands that :func:`fallback_reason` accepted)."""
-    if isinstance(a, CodedArray) and isinstance(b, CodedArray):
-        raise ValueError("only one operand of dask_coded.dot may be a CodedArray")
-    for coded, side, axis in ((a, "left", 0), (b, "right", 1)):
+    # A CodedArray encoded along the inner axis is a plain operand here (fallback_reason made sure
+    # one operand's parities code this product's rows or columns; the left one's win).
+    if isinstance(a, CodedArray) and not (a.ndim == 2 and a.axis == 0):
+        a = _plain(a)
+    if isinstance(b, CodedArray) and (isinstance(a, CodedArray) or not (b.ndim == 2 and b.axis == 1)):
+        b = _plain(b)
+    for coded, side in ((a, "left"), (b, "right")):
         if isinstance(coded, CodedArray):
             if code is not None and code != coded.code:
                 raise ValueError(f"{coded!r} is already encoded with {coded.code!r}, not {code!r}")
-            if coded.axis != axis or coded.ndim != 2:
-                # Its parities code the other axis (or, 1-D, the inner dimension): nothing to decode.
-                raise ValueError(
-                    f"a CodedArray used as the {side} operand must be 2-D and encoded along axis {axis}, "
-                    f"got a {coded.ndim}-D one encoded along axis {coded.axis}; dot C.to_dask_array() instead"
-                )
             _check_correctable(coded.code, max_errors)
             other = Operand(b if side == "left" else a)
             return _one_sided(CodedOperand.of_coded_array(coded), other, dtype, max_errors)

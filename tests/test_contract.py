@@ -282,6 +282,43 @@ ENCODED_CASES = {
 }
 
 
+def _encoded(shape, axis, seed=0):
+    return dask_coded.encode(da.from_array(_data(shape, "float64", seed), chunks=2), axis=axis)
+
+
+#: CodedArrays summed over their coded axis: no block of the product is a combination of parities.
+SUMMED_OVER_CODED_AXIS = {
+    "matrix . 1-D CodedArray": (lambda: _data((3, 8), "float64", 1), lambda: _encoded(8, 0)),
+    "1-D CodedArray . 1-D": (lambda: _encoded(8, 0), lambda: _data(8, "float64", 1)),
+    "1-D CodedArray . matrix": (lambda: _encoded(8, 0), lambda: _data((8, 3), "float64", 1)),
+    "CodedArray along axis 1 . x": (lambda: _encoded((4, 8), 1), lambda: _data(8, "float64", 1)),
+    "x . CodedArray along axis 0": (lambda: _data((3, 8), "float64", 1), lambda: _encoded((8, 4), 0)),
+    "both summed": (lambda: _encoded((4, 8), 1), lambda: _encoded((8, 4), 0, seed=1)),
+}
+
+
+@pytest.mark.parametrize("operation", ["dot", "matmul"])
+@pytest.mark.parametrize("case", sorted(SUMMED_OVER_CODED_AXIS))
+def test_a_coded_array_summed_over_its_coded_axis_falls_back(case, operation):
+    """Measured bug: a ValueError where da.dot on the encoded data works."""
+    a, b = (make() for make in SUMMED_OVER_CODED_AXIS[case])
+    _check(operation, a, b, "summed over its coded axis")
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        (lambda: _encoded((8, 4), 0), lambda: _encoded((4, 6), 1, seed=1)),  # both code the output
+        (lambda: _encoded((8, 4), 1), lambda: _encoded((4, 6), 1, seed=1)),  # the right one does
+        (lambda: _encoded((8, 4), 0), lambda: _encoded((4, 6), 0, seed=1)),  # the left one does
+    ],
+)
+def test_two_coded_arrays_are_coded_by_one_that_codes_the_output(a, b):
+    """Measured bug: "only one operand may be a CodedArray", where da.dot works."""
+    result = _check("dot", a(), b(), None)
+    assert any(str(key[0]).startswith(PRODUCT) for key in result.__dask_graph__())
+
+
 @pytest.mark.parametrize("case", sorted(ENCODED_CASES))
 def test_a_coded_array_codes_only_products_its_parities_are_precise_enough_for(case):
     operation, a, b, reason = ENCODED_CASES[case]
