@@ -84,6 +84,7 @@ __all__ = [
     "decode_block",
     "matdot_scaling",
     "operand_block",
+    "operand_max_abs",
     "polynomial_scaling",
     "product_block",
     "scaled_parity_block",
@@ -471,20 +472,18 @@ def operand_block(
     least this precision, the product's (a float32 operand multiplied by a
     float64 one is encoded in float64, or the product would keep only
     float32's accuracy). Where ``scaling.uncoded``, data block ``uncoded``
-    itself, as an :class:`UncodedBlock`.
+    itself (masks kept), as an :class:`UncodedBlock`.
     """
+    working = None if dtype is None else np.result_type(dtype, *(b.dtype for b in data_blocks))
+    if scaling is not None and scaling.uncoded:
+        block = data_blocks[uncoded]
+        return UncodedBlock(block.astype(working or block.dtype, copy=False))
     if any(_masked(block) for block in data_blocks):
-        # Found only now, behind a plain meta: no output of a two-sided code is a block's own product,
-        # so none could carry its mask, and the graph is past falling back to da.dot.
         raise TypeError(
-            "a block of this two-sided code's operand is a masked array (its Dask meta said a plain "
-            "ndarray): no decode of a polynomial or MatDot code can give an output its mask; use "
-            "da.dot, or dask_coded.dot with an MDS or replication code, which keep masks"
+            "a block of this two-sided code's operand is a masked array, but the code's scaling did not "
+            "mark it uncoded: no coded block can carry a mask"
         )
     blocks = [np.asarray(b) for b in data_blocks]
-    working = None if dtype is None else np.result_type(dtype, *blocks)
-    if scaling is not None and scaling.uncoded:
-        return UncodedBlock(blocks[uncoded].astype(working or blocks[uncoded].dtype, copy=False))
     if scaling is None:
         return combine(np.asarray(weights)[None, :], blocks, working)[0]
     exponents = scaling.right if side else scaling.left
@@ -518,6 +517,15 @@ class Equilibration:
 def block_max_abs(block: Any) -> float:
     """The largest magnitude of one data chunk (a tiny task feeding :func:`block_equilibration`)."""
     return max_abs(block)
+
+
+def operand_max_abs(block: Any) -> float:
+    """:func:`block_max_abs` of a two-sided code's operand block; NaN for a masked one.
+
+    A mask, like NaN, would be lost in any coded block: either makes the
+    code compute uncoded (:attr:`OperandScaling.uncoded`).
+    """
+    return math.nan if _masked(block) else max_abs(block)
 
 
 def block_equilibration(k: int, *magnitudes: float, dtype: Any = None) -> Equilibration:
@@ -743,12 +751,13 @@ def product_block(left: Sequence[Any], right: Sequence[Any]) -> Any:
     """
     if not left or len(left) != len(right):
         raise ValueError(f"product_block needs matching inner blocks, got {len(left)} and {len(right)}")
+    if isinstance(left[0], UncodedBlock):
+        product = product_block([a.values for a in left], [b.values for b in right])
+        return UncodedBlock(_kept_masked(product))  # not a NonFiniteProduct: its type is UncodedBlock's
     scaling = _common_scaling([*left, *right])
     if any(_masked(operand) for operand in (*left, *right)):
         return _masked_product(left, right, scaling)
     values = _product_values([_values(a) for a in left], [_values(b) for b in right])
-    if isinstance(left[0], UncodedBlock):
-        return UncodedBlock(values)
     nonfinite = values.dtype.kind in "fc" and not np.isfinite(values).all()
     if scaling is None:
         return values.view(NonFiniteProduct) if nonfinite else values
@@ -773,13 +782,18 @@ def _masked_product(left: Sequence[Any], right: Sequence[Any], scaling: ScaledBl
         np.ma.dot(*operands) if _masked(operands[0]) or _masked(operands[1]) else np.dot(*operands)
         for operands in ((_kept_masked(a), _kept_masked(b)) for a, b in zip(left, right))
     ]
-    total = partials[0] if len(partials) == 1 else np.ma.stack(partials).sum(axis=0)
+    total = _masked_sum(partials)
     if scaling is None:
         return np.ma.asarray(total)
     dtype = np.result_type(np.ma.getdata(total).dtype, np.float64)
     values = np.full(np.shape(total), np.nan, dtype=dtype)
     axis = 0 if isinstance(left[0], ScaledBlock) else values.ndim - 1
     return NonFiniteScaledBlock(values, scaling.exponents, scaling.bounds, axis, scaling.zeros)
+
+
+def _masked_sum(terms: Sequence[Any]) -> Any:
+    """``sum(terms)`` as ``da.dot`` sums masked partial products: masked only where every term is."""
+    return terms[0] if len(terms) == 1 else np.ma.stack(terms).sum(axis=0)
 
 
 def checked_product_block(
@@ -1012,19 +1026,21 @@ def _uncoded_output(spec: DecodeSpec, products: dict[int, Any]) -> np.ndarray:
     """An output of a two-sided code whose operands hold NaN or inf: the sum of its terms' products."""
     if spec.max_errors:
         raise DecodingError(
-            f"the operands of {spec.code!r} hold NaN or inf, so its products were computed uncoded "
+            f"the operands of {spec.code!r} hold NaN, inf or masks, so its products were computed uncoded "
             f"(each once, or repeated), and wrong ones cannot be located (max_errors={spec.max_errors}); "
-            "NaN or inf in the data cannot be told from wrong results",
+            "NaN, inf or masked data cannot be told from wrong results",
             suspects=(),
         )
     members = spec.code.uncoded_members(spec.output, products)
     if members is None:
         raise DecodingError(
-            f"output block {spec.output} of {spec.code!r}: the operands hold NaN or inf, so the products "
-            f"were computed uncoded, and {sorted(products)} miss a term of this output",
+            f"output block {spec.output} of {spec.code!r}: the operands hold NaN, inf or masks, so the "
+            f"products were computed uncoded, and {sorted(products)} miss a term of this output",
             suspects=(),
         )
-    terms = [_values(products[i]) for i in members]
+    terms = [products[i].values for i in members]
+    if any(_masked(term) for term in terms):
+        return _trimmed(_masked_sum(terms), spec)
     total = terms[0]
     for term in terms[1:]:
         total = total + term

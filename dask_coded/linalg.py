@@ -29,12 +29,12 @@ from .blocks import (
     CodedTask,
     DecodeSpec,
     assembled_block,
-    block_max_abs,
     checked_product_block,
     chunk_cuts,
     decode_block,
     matdot_scaling,
     operand_block,
+    operand_max_abs,
     polynomial_scaling,
     product_block,
 )
@@ -510,10 +510,10 @@ def _operand_scaling(
         for index in indices:
             block = operand.block(index)
             if not isinstance(block, TaskRef):
-                magnitudes.append(block_max_abs(block))
+                magnitudes.append(operand_max_abs(block))
                 continue
             key = (keys.MAX_ABS + token, side, *index)
-            layer[key] = Task(key, block_max_abs, block)
+            layer[key] = Task(key, operand_max_abs, block)
             magnitudes.append(TaskRef(key))
     if not any(isinstance(m, TaskRef) for m in magnitudes):
         return gather(*counts, *magnitudes, dtype=dtype)
