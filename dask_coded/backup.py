@@ -316,6 +316,8 @@ class BackupTasks:
             if ts is not None and ts.state == "processing":
                 self._copy_failed.add(key)
         if failed or ts is None or ts.state not in ("processing", "waiting"):
+            if not failed:  # the original finished, went or was requeued meanwhile: the copy is unused
+                self._count(key, "cancelled")
             if backup is not None:
                 self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
             return

@@ -87,6 +87,9 @@ async def test_a_backup_wins_against_a_slow_machine(c, s, *workers):
     stats = await dask_coded.plugin_stats(c)
     assert stats["backups_won"] >= 1, stats
     await async_poll_for(lambda: not [k for k in s.tasks if str(k[0]).startswith(BACKUP_PREFIX)], timeout=10)
+    stats = await dask_coded.plugin_stats(c)
+    outcomes = sum(stats.get(f"backups_{outcome}", 0) for outcome in ("won", "cancelled", "failed"))
+    assert stats["backups_launched"] == outcomes, stats
 
 
 @gen_cluster(client=True, nthreads=FOUR_WORKERS, config=VALIDATE, timeout=60)
