@@ -60,7 +60,7 @@ from .codes.arithmetic import (
     max_abs,
     scale_by_power_of_two,
 )
-from .codes.base import target_unknowns
+from .codes.base import accuracy_target, target_unknowns
 from .errors import DecodingError
 
 __all__ = [
@@ -82,9 +82,9 @@ __all__ = [
     "checked_product_block",
     "chunk_cuts",
     "decode_block",
+    "inner_max_abs",
     "matdot_scaling",
     "operand_block",
-    "operand_max_abs",
     "polynomial_scaling",
     "product_block",
     "scaled_parity_block",
@@ -379,56 +379,154 @@ class OperandScaling:
         return np.concatenate([self.left, self.right])
 
 
+def inner_max_abs(block: Any, side: int) -> np.ndarray:
+    """The largest magnitude of each line of ``block`` along a product's inner axis, in float64.
+
+    Per column of a left operand's block (``side`` 0), per row of a right
+    one's (``side`` 1; a vector's entries' magnitudes): the tiny task each
+    chunk of a two-sided code's operand runs for :func:`polynomial_scaling`
+    or :func:`matdot_scaling`. ``sum_k a[k] * b[k]`` bounds every entry of
+    ``|A_j| |B_l|``. NaN for a masked block: a mask, like NaN, would be lost
+    in any coded block, so either makes the code compute uncoded.
+
+    Examples
+    --------
+    >>> inner_max_abs(np.array([[1, -7], [3, 2]]), 0).tolist(), inner_max_abs(np.array([[1, -7]]), 1).tolist()
+    ([3.0, 7.0], [7.0])
+    """
+    lines = block.shape[-1] if side == 0 or block.ndim == 1 else block.shape[0]
+    if _masked(block):
+        return np.full(lines, np.nan)
+    array = np.asarray(block)
+    axis = 0 if side == 0 else 1
+    if array.ndim == 1 or array.dtype.kind == "c" or array.shape[axis] == 0:
+        magnitudes = np.abs(array)
+        return magnitudes.astype(np.float64) if array.ndim == 1 else magnitudes.max(axis=axis, initial=0.0)
+    # Largest and smallest per line, then in float64 (an integer's minimum has no absolute value).
+    largest = np.maximum.reduce(array, axis=axis).astype(np.float64)
+    return np.maximum(largest, -np.minimum.reduce(array, axis=axis).astype(np.float64))
+
+
 def polynomial_scaling(
-    left_blocks: int, right_blocks: int, *magnitudes: float, dtype: Any = None
+    left_blocks: int, right_blocks: int, *lines: np.ndarray, dtype: Any = None, condition: float = 1.0
 ) -> OperandScaling:
     """:class:`OperandScaling` bringing every block of both operands to magnitudes in ``[0.5, 1)``.
 
-    ``magnitudes`` are of every chunk of A's ``left_blocks`` blocks, block by
-    block, then of B's ``right_blocks`` blocks, in runs of equal length (the
-    chunks along the inner axis). Each output is scaled back by its two
-    blocks' exponents.
+    ``lines`` are :func:`inner_max_abs` of every chunk of A's
+    ``left_blocks`` blocks, block by block, then of B's ``right_blocks``
+    blocks, in runs of equal length (the chunks along the inner axis). Each
+    output is scaled back by its two blocks' exponents. Uncoded where
+    :func:`_decodable` says the outputs ``A_j B_l`` cannot all be
+    interpolated from the products as accurately as ``da.dot`` computes
+    them (a code of worst ``condition`` number ``condition``).
 
     Examples
     --------
-    >>> scaling = polynomial_scaling(2, 1, 3e8, 1e8, 1e-8, 0.25, 4.0, 2.0)
-    >>> scaling.left.tolist(), scaling.right.tolist()
-    ([29, -1], [3])
+    >>> a = [np.array([3e8]), np.array([1e8]), np.array([1e-8]), np.array([0.25])]  # A_0, A_1: 2 chunks each
+    >>> scaling = polynomial_scaling(2, 1, *a, np.array([4.0]), np.array([2.0]))
+    >>> scaling.left.tolist(), scaling.right.tolist(), scaling.uncoded
+    ([29, -1], [3], False)
+    >>> a = [np.array([1e300, 0.0]), np.array([1.0, 1.0])]  # A_0's large column meets a zero row of B
+    >>> polynomial_scaling(1, 1, *a, np.array([0.0, 1.0]), np.array([1.0, 1.0])).uncoded
+    True
     """
-    split = len(magnitudes) * left_blocks // (left_blocks + right_blocks)
-    left = block_equilibration(left_blocks, *magnitudes[:split], dtype=dtype)
-    right = block_equilibration(right_blocks, *magnitudes[split:], dtype=dtype)
+    split = len(lines) * left_blocks // (left_blocks + right_blocks)
+    maxima = [float(line.max(initial=0.0)) for line in lines]
+    left = block_equilibration(left_blocks, *maxima[:split], dtype=dtype)
+    right = block_equilibration(right_blocks, *maxima[split:], dtype=dtype)
     zeros = np.concatenate([left.zeros, right.zeros])
-    return OperandScaling(
-        left.exponents, right.exponents, carried=True, zeros=zeros, uncoded=not _all_finite(magnitudes)
+    # |A_j B_l| <= bounds[j, l] entry by entry, A_j and B_l scaled (each chunk's lines joined).
+    bounds = (
+        _line_maxima(lines[:split], left_blocks, -left.exponents, join=np.concatenate)
+        @ _line_maxima(lines[split:], right_blocks, -right.exponents, join=np.concatenate).T
     )
+    outputs = [
+        (float(bounds[row, col]), int(left.exponents[row] + right.exponents[col]))
+        for row in range(left_blocks)
+        for col in range(right_blocks)
+        if not zeros[row] and not zeros[left_blocks + col]  # exact zeros, decoded or not
+    ]
+    decodable = _decodable(bounds, outputs, condition, dtype)
+    return OperandScaling(left.exponents, right.exponents, carried=True, zeros=zeros, uncoded=not decodable)
 
 
-def matdot_scaling(blocks: int, left_chunks: int, *magnitudes: float, dtype: Any = None) -> OperandScaling:
+def matdot_scaling(
+    blocks: int, left_chunks: int, *lines: np.ndarray, dtype: Any = None, condition: float = 1.0
+) -> OperandScaling:
     """:class:`OperandScaling` balancing ``A_j`` against ``B_j``: ``A_j B_j`` keeps its value.
 
-    ``magnitudes`` are of the ``left_chunks`` chunks of each of A's
-    ``blocks`` blocks, block by block, then of every chunk of B's blocks
-    (runs of equal length). ``A_j`` is scaled by ``2**-e_j`` and ``B_j`` by
-    ``2**e_j``, with ``e_j`` half the difference of their exponents, so both
-    come to about ``sqrt(|A_j| |B_j|)``: every cross term ``A_j B_l`` a MatDot
-    decode cancels is then at most the size of the largest ``A_j B_j``, not
-    ``|A_j| |B_l|``, which may be far larger than the output.
+    ``lines`` are :func:`inner_max_abs` of the ``left_chunks`` chunks of
+    each of A's ``blocks`` blocks, block by block, then of every chunk of
+    B's blocks (runs of equal length). ``A_j`` is scaled by ``2**-e_j`` and
+    ``B_j`` by ``2**e_j``, with ``e_j`` half the difference of their
+    exponents, so both come to about ``sqrt(|A_j| |B_j|)``. A MatDot decode
+    cancels every cross term ``A_j B_l``: uncoded where :func:`_decodable`
+    says one is too large beside ``A @ B`` to be cancelled as accurately as
+    ``da.dot`` computes it (a code of worst ``condition`` number ``condition``).
 
     Examples
     --------
-    >>> scaling = matdot_scaling(2, 1, 1e8, 1e-8, 1e-8, 1e8)  # A_0 large, B_0 small; A_1 small, B_1 large
-    >>> scaling.left.tolist(), scaling.right.tolist()
-    ([26, -27], [-26, 27])
+    >>> lines = [np.array([1e8]), np.array([1e-8]), np.array([1e-8]), np.array([1e8])]  # A_0, A_1, B_0, B_1
+    >>> scaling = matdot_scaling(2, 1, *lines)  # balanced, A_0 B_1 is no larger than A @ B
+    >>> scaling.left.tolist(), scaling.right.tolist(), scaling.uncoded
+    ([26, -27], [-26, 27], False)
+    >>> lines = [np.array([1e20, 1.0]), np.array([1.0, 1.0]), np.array([0.0, 1.0]), np.array([1.0, 1.0])]
+    >>> matdot_scaling(2, 1, *lines).uncoded  # A_0's large column meets B_0's zero row, and B_1's
+    True
     """
     split = blocks * left_chunks
-    left = block_equilibration(blocks, *magnitudes[:split], dtype=dtype).exponents
-    balance = (left - block_equilibration(blocks, *magnitudes[split:], dtype=dtype).exponents) // 2
-    return OperandScaling(balance, -balance, carried=False, uncoded=not _all_finite(magnitudes))
+    maxima = [float(line.max(initial=0.0)) for line in lines]
+    left = block_equilibration(blocks, *maxima[:split], dtype=dtype).exponents
+    balance = (left - block_equilibration(blocks, *maxima[split:], dtype=dtype).exponents) // 2
+    # Each block's chunks hold the same inner lines: their maxima combine line by line.
+    widest = functools.partial(functools.reduce, np.maximum)
+    bounds = (
+        _line_maxima(lines[:split], blocks, -balance, join=widest)
+        @ _line_maxima(lines[split:], blocks, balance, join=widest).T
+    )  # |A_j B_l| <= bounds[j, l], A_j and B_l scaled (zero-padded alike)
+    decodable = _decodable(bounds, [(float(np.trace(bounds)), 0)], condition, dtype)
+    return OperandScaling(balance, -balance, carried=False, uncoded=not decodable)
 
 
-def _all_finite(magnitudes: Iterable[float]) -> bool:
-    return all(math.isfinite(magnitude) for magnitude in magnitudes)
+def _line_maxima(lines: Sequence[np.ndarray], blocks: int, exponents: np.ndarray, join: Any) -> np.ndarray:
+    """One row per block: its chunks' ``lines`` joined by ``join``, times ``2**exponents[j]``, zero-padded."""
+    runs = len(lines) // blocks
+    rows = [join(lines[j * runs : (j + 1) * runs]) for j in range(blocks)]
+    out = np.zeros((blocks, max((row.size for row in rows), default=0)))
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN stays NaN; _decodable refuses it
+        for j, row in enumerate(rows):
+            out[j, : row.size] = np.ldexp(row, int(exponents[j]))
+    return out
+
+
+def _decodable(
+    bounds: np.ndarray, outputs: Sequence[tuple[float, int]], condition: float, dtype: Any
+) -> bool:
+    """Whether products mixing terms bounded by ``bounds`` decode each output as ``da.dot`` computes it.
+
+    ``bounds[j, l]`` bounds the entries of ``|A_j| |B_l|`` as the coded
+    blocks hold them (scaled); ``outputs`` are each output's bound there,
+    and the exponent that scales it back. ``da.dot`` computes an output to
+    about ``eps`` times its bound; a decode, to about ``eps * condition``
+    times the largest term it cancels. So every output's bound must be
+    within ``target / (eps * condition)`` of the largest (``target`` the
+    accuracy dask-coded promises), the data finite, no product or output
+    past the largest float (where ``da.dot``'s inf or NaN is its own), and
+    no output so small that its scaled blocks lose digits to underflow.
+    """
+    real = np.finfo(np.dtype(dtype) if dtype is not None else np.float64)
+    eps, target = float(real.eps), accuracy_target(real.dtype)
+    if not np.isfinite(bounds).all():
+        return False
+    largest = float(bounds.max(initial=0.0))
+    if not largest * bounds.size < float(real.max):
+        return False
+    for size, exponent in outputs:
+        if not size >= float(real.tiny) / target or eps * condition * largest > target * size:
+            return False
+        if math.log2(size) + exponent >= math.log2(float(real.max)):
+            return False
+    return True
 
 
 @dataclass(frozen=True, eq=False)
@@ -517,15 +615,6 @@ class Equilibration:
 def block_max_abs(block: Any) -> float:
     """The largest magnitude of one data chunk (a tiny task feeding :func:`block_equilibration`)."""
     return max_abs(block)
-
-
-def operand_max_abs(block: Any) -> float:
-    """:func:`block_max_abs` of a two-sided code's operand block; NaN for a masked one.
-
-    A mask, like NaN, would be lost in any coded block: either makes the
-    code compute uncoded (:attr:`OperandScaling.uncoded`).
-    """
-    return math.nan if _masked(block) else max_abs(block)
 
 
 def block_equilibration(k: int, *magnitudes: float, dtype: Any = None) -> Equilibration:

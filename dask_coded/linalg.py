@@ -32,9 +32,9 @@ from .blocks import (
     checked_product_block,
     chunk_cuts,
     decode_block,
+    inner_max_abs,
     matdot_scaling,
     operand_block,
-    operand_max_abs,
     polynomial_scaling,
     product_block,
 )
@@ -497,29 +497,43 @@ def _encode_layer(
 
 
 def _operand_scaling(
-    layer: dict[Any, Any], token: str, gather: Any, counts: tuple[int, ...], *sides: Any, dtype: np.dtype
+    layer: dict[Any, Any],
+    token: str,
+    gather: Any,
+    counts: tuple[int, ...],
+    *sides: Any,
+    code: Code,
+    dtype: np.dtype,
 ) -> Any:
-    """The :class:`~dask_coded.blocks.OperandScaling` ``gather(*counts, *magnitudes)`` of a two-sided code.
+    """The :class:`~dask_coded.blocks.OperandScaling` ``gather(*counts, *lines)`` of a two-sided code.
 
-    ``sides`` are ``(operand, block indices)`` pairs: the largest magnitude of each block, a tiny
-    task for a Dask operand's block (added to ``layer``), read now from a NumPy one. With NumPy
-    operands only, the scaling itself is computed now: their coded blocks depend on no task.
+    ``sides`` are ``(operand, block indices)`` pairs: the largest magnitude of each line of each
+    block along the inner axis (:func:`~dask_coded.blocks.inner_max_abs`), a tiny task for a Dask
+    operand's block (added to ``layer``), read now from a NumPy one. With NumPy operands only, the
+    scaling itself is computed now: their coded blocks depend on no task.
     """
-    magnitudes: list[Any] = []
+    lines: list[Any] = []
     for side, (operand, indices) in enumerate(sides):
         for index in indices:
             block = operand.block(index)
             if not isinstance(block, TaskRef):
-                magnitudes.append(operand_max_abs(block))
+                lines.append(inner_max_abs(block, side))
                 continue
             key = (keys.MAX_ABS + token, side, *index)
-            layer[key] = Task(key, operand_max_abs, block)
-            magnitudes.append(TaskRef(key))
-    if not any(isinstance(m, TaskRef) for m in magnitudes):
-        return gather(*counts, *magnitudes, dtype=dtype)
+            layer[key] = Task(key, inner_max_abs, block, side)
+            lines.append(TaskRef(key))
+    condition = _worst_condition(code)
+    if not any(isinstance(line, TaskRef) for line in lines):
+        return gather(*counts, *lines, dtype=dtype, condition=condition)
     scaling_key = (keys.EXPONENTS + token, 0)
-    layer[scaling_key] = Task(scaling_key, gather, *counts, *magnitudes, dtype=dtype)
+    layer[scaling_key] = Task(scaling_key, gather, *counts, *lines, dtype=dtype, condition=condition)
     return TaskRef(scaling_key)
+
+
+@functools.lru_cache(maxsize=64)
+def _worst_condition(code: Code) -> float:
+    """The worst condition number of ``code``'s decodes: how much it may amplify round-off."""
+    return code.condition_number()
 
 
 def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype) -> da.Array:
@@ -546,7 +560,7 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
     a_blocks = [(j, kk) for j in range(m) for kk in inner]
     b_blocks = [(kk, col) for col in range(p) for kk in inner]
     scaling = _operand_scaling(
-        layer, token, polynomial_scaling, (m, p), (a, a_blocks), (b, b_blocks), dtype=dtype
+        layer, token, polynomial_scaling, (m, p), (a, a_blocks), (b, b_blocks), code=code, dtype=dtype
     )
     a_groups = [[a.block((j, kk)) for j in range(m)] for kk in inner]
     layer.update(_encode_layer(enc_a, code, a_groups, dtype, scaling, 0))
@@ -598,7 +612,7 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
     a_blocks = [(r, j) for j in range(m) for r in rows]
     b_blocks = [(j, c) if c is not None else (j,) for j in range(m) for c in cols]
     scaling = _operand_scaling(
-        layer, token, matdot_scaling, (m, len(rows)), (a, a_blocks), (b, b_blocks), dtype=dtype
+        layer, token, matdot_scaling, (m, len(rows)), (a, a_blocks), (b, b_blocks), code=code, dtype=dtype
     )
     a_groups = [[a.block((r, j)) for j in range(m)] for r in rows]
     layer.update(_encode_layer(enc_a, code, a_groups, dtype, scaling, 0))

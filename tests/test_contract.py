@@ -477,6 +477,62 @@ def test_nan_and_inf_land_where_da_dot_puts_them(case, code, as_dask, vector):
         _check("dot", a, b, None, code=code)
 
 
+def _never_meet(big):
+    """Huge entries of A meet only zeros of B, and B's only zeros of A: A @ B is [[7, 10], [15, 22]]."""
+    a = np.array([[big, 0, 1, 2], [big, 0, 3, 4]])
+    b = np.array([[0, 0], [big, big], [1, 2], [3, 4]])
+    return da.from_array(a, chunks=(1, 2)), da.from_array(b, chunks=(2, 1))
+
+
+def _timestamps():
+    """A column of timestamps (ns) that B weights 0, as real feature matrices have."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((6, 8))
+    a[:, 0] = 1.7e18 + rng.integers(0, 10**9, 6)
+    b = rng.standard_normal((8, 3))
+    b[0] = 0.0
+    return da.from_array(a, chunks=(3, 4)), da.from_array(b, chunks=(4, 3))
+
+
+def _scaled_lines(seed, span):
+    """Rows and columns of both operands scaled up to 10**span apart."""
+    rng = np.random.default_rng(seed)
+
+    def scaled(rows, cols):
+        scales = 10.0 ** rng.uniform(-span, span, (rows, 1)) * 10.0 ** rng.uniform(-span, span, (1, cols))
+        return rng.standard_normal((rows, cols)) * scales
+
+    return da.from_array(scaled(9, 12), chunks=(3, 4)), da.from_array(scaled(12, 10), chunks=(4, 5))
+
+
+#: Finite operands that two-sided codes once decoded wrong (silently, on a cluster) or failed on.
+HOSTILE_FINITE = {
+    "huge entries that never meet, 1e50": lambda: _never_meet(1e50),  # MatDot: 4.5e33 relative error
+    "huge entries that never meet, 1e200": lambda: _never_meet(1e200),  # polynomial: all zeros
+    "a product past the largest float": lambda: (  # MatDot: DecodingError; da.dot: NaN and inf
+        da.from_array(np.array([[1e200, 1e200], [1.0, 2.0]]), chunks=1),
+        da.from_array(np.array([[1e200, 1.0], [-1e200, 1.0]]), chunks=1),
+    ),
+    "timestamps B ignores": _timestamps,  # MatDot: 1.6e-7 relative error
+    "rows and columns 1e12 apart": lambda: _scaled_lines(1, 12),
+    "rows and columns 1e30 apart": lambda: _scaled_lines(2, 30),  # MatDot: 0.77 relative error
+}
+
+
+@pytest.mark.parametrize("code", ["polynomial", "matdot"])
+@pytest.mark.parametrize("case", sorted(HOSTILE_FINITE))
+def test_two_sided_codes_give_da_dots_accuracy_on_hostile_finite_data(case, code):
+    """Where a decode cannot cancel the products' terms to da.dot's accuracy, the code computes uncoded.
+
+    The scaling task reads each chunk's largest magnitude per line of the inner axis, which bound
+    every entry of |A_j| |B_l|: enough to tell, before anything is encoded, whether every output
+    stands out of the terms a decode cancels, and whether anything overflows.
+    """
+    a, b = HOSTILE_FINITE[case]()
+    with np.errstate(over="ignore", invalid="ignore"):
+        _check("dot", a, b, None, code=code)
+
+
 @pytest.mark.parametrize("code", ["polynomial", "matdot"])
 def test_two_sided_codes_with_nan_refuse_max_errors_clearly(code):
     """Under max_errors, NaN in the data cannot be told from wrong results: one-sided codes say so too."""

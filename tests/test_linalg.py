@@ -22,7 +22,7 @@ from dask_coded import (
 from dask_coded._compat import reference_key
 from dask_coded.blocks import CheckedProduct, DecodeSpec, ScaledBlock, decode_block
 from dask_coded.errors import DaskCodedWarning
-from dask_coded.keys import DECODE, PRODUCT
+from dask_coded.keys import DECODE, ENCODE, PRODUCT
 from dask_coded.linalg import _in_chunks
 from dask_coded.testing import assert_eq
 
@@ -571,6 +571,26 @@ def test_two_sided_codes_keep_each_output_accurate_whatever_the_scales_of_the_bl
                 warnings.simplefilter("error")
                 decoded = _decoded_window(y, (y.name, *index), late)
             np.testing.assert_allclose(decoded, want, rtol=1e-11, err_msg=f"{index} without {late}")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        PolynomialCode(2, 2, 6),
+        PolynomialCode(3, 3, 10),
+        PolynomialCode(4, 4, 17),
+        MatDotCode(3, 6),
+        MatDotCode(8, 16),
+    ],
+    ids=repr,
+)
+def test_two_sided_codes_stay_coded_on_ordinary_data(code):
+    """The accuracy check that makes a code compute uncoded must not fire on data a code can decode."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((40, 48)) * 1e6, rng.standard_normal((48, 36)) * 1e-9
+    graph = dict(dask_coded.dot(a, b, code=code).__dask_graph__())
+    scalings = {id(task.args[1]): task.args[1] for key, task in graph.items() if key[0].startswith(ENCODE)}
+    assert scalings and not any(scaling.uncoded for scaling in scalings.values())
 
 
 @pytest.mark.parametrize("max_errors", [0, 1])
