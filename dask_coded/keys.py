@@ -130,7 +130,7 @@ def replicated_name(prefix: str, k: int, token: str) -> str:
 
 def replica_layout(name: str) -> int | None:
     """``k`` of a name built by :func:`replicated_name`, or None."""
-    for prefix in (ENCODE_ROWS, ENCODE_COLUMNS):
+    for prefix in (ENCODE_ROWS, ENCODE_COLUMNS, *ENCODE_TWO_SIDED):
         if name.startswith(prefix):
             match = _REPLICAS.match(name, len(prefix))
             return None if match is None else int(match.group(1))

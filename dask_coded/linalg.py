@@ -471,6 +471,16 @@ def _fused(
     return fused
 
 
+def _two_sided_names(code: Code, token: str) -> tuple[str, str]:
+    """The names of a two-sided code's coded blocks of A and of B.
+
+    Computed uncoded, members past the code's terms repeat them: named so the plugin lays them out
+    as a replication's copies, each on another worker than the member it repeats.
+    """
+    left, right = (keys.replicated_name(prefix, code.uncoded_terms, token) for prefix in ENCODE_TWO_SIDED)
+    return left, right
+
+
 def _encode_layer(
     name: str, code: Code, blocks: list[list[Any]], dtype: np.dtype, scaling: Any, side: int
 ) -> dict[Any, Any]:
@@ -552,7 +562,7 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
     b = _split(b, 1, p)
     a = a.rechunk({1: b.chunks[0]})
     token = tokenize(a, b, code, max_errors)
-    enc_a, enc_b = (prefix + token for prefix in ENCODE_TWO_SIDED)
+    enc_a, enc_b = _two_sided_names(code, token)
     inner = range(len(a.chunks[1]))
     layer: dict[Any, Any] = {}
     # Polynomial codes interpolate every output from all blocks' products: each block is brought
@@ -604,7 +614,7 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
     a = _split(a, 1, m)
     b = b.rechunk({0: a.chunks[1]})
     token = tokenize(a, b, code, max_errors)
-    enc_a, enc_b = (prefix + token for prefix in ENCODE_TWO_SIDED)
+    enc_a, enc_b = _two_sided_names(code, token)
     rows, cols = range(len(a.chunks[0])), range(len(b.chunks[1])) if b.ndim == 2 else [None]
     layer: dict[Any, Any] = {}
     # A MatDot decode cancels the cross terms A_j B_l: A_j and B_j are balanced first, or a large A_0

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .codes import ONE_SIDED, Code, DecodingPlan, ReplicationCode
+from .codes import ONE_SIDED, TWO_SIDED, Code, DecodingPlan, ReplicationCode
 from .codes.sizing import (
     coded_block_count,
     data_blocks_for,
@@ -241,18 +241,24 @@ def replica_position(index: int, k: int, workers: int) -> int:
 def member_positions(code: Code, first_position: int, workers: int) -> list[int]:
     """The round-robin position of each member of a group whose first member is at ``first_position``.
 
-    Consecutive, except for a replication's copies (:func:`replica_position`).
+    Consecutive, except for a replication's copies (:func:`replica_position`), and a two-sided
+    code's members past its terms (:attr:`~dask_coded.codes.Code.uncoded_terms`), laid out as
+    copies: computed uncoded, they repeat the terms.
 
     Examples
     --------
     >>> member_positions(ReplicationCode(2, r=2), 0, workers=2)
     [0, 1, 3, 4]
-    >>> from dask_coded.codes import MDSCode
+    >>> from dask_coded.codes import MDSCode, PolynomialCode
     >>> member_positions(MDSCode(2, 3), 3, workers=2)
     [3, 4, 5]
+    >>> member_positions(PolynomialCode(2, 2, 6), 0, workers=4)  # members 4, 5 repeat terms 0, 1
+    [0, 1, 2, 3, 5, 6]
     """
     if isinstance(code, ReplicationCode) and code.r > 1:
         return [first_position + replica_position(i, code.k, workers) for i in range(code.n)]
+    if code.kind == TWO_SIDED:  # members past the terms repeat them when computed uncoded
+        return [first_position + replica_position(i, code.uncoded_terms, workers) for i in range(code.n)]
     return [first_position + i for i in range(code.n)]
 
 

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from dask_coded import GroupedMDSCode
 from dask_coded.codes import MatDotCode, MDSCode, PolynomialCode, ReplicationCode
-from dask_coded.keys import ENCODE_ROWS, grouped_name, replicated_name
+from dask_coded.keys import ENCODE_ROWS, ENCODE_TWO_SIDED, grouped_name, replicated_name
 from dask_coded.policy import (
     DecodePlan,
     coded_block_index,
@@ -146,6 +146,27 @@ def test_the_copies_of_a_block_are_on_distinct_workers_and_the_load_is_even(work
     name = replicated_name(ENCODE_ROWS, k, "abc")
     spread = [spread_worker(spread_position((name, i, 0), workers), names) for i in range(code.n)]
     assert spread == homes
+
+
+@pytest.mark.parametrize("workers", [3, 4, 6, 8])
+@pytest.mark.parametrize(
+    "code", [PolynomialCode(2, 2, 6), PolynomialCode(2, 3, 8), MatDotCode(2, 5)], ids=repr
+)
+def test_two_sided_members_repeating_a_term_are_on_another_worker(code, workers):
+    """Measured: with 4 workers, member 4 of PolynomialCode(2, 2, 6) shared member 0's worker.
+
+    Computed uncoded (operands holding NaN), member i is term i % terms: its repeat hedged nothing.
+    """
+    names = [f"w{i}" for i in range(workers)]
+    homes = member_workers(member_positions(code, 0, workers), [set()] * code.n, names)
+    terms = code.uncoded_terms
+    for term in range(terms):
+        copies_at = [homes[i] for i in range(term, code.n, terms)]
+        assert len(set(copies_at)) == min(len(copies_at), workers), (term, copies_at)
+    if code.n <= workers:
+        assert len(set(homes)) == code.n  # coded, one member per worker
+    name = replicated_name(ENCODE_TWO_SIDED[0], terms, "abc")
+    assert [spread_worker(spread_position((name, i, 0), workers), names) for i in range(code.n)] == homes
 
 
 @pytest.mark.parametrize(

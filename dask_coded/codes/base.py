@@ -139,8 +139,19 @@ class Code:
         """Two-sided codes: weights ``(a_w, b_w)`` encoding each operand's blocks (see :attr:`splits`)."""
         raise NotImplementedError(f"{type(self).__name__} is not a two-sided code")
 
-    def _uncoded_terms(self) -> int:
-        """Two-sided codes: how many block products ``A_j @ B_l`` the targets are made of."""
+    @property
+    def uncoded_terms(self) -> int:
+        """Two-sided codes: how many block products ``A_j @ B_l`` the targets are made of.
+
+        Computed uncoded (:meth:`uncoded_operands`), members past these terms
+        repeat them, like a replication's copies.
+
+        Examples
+        --------
+        >>> from dask_coded.codes import MatDotCode, PolynomialCode
+        >>> PolynomialCode(m=2, p=3, n=8).uncoded_terms, MatDotCode(m=2, n=4).uncoded_terms
+        (6, 2)
+        """
         a_weights, b_weights = self.operand_weights
         if self.splits == ("inner", "inner"):
             return int(a_weights.shape[1])
@@ -164,7 +175,7 @@ class Code:
         >>> [MatDotCode(m=2, n=3).uncoded_operands(i) for i in range(3)]
         [(0, 0), (1, 1), (0, 0)]
         """
-        term = member % self._uncoded_terms()
+        term = member % self.uncoded_terms
         if self.splits == ("inner", "inner"):
             return term, term
         columns = self.operand_weights[1].shape[1]
@@ -186,7 +197,7 @@ class Code:
         >>> MatDotCode(m=2, n=3).uncoded_members(0, [0, 2]) is None
         True
         """
-        terms = self._uncoded_terms()
+        terms = self.uncoded_terms
         wanted = range(terms) if self.splits == ("inner", "inner") else (output,)
         first: dict[int, int] = {}
         for i in self._validate_indices(indices):
