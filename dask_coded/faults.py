@@ -41,7 +41,7 @@ import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._compat import GraphNode, Task, worker_task_state
-from .blocks import CheckedProduct, ScaledBlock, task_cancelled
+from .blocks import CheckedProduct, ScaledBlock, UncodedBlock, task_cancelled
 
 __all__ = [
     "FaultInjector",
@@ -243,7 +243,7 @@ def corrupt(value: Any, kind: str, rng: np.random.Generator) -> Any:
     >>> bool(np.isnan(bad).any())
     True
     """
-    if isinstance(value, ScaledBlock):  # an equilibrated parity product: corrupt its values
+    if isinstance(value, (ScaledBlock, UncodedBlock)):  # a parity product, or an uncoded one: its values
         return dataclasses.replace(value, values=corrupt(value.values, kind, rng))
     if isinstance(value, CheckedProduct):  # a product under max_errors: its values, not its bound
         return dataclasses.replace(value, product=corrupt(value.product, kind, rng))

@@ -7,6 +7,7 @@ from distributed.utils_test import gen_cluster
 
 import dask_coded
 from dask_coded._compat import Task
+from dask_coded.blocks import ScaledBlock, UncodedBlock
 from dask_coded.faults import FaultInjector, FaultModel, computes_product, corrupt, inject, task_delay
 from dask_coded.keys import PRODUCT
 from dask_coded.testing import relative_error
@@ -61,6 +62,14 @@ def test_corruption_changes_the_array(kind, dtype):
     assert not np.array_equal(bad, value, equal_nan=False)
     assert relative_error(np.nan_to_num(bad, nan=1e30, posinf=1e30, neginf=-1e30), value) > 1e-3
     np.testing.assert_array_equal(value, np.random.default_rng(0).standard_normal((30, 20)).astype(dtype))
+
+
+def test_corruption_reaches_the_values_of_wrapped_products():
+    """Measured: an uncoded product (two-sided codes on NaN data) went through uncorrupted."""
+    for wrapped in (UncodedBlock(np.ones(4)), ScaledBlock(np.ones(4), np.zeros(2, int))):
+        bad = corrupt(wrapped, "nan", np.random.default_rng(0))
+        assert type(bad) is type(wrapped) and np.isnan(bad.values).any()
+        np.testing.assert_array_equal(wrapped.values, 1.0)
 
 
 def test_corruption_leaves_non_arrays_alone():
