@@ -291,7 +291,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         running = {ws.address for ws in self.scheduler.running}
         if ts.worker_restrictions and ts.key not in self._kept_off:
             return ts.worker_restrictions & running
-        return running - slow_workers(self.duration_ratios)
+        return running - self._untrusted()
 
     async def close(self) -> None:
         self._stop_backups()
@@ -320,7 +320,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if self.scheduler is None:
             return
         workers = [ws.address for ws in scheduler.running] if self.spread else []
-        avoid = slow_workers(self.duration_ratios)
+        avoid = self._untrusted()
         inputs_seen: set[Any] = set()
         for key in tasks:
             ts = scheduler.tasks.get(key)
@@ -471,6 +471,16 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         ts.loose_restrictions = loose
         self.counters["placements"] += 1
         return True
+
+    def _untrusted(self) -> set[str]:
+        """Workers to keep decodes and the tasks their members read off: slow ones, and faulty ones.
+
+        ``max_errors`` checks products only: a decode, or an operand every
+        product reads, computed by a worker that returns wrong results would
+        be wrong unseen. Once a worker's products have been found wrong, it
+        is not trusted with them again.
+        """
+        return slow_workers(self.duration_ratios) | (set(self.corrections_by_worker) - {"unknown"})
 
     def _keep_off(
         self, ts: Any, slow: set[str], busy: Iterable[str] = (), holders: Iterable[str] = ()
@@ -672,7 +682,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if ts.waiting_on:
             return  # a needed member is not in memory after all; leave it to the scheduler
         holders = {ws.address for i in needed for ws in (members[i].who_has or ())}
-        self._keep_off(ts, slow_workers(self.duration_ratios), busy=busy, holders=holders)
+        self._keep_off(ts, self._untrusted(), busy=busy, holders=holders)
         self.counters["decodes_early"] += 1
         recommendations[ts.key] = "processing"
 

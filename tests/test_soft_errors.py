@@ -62,6 +62,36 @@ async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
     assert stats["corrections_by_block"] == {faulty_block: stats["corrections"]}
 
 
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
+async def test_a_worker_found_wrong_computes_no_decode_and_no_operand_again(c, s, *workers):
+    """Measured: a worker wrong at every task it ran decodes too, silently, after its products were caught.
+
+    max_errors checks products; a decode or an operand every product reads is checked by nothing.
+    Once a worker's products have been corrected, decodes and their inputs are kept off it.
+    """
+    data = np.random.default_rng(0).standard_normal((400, 50))
+    with dask.config.set(CONFIG):
+        plain = await c.persist(da.from_array(data, chunks=(100, 50)))
+        (faulty,) = s.tasks[plain.__dask_keys__()[0][0]].who_has
+        coded = await c.persist(dask_coded.encode(plain, code=dask_coded.MDSCode(4, 6)))
+        await _setup(c, [faulty], "noise")  # wrong at products only: found out
+        x = np.random.default_rng(1).standard_normal(50)
+        assert relative_error(await c.compute(dask_coded.dot(coded, x, max_errors=1)), data @ x) < 1e-10
+        plugin = s.plugins[dask_coded.plugin.NAME]
+        await async_poll_for(lambda: faulty.address in plugin.corrections_by_worker, timeout=30)
+        # Now wrong at everything it computes: decodes, the operand x, what else it is given.
+        model = FaultModel(error_workers=(faulty.address,), error_kind="noise", tasks="all")
+        await c.register_plugin(FaultInjector(model), name="faults")
+        before = len(s.get_task_stream())
+        for seed in range(6):
+            vector = np.random.default_rng(seed + 2).standard_normal(50)
+            x = da.from_array(vector, chunks=25) * 1.0  # computed on some worker, read by every product
+            result = await c.compute(dask_coded.dot(coded, x, max_errors=1))
+            assert relative_error(result, data @ vector) < 1e-10, seed
+    ran_on_faulty = [r["key"] for r in s.get_task_stream()[before:] if r["worker"] == faulty.address]
+    assert not [key for key in ran_on_faulty if not str(key[0]).startswith(PRODUCT)], ran_on_faulty
+
+
 @pytest.mark.parametrize("faulty", [0, 1])
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=CONFIG, timeout=TIMEOUT)
 async def test_replication_outvotes_a_faulty_worker_with_as_many_blocks_as_workers(c, s, *workers, faulty):
