@@ -28,7 +28,8 @@ Two facts travel with the values, so the decoder can be exact and safe:
   carries a bound on its own round-off, which only the worker holding the
   operands can compute, so the error check can tell round-off from a wrong
   result even where the product cancels.
-- A two-sided code whose operands hold NaN or inf is not coded at all
+- A two-sided code whose operands hold NaN, inf or masks, or values no
+  decode could cancel to ``da.dot``'s accuracy, is not coded at all
   (:attr:`OperandScaling.uncoded`): its products are
   :class:`UncodedBlock` s, each one term of an output, so the plugin
   waits for each term rather than for a recovery set
@@ -361,9 +362,10 @@ class OperandScaling:
     zeros where ``zeros`` says ``A_j`` or ``B_l`` is all zero. Otherwise the
     scaling cancels in every output (MatDot: ``right = -left``).
 
-    ``uncoded``: a block holds NaN or inf. Any coded block would mix it in,
-    so every product would hold it and no output could be decoded from them;
-    each coded block is then one data block itself, unscaled
+    ``uncoded``: a block holds NaN, inf or masks, which any coded block
+    would spread into every product, or the blocks' magnitudes say a decode
+    would miss ``da.dot``'s accuracy (:func:`_decodable`). Each coded block
+    is then one data block itself, unscaled
     (:meth:`~dask_coded.codes.Code.uncoded_operands`), and each output the
     sum of its terms' products, as ``da.dot`` computes it.
     """
@@ -1112,19 +1114,20 @@ def decode_block(spec: DecodeSpec, *products: Any) -> np.ndarray:
 
 
 def _uncoded_output(spec: DecodeSpec, products: dict[int, Any]) -> np.ndarray:
-    """An output of a two-sided code whose operands hold NaN or inf: the sum of its terms' products."""
+    """An output of a two-sided code computed uncoded (:attr:`OperandScaling.uncoded`): its terms' sum."""
     if spec.max_errors:
         raise DecodingError(
-            f"the operands of {spec.code!r} hold NaN, inf or masks, so its products were computed uncoded "
-            f"(each once, or repeated), and wrong ones cannot be located (max_errors={spec.max_errors}); "
-            "NaN, inf or masked data cannot be told from wrong results",
+            f"the operands of {spec.code!r} hold NaN, inf or masks, or values no decode could cancel to "
+            "da.dot's accuracy, so its products were computed uncoded (each term once, or repeated), and "
+            f"wrong ones cannot be located (max_errors={spec.max_errors}); use an MDS code "
+            "(code='mds'), whose data blocks are products of their own",
             suspects=(),
         )
     members = spec.code.uncoded_members(spec.output, products)
     if members is None:
         raise DecodingError(
-            f"output block {spec.output} of {spec.code!r}: the operands hold NaN, inf or masks, so the "
-            f"products were computed uncoded, and {sorted(products)} miss a term of this output",
+            f"output block {spec.output} of {spec.code!r}: its products were computed uncoded, and "
+            f"{sorted(products)} miss a term of this output",
             suspects=(),
         )
     terms = [products[i].values for i in members]

@@ -250,7 +250,7 @@ def test_uncoded_products_keep_their_mark_through_distributed_and_never_interpol
     with pytest.raises(DecodingError, match="miss a term"):
         split = DecodeSpec(PolynomialCode(2, 1, 3), 1, (1, 2), np.dtype(np.float64))
         decode_block(split, product, MISSING, MISSING)  # A_0 @ B only: no copy of A_1 @ B
-    with pytest.raises(DecodingError, match="cannot be told from wrong results"):
+    with pytest.raises(DecodingError, match="wrong ones cannot be located"):
         decode_block(dataclasses.replace(spec, max_errors=1), product, product, product)
 
 

@@ -538,7 +538,7 @@ def test_two_sided_codes_with_nan_refuse_max_errors_clearly(code):
     """Under max_errors, NaN in the data cannot be told from wrong results: one-sided codes say so too."""
     a, b = (da.from_array(x, chunks=c) for x, c in zip(_poisoned("a", np.nan), [(4, 3), (3, 2)]))
     y = dask_coded.dot(a, b, code=code, max_errors=1)
-    with pytest.raises(dask_coded.DecodingError, match="hold NaN, inf or masks.*cannot be told"):
+    with pytest.raises(dask_coded.DecodingError, match="hold NaN, inf or masks.*cannot be located"):
         y.compute(scheduler="sync")
 
 
