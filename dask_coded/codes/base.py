@@ -160,9 +160,10 @@ class Code:
     def uncoded_operands(self, member: int) -> tuple[int, int]:
         """Two-sided codes: the blocks of A and B that ``member`` multiplies when it is not coded.
 
-        When the operands hold NaN or inf, coded operands would spread them
-        into every product, and no output could be decoded. ``dask_coded.dot``
-        then has member ``i`` multiply the data blocks of term ``i % terms``
+        Where coding cannot give ``da.dot``'s answer (NaN, inf or masks in
+        the operands, which coded operands would spread into every product,
+        or values no decode could cancel accurately), ``dask_coded.dot`` has
+        member ``i`` multiply the data blocks of term ``i % terms``
         itself (term ``j * p + l`` is ``A_j @ B_l`` for ``("rows", "cols")``
         splits, term ``j`` is ``A_j @ B_j`` for ``("inner", "inner")``): the
         first members compute every term once, the rest repeat them.
