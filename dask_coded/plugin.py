@@ -320,6 +320,8 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if self.scheduler is None:
             return
         workers = [ws.address for ws in scheduler.running] if self.spread else []
+        # A worker found wrong gets no coded block: one it computed would feed wrong data to parities.
+        workers = [w for w in workers if w not in self._faulty()] or workers
         avoid = self._untrusted()
         inputs_seen: set[Any] = set()
         for key in tasks:
@@ -349,10 +351,13 @@ class CodedSchedulerPlugin(SchedulerPlugin):
 
         Every member waits for them, so one of them on a slow machine delays
         the whole group, whatever its parities: the small operand of a
-        matvec computed beside data the slow machine holds, say. Coded
+        matvec computed beside data the slow machine holds, say; and a
+        chunk a faulty worker computed would be encoded wrong into parities
+        and data blocks alike, a wrong answer no check can see. Coded
         blocks are left to the spread (the slow machine's own block feeds
-        only its member, which is dropped); tasks already placed, running or
-        done are left alone (:meth:`_keep_off`).
+        only its member, which is dropped), but what they are encoded from is
+        not; tasks already placed, running or done are left alone
+        (:meth:`_keep_off`).
         """
         stack = [
             dependency
@@ -365,10 +370,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             if dependency.key in seen:
                 continue
             seen.add(dependency.key)
-            placed = dependency.state not in ("released", "waiting")
-            if placed or coded_block_index(dependency.key) is not None:
+            if dependency.state not in ("released", "waiting"):
                 continue
-            if self._keep_off(dependency, slow):
+            if coded_block_index(dependency.key) is None and self._keep_off(dependency, slow):
                 self.counters["placements"] += 1
             stack.extend(d for d in dependency.dependencies if d.key not in seen)
 
@@ -472,6 +476,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.counters["placements"] += 1
         return True
 
+    def _faulty(self) -> set[str]:
+        """Workers whose products have been found wrong (under ``max_errors``)."""
+        return set(self.corrections_by_worker) - {"unknown"}
+
     def _untrusted(self) -> set[str]:
         """Workers to keep decodes and the tasks their members read off: slow ones, and faulty ones.
 
@@ -480,7 +488,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         be wrong unseen. Once a worker's products have been found wrong, it
         is not trusted with them again.
         """
-        return slow_workers(self.duration_ratios) | (set(self.corrections_by_worker) - {"unknown"})
+        return slow_workers(self.duration_ratios) | self._faulty()
 
     def _keep_off(
         self, ts: Any, slow: set[str], busy: Iterable[str] = (), holders: Iterable[str] = ()

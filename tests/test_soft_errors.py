@@ -66,8 +66,9 @@ async def test_one_faulty_worker_is_corrected_and_named(c, s, *workers, kind):
 async def test_a_worker_found_wrong_computes_no_decode_and_no_operand_again(c, s, *workers):
     """Measured: a worker wrong at every task it ran decodes too, silently, after its products were caught.
 
-    max_errors checks products; a decode or an operand every product reads is checked by nothing.
-    Once a worker's products have been corrected, decodes and their inputs are kept off it.
+    max_errors checks products; a decode, or an operand chunk encoded into data blocks and parities
+    alike, is checked by nothing. Once a worker's products have been corrected, it gets no coded
+    block, and decodes and what the members read are kept off it.
     """
     data = np.random.default_rng(0).standard_normal((400, 50))
     with dask.config.set(CONFIG):
@@ -86,7 +87,10 @@ async def test_a_worker_found_wrong_computes_no_decode_and_no_operand_again(c, s
         for seed in range(6):
             vector = np.random.default_rng(seed + 2).standard_normal(50)
             x = da.from_array(vector, chunks=25) * 1.0  # computed on some worker, read by every product
-            result = await c.compute(dask_coded.dot(coded, x, max_errors=1))
+            # Encoded on the fly from chunks computed in the same graph: a wrong chunk would be encoded
+            # into the parities too, and no check could see it.
+            operand = coded if seed % 2 else da.from_array(data, chunks=(100, 50)) * 1.0
+            result = await c.compute(dask_coded.dot(operand, x, max_errors=1))
             assert relative_error(result, data @ vector) < 1e-10, seed
     ran_on_faulty = [r["key"] for r in s.get_task_stream()[before:] if r["worker"] == faulty.address]
     assert not [key for key in ran_on_faulty if not str(key[0]).startswith(PRODUCT)], ran_on_faulty
