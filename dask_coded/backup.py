@@ -298,8 +298,7 @@ class BackupTasks:
         backup_key = self._backup_of.pop(key)
         self._original_of.pop(backup_key, None)
         backup = self.scheduler.tasks.get(backup_key)
-        if backup is not None and backup.state != "memory":
-            self._count(key, "cancelled")
+        self._count(key, "cancelled")  # unused, even if it finished too before this settled
         if backup is not None:
             self.scheduler.client_releases_keys(keys=[backup_key], client=_CLIENT)
 

@@ -513,8 +513,10 @@ def _decodable(
     times the largest term it cancels. So every output's bound must be
     within ``target / (eps * condition)`` of the largest (``target`` the
     accuracy dask-coded promises), the data finite, no product or output
-    past the largest float (where ``da.dot``'s inf or NaN is its own), and
-    no output so small that its scaled blocks lose digits to underflow.
+    past the largest float (where ``da.dot``'s inf or NaN is its own), no
+    output near the subnormal range (where ``da.dot`` loses digits of its
+    own), and none so small beside its blocks that their scaled products
+    lose digits to underflow.
     """
     real = np.finfo(np.dtype(dtype) if dtype is not None else np.float64)
     eps, target = float(real.eps), accuracy_target(real.dtype)
@@ -526,7 +528,13 @@ def _decodable(
     for size, exponent in outputs:
         if not size >= float(real.tiny) / target or eps * condition * largest > target * size:
             return False
-        if math.log2(size) + exponent >= math.log2(float(real.max)):
+        # Past the largest float, or below the smallest normal one over the target, da.dot's own inf,
+        # NaN or digits lost to underflow are the answer.
+        if (
+            not math.log2(float(real.tiny) / target)
+            <= math.log2(size) + exponent
+            < math.log2(float(real.max))
+        ):
             return False
     return True
 

@@ -516,6 +516,10 @@ HOSTILE_FINITE = {
     "timestamps B ignores": _timestamps,  # MatDot: 1.6e-7 relative error
     "rows and columns 1e12 apart": lambda: _scaled_lines(1, 12),
     "rows and columns 1e30 apart": lambda: _scaled_lines(2, 30),  # MatDot: 0.77 relative error
+    "outputs in the subnormal range": lambda: (  # da.dot loses digits there: 1e-4 relative difference
+        da.from_array(np.random.default_rng(3).standard_normal((8, 6)) * 1e-160, chunks=(4, 3)),
+        da.from_array(np.random.default_rng(4).standard_normal((6, 4)) * 1e-155, chunks=(3, 2)),
+    ),
 }
 
 
