@@ -319,9 +319,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     def update_graph(self, scheduler: Any, *, tasks: Iterable[Any] = (), **kwargs: Any) -> None:
         if self.scheduler is None:
             return
-        workers = [ws.address for ws in scheduler.running] if self.spread else []
         # A worker found wrong gets no coded block: one it computed would feed wrong data to parities.
-        workers = [w for w in workers if w not in self._faulty()] or workers
+        faulty = self._faulty()
+        workers = [ws.address for ws in scheduler.running] if self.spread else []
+        workers = [w for w in workers if w not in faulty] or workers
         avoid = self._untrusted()
         inputs_seen: set[Any] = set()
         for key in tasks:

@@ -95,10 +95,10 @@ def plan_decode(
     wrong results); ``suspects`` (member -> worker) makes that ``2t``
     workers' worth.
 
-    Members in ``uncoded`` are products of a two-sided code whose operands
-    hold NaN or inf, each one term of an output
-    (:meth:`~dask_coded.codes.Code.uncoded_members`): the output waits for
-    each of its terms.
+    Members in ``uncoded`` are products of a two-sided code computed
+    uncoded (:attr:`~dask_coded.blocks.OperandScaling.uncoded`), each one
+    term of an output (:meth:`~dask_coded.codes.Code.uncoded_members`): the
+    output waits for each of its terms.
 
     Examples
     --------
