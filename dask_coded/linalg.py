@@ -32,10 +32,6 @@ from .blocks import (
     checked_product_block,
     chunk_cuts,
     decode_block,
-    inner_max_abs,
-    matdot_scaling,
-    operand_block,
-    polynomial_scaling,
     product_block,
 )
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
@@ -44,6 +40,7 @@ from .errors import DaskCodedWarning
 from .fallback import fall_back, fallback_reason, parities_less_precise
 from .operands import CodedOperand, GraphLayer, Operand
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED
+from .two_sided import inner_max_abs, matdot_scaling, operand_block, polynomial_scaling
 
 __all__ = ["dot", "matmul", "matvec"]
 
@@ -515,10 +512,10 @@ def _operand_scaling(
     code: Code,
     dtype: np.dtype,
 ) -> Any:
-    """The :class:`~dask_coded.blocks.OperandScaling` ``gather(*counts, *lines)`` of a two-sided code.
+    """The :class:`~dask_coded.two_sided.OperandScaling` ``gather(*counts, *lines)`` of a two-sided code.
 
     ``sides`` are ``(operand, block indices)`` pairs: the largest magnitude of each line of each
-    block along the inner axis (:func:`~dask_coded.blocks.inner_max_abs`), a tiny task for a Dask
+    block along the inner axis (:func:`~dask_coded.two_sided.inner_max_abs`), a tiny task for a Dask
     operand's block (added to ``layer``), read now from a NumPy one. With NumPy operands only, the
     scaling itself is computed now: their coded blocks depend on no task.
     """

@@ -96,7 +96,7 @@ def plan_decode(
     workers' worth.
 
     Members in ``uncoded`` are products of a two-sided code computed
-    uncoded (:attr:`~dask_coded.blocks.OperandScaling.uncoded`), each one
+    uncoded (:attr:`~dask_coded.two_sided.OperandScaling.uncoded`), each one
     term of an output (:meth:`~dask_coded.codes.Code.uncoded_members`): the
     output waits for each of its terms.
 
