@@ -319,11 +319,11 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     def update_graph(self, scheduler: Any, *, tasks: Iterable[Any] = (), **kwargs: Any) -> None:
         if self.scheduler is None:
             return
-        # A worker found wrong gets no coded block: one it computed would feed wrong data to parities.
-        faulty = self._faulty()
         workers = [ws.address for ws in scheduler.running] if self.spread else []
-        workers = [w for w in workers if w not in faulty] or workers
         avoid = self._untrusted()
+        # What a faulty worker encodes from would be wrong in data blocks and parities alike, which no
+        # check sees: walk through the coded blocks too (restricted, those tasks are not queued).
+        through_coded = bool(self._faulty())
         inputs_seen: set[Any] = set()
         for key in tasks:
             ts = scheduler.tasks.get(key)
@@ -332,14 +332,14 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             spec = _decode_spec(ts)
             if spec is not None:
                 self._parities_last(ts, spec)
-            if not workers:
-                continue
-            if spec is not None:
                 if avoid and self._keep_off(ts, avoid):
                     # A slow machine slows the decode too; keep it off before it is scheduled.
                     self.counters["placements"] += 1
                 if avoid:
-                    self._keep_inputs_off(ts, avoid, inputs_seen)
+                    self._keep_inputs_off(ts, avoid, inputs_seen, through_coded)
+            if not workers:
+                continue
+            if spec is not None:
                 self._pin_members(ts, spec, workers)
             position = spread_position(key, len(workers))
             if position is not None:
@@ -347,18 +347,18 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 if worker is not None:
                     self._place(ts, {worker}, loose=True)
 
-    def _keep_inputs_off(self, ts: Any, slow: set[str], seen: set[Any]) -> None:
+    def _keep_inputs_off(self, ts: Any, slow: set[str], seen: set[Any], through_coded: bool) -> None:
         """Keep the tasks that decode ``ts``'s members read (operands, what they come from) off ``slow``.
 
         Every member waits for them, so one of them on a slow machine delays
         the whole group, whatever its parities: the small operand of a
-        matvec computed beside data the slow machine holds, say; and a
-        chunk a faulty worker computed would be encoded wrong into parities
-        and data blocks alike, a wrong answer no check can see. Coded
+        matvec computed beside data the slow machine holds, say. Coded
         blocks are left to the spread (the slow machine's own block feeds
-        only its member, which is dropped), but what they are encoded from is
-        not; tasks already placed, running or done are left alone
-        (:meth:`_keep_off`).
+        only its member, which is dropped), and so is what they are encoded
+        from, unless ``through_coded``: a chunk a faulty worker computed
+        would be encoded wrong into parities and data blocks alike, a wrong
+        answer no check can see. Tasks already placed, running or done are
+        left alone (:meth:`_keep_off`).
         """
         stack = [
             dependency
@@ -373,7 +373,11 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             seen.add(dependency.key)
             if dependency.state not in ("released", "waiting"):
                 continue
-            if coded_block_index(dependency.key) is None and self._keep_off(dependency, slow):
+            if coded_block_index(dependency.key) is not None:
+                if through_coded:
+                    stack.extend(d for d in dependency.dependencies if d.key not in seen)
+                continue
+            if self._keep_off(dependency, slow):
                 self.counters["placements"] += 1
             stack.extend(d for d in dependency.dependencies if d.key not in seen)
 
@@ -427,7 +431,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             if member is not None and worker is not None and self._place(member, {worker}, loose=False):
                 self._pinned[member.key] = worker
                 for dependency in member.dependencies:
-                    if _is_parity_encode(dependency):  # an encode on the fly: stolen, it delays its member
+                    # Its encode on the fly: stolen, it delays its member, and on a faulty worker
+                    # (idle, as nothing else is given it) it is wrong under another worker's name.
+                    if coded_block_index(dependency.key) is not None:
                         self._pin_beside(dependency, worker)
             suspects.append(None if member is None else self._pinned.get(member.key))
         if not spec.max_errors:

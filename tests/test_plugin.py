@@ -667,6 +667,12 @@ async def test_parity_members_run_last_on_a_worker_of_their_own(c, s, *workers, 
             if on_the_fly:  # stolen, a parity encode would delay its parity product just the same
                 assert all(d.worker_restrictions == member.worker_restrictions for d in encodes)
                 assert not any(d.loose_restrictions for d in encodes)
+        for member in data if on_the_fly else ():
+            # Measured: a data block's encode, loosely spread, was stolen by a faulty worker (idle, as
+            # nothing else was given it) and came out wrong under its member's worker's name.
+            encodes = [d for d in member.dependencies if str(d.key[0]).startswith(ENCODE)]
+            assert encodes and all(d.worker_restrictions == member.worker_restrictions for d in encodes)
+            assert not any(d.loose_restrictions for d in encodes)
     await go.set()
     np.testing.assert_allclose(await result, a @ np.arange(60.0), rtol=1e-10)
 

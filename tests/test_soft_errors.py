@@ -13,6 +13,7 @@ from dask_coded import DecodingError, MDSCode
 from dask_coded.blocks import decode_block
 from dask_coded.faults import FaultInjector, FaultModel
 from dask_coded.keys import DECODE, PRODUCT
+from dask_coded.policy import coded_block_index
 from dask_coded.testing import relative_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
@@ -25,9 +26,11 @@ TIMEOUT = 120
 CONFIG = {"distributed.scheduler.validate": True, "coded.parity": 0}
 
 
-async def _setup(c, faulty, kind):
+async def _setup(c, faulty, kind, spread=True):
     """Register the plugin and make the ``faulty`` workers return garbage for every product."""
-    await dask_coded.register(c)
+    await c.register_plugin(
+        dask_coded.plugin.CodedSchedulerPlugin(spread=spread), name=dask_coded.plugin.NAME
+    )
     model = FaultModel(error_workers=tuple(w.address for w in faulty), error_kind=kind, tasks="products")
     await c.register_plugin(FaultInjector(model), name="faults")
 
@@ -67,8 +70,9 @@ async def test_a_worker_found_wrong_computes_no_decode_and_no_operand_again(c, s
     """Measured: a worker wrong at every task it ran decodes too, silently, after its products were caught.
 
     max_errors checks products; a decode, or an operand chunk encoded into data blocks and parities
-    alike, is checked by nothing. Once a worker's products have been corrected, it gets no coded
-    block, and decodes and what the members read are kept off it.
+    alike, is checked by nothing. Once a worker's products have been corrected, decodes, what the
+    members read and what their coded blocks are encoded from are kept off it; it computes its own
+    members only (their encodes pinned beside them), whose errors the code corrects.
     """
     data = np.random.default_rng(0).standard_normal((400, 50))
     with dask.config.set(CONFIG):
@@ -92,8 +96,35 @@ async def test_a_worker_found_wrong_computes_no_decode_and_no_operand_again(c, s
             operand = coded if seed % 2 else da.from_array(data, chunks=(100, 50)) * 1.0
             result = await c.compute(dask_coded.dot(operand, x, max_errors=1))
             assert relative_error(result, data @ vector) < 1e-10, seed
+    # Its own members (their encodes and products, checked) only: no decode, no operand chunk.
     ran_on_faulty = [r["key"] for r in s.get_task_stream()[before:] if r["worker"] == faulty.address]
-    assert not [key for key in ran_on_faulty if not str(key[0]).startswith(PRODUCT)], ran_on_faulty
+    unchecked = [k for k in ran_on_faulty if not k[0].startswith(PRODUCT) and coded_block_index(k) is None]
+    assert not unchecked, ran_on_faulty
+
+
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=CONFIG, timeout=TIMEOUT)
+async def test_a_faulty_worker_keeps_its_own_members_and_is_corrected_every_call(c, s, *workers):
+    """Measured: with the faulty worker dropped from the spread, 6 members on 5 workers could not locate it.
+
+    Its persisted block was encoded while it was wrong at everything: read by an honest worker, that
+    one was blamed too, and every call after the first raised DecodingError.
+    """
+    data = np.random.default_rng(0).standard_normal((400, 50))
+    with dask.config.set(CONFIG):
+        plain = await c.persist(da.from_array(data, chunks=(100, 50)))
+        (faulty,) = s.tasks[plain.__dask_keys__()[0][0]].who_has
+        await dask_coded.register(c)
+        model = FaultModel(error_workers=(faulty.address,), error_kind="noise", tasks="all")
+        await c.register_plugin(FaultInjector(model), name="faults")
+        coded = await c.persist(dask_coded.encode(plain, code=dask_coded.MDSCode(4, 6)))
+        plugin = s.plugins[dask_coded.plugin.NAME]
+        for call in range(4):
+            vector = np.random.default_rng(call).standard_normal(50)
+            result = await c.compute(dask_coded.dot(coded, vector, max_errors=1))
+            if call:  # the first runs before any evidence: its decodes may land on the faulty worker
+                assert relative_error(result, data @ vector) < 1e-10, call
+            await async_poll_for(lambda: faulty.address in plugin.corrections_by_worker, timeout=30)
+    assert set(plugin.corrections_by_worker) == {faulty.address}
 
 
 @pytest.mark.parametrize("faulty", [0, 1])
