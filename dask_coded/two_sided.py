@@ -243,6 +243,17 @@ def operand_block(
     float64 one is encoded in float64, or the product would keep only
     float32's accuracy). Where ``scaling.uncoded``, data block ``uncoded``
     itself (masks kept), as an :class:`UncodedBlock`.
+
+    Examples
+    --------
+    >>> blocks = [np.full((1, 2), 4.0), np.full((1, 2), 0.5)]
+    >>> lines = [inner_max_abs(b, 0) for b in blocks] + [np.ones(2)]
+    >>> scaling = polynomial_scaling(2, 1, *lines)  # A_0 by 2**-3, A_1 by 2**0, B by 2**-1
+    >>> operand_block(np.array([1.0, 1.0]), scaling, 0, *blocks).values.tolist()
+    [[1.0, 1.0]]
+    >>> uncoded = polynomial_scaling(2, 1, lines[0] * np.nan, *lines[1:])
+    >>> operand_block(np.array([1.0, 1.0]), uncoded, 0, *blocks, uncoded=1).values.tolist()
+    [[0.5, 0.5]]
     """
     working = None if dtype is None else np.result_type(dtype, *(b.dtype for b in data_blocks))
     if scaling is not None and scaling.uncoded:
