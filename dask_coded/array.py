@@ -27,7 +27,7 @@ from .blocks import (
 )
 from .codes import ONE_SIDED, Chunking, Code, ReplicationCode, build_code, code_kind, registered_codes
 from .codes.base import check_max_errors
-from .codes.sizing import auto_or_count, delays_from_evidence, parity_from_evidence
+from .codes.sizing import auto_or_count, delays_from_evidence, parity_from_evidence, slow_worker_count
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS
 
 __all__ = [
@@ -89,6 +89,7 @@ def chunking(
         options,
         resplit=resplit,
         delays=delays,
+        slow=slow_worker_count(ratios, workers) or 0,
     )
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "expected_latency",
     "fit_shifted_exponential",
     "parity_from_evidence",
+    "slow_worker_count",
     "slow_workers",
 ]
 
@@ -145,9 +146,27 @@ def parity_from_evidence(
     >>> parity_from_evidence({"a": 1.0}, workers=8), parity_from_evidence(None, workers=None)
     (2, 2)
     """
-    if workers is None or not ratios or len(ratios) < max(2, workers / 2):
+    slow = slow_worker_count(ratios, workers, factor)
+    if slow is None or workers is None:
         return fallback
-    return max(1, min(len(slow_workers(ratios, factor)) + 1, workers - 1))
+    return max(1, min(slow + 1, workers - 1))
+
+
+def slow_worker_count(
+    ratios: Mapping[str, float] | None, workers: int | None, factor: float = 3.0
+) -> int | None:
+    """How many workers the evidence calls slow, or None until at least half of ``workers`` are measured.
+
+    Examples
+    --------
+    >>> slow_worker_count({"a": 1.0, "b": 1.1, "c": 0.9, "d": 9.0}, workers=4)
+    1
+    >>> slow_worker_count({"a": 1.0}, workers=8) is None
+    True
+    """
+    if workers is None or not ratios or len(ratios) < max(2, workers / 2):
+        return None
+    return len(slow_workers(ratios, factor))
 
 
 def fit_shifted_exponential(samples: Iterable[float]) -> tuple[float, float] | None:
