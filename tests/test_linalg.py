@@ -308,7 +308,7 @@ GROUPED_OPERANDS = [
 def test_grouped_codes_equal_numpy(case, kind, group_size, dtype):
     with dask.config.set({"coded.group-size": group_size}):
         a, b, a_np, b_np, like = _operands(case, dtype, kind, "mds")
-        result = dask_coded.dot(a, b)
+        result = dask_coded.dot(a, b, code=None if kind == "coded" else "mds")
     specs = [t.args[0] for t in _decode_tasks(dict(result.__dask_graph__())).values()]
     assert {spec.code.k for spec in specs} <= set(range(1, group_size + 1))  # decoded group by group
     assert_eq(result, np.dot(a_np, b_np), RTOL[dtype], like=like, scheduler="sync")
