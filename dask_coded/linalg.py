@@ -37,7 +37,7 @@ from .blocks import (
 from .codes import ONE_SIDED, TWO_SIDED, Chunking, Code, build_code, code_kind
 from .codes.base import check_max_errors
 from .errors import DaskCodedWarning
-from .fallback import Reason, fall_back, fallback_reason, parities_less_precise
+from .fallback import fall_back, fallback_reason, parities_less_precise
 from .operands import CodedOperand, GraphLayer, Operand
 from .policy import ENCODE_COLUMNS, ENCODE_ROWS, ENCODE_TWO_SIDED
 from .two_sided import inner_max_abs, matdot_scaling, operand_block, polynomial_scaling
@@ -223,7 +223,7 @@ def _contract(operation: str, a: Any, b: Any, code: Code | str | None, max_error
     # The contract: the result is da.dot's, so its lazy graph gives the dtype, chunks and meta.
     reference = (da.matmul if operation == "matmul" else da.dot)(_plain(a), _plain(b))
     a, b = _as_array(a), _as_array(b)
-    reason = fallback_reason(operation, a, b, reference) or _integer_reason(a, b, code, max_errors, reference)
+    reason = fallback_reason(operation, a, b, reference, code=code, max_errors=max_errors)
     if reason is not None:
         fall_back(operation, reason, stacklevel=4)
         return reference
@@ -232,26 +232,6 @@ def _contract(operation: str, a: Any, b: Any, code: Code | str | None, max_error
         # A code chose its own number of blocks; the result still has da.dot's chunks.
         out = _in_chunks(out, reference.chunks)
     return out
-
-
-def _integer_reason(a: Any, b: Any, code: Any, max_errors: int, reference: da.Array) -> Reason | None:
-    """Why the default code would not code integer outputs: no parity can decode one exactly.
-
-    Each would wait for its own product, as in ``da.dot``, only pinned where a slow machine holds it
-    (measured: 16.3 s against da.dot's 4.3-7.4 s under a 100x slow machine on 4 workers). An
-    explicit code, ``max_errors`` (parities check integer products) or a CodedArray still code them.
-    """
-    encoded = isinstance(a, CodedArray) or isinstance(b, CodedArray)
-    if reference.dtype.kind not in "iu" or code is not None or max_errors or encoded:
-        return None
-    if config.get("code") != "mds":
-        return None
-    return Reason(
-        f"{reference.dtype} products are never decoded through parities (floating point is not exact "
-        "for them): the default MDS code would only add work; pass code='mds' or max_errors to check "
-        "them, or code='replication' for exact copies",
-        TypeError,
-    )
 
 
 def _in_chunks(out: da.Array, chunks: tuple[tuple[int, ...], ...]) -> da.Array:
