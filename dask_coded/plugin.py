@@ -373,11 +373,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             seen.add(dependency.key)
             if dependency.state not in ("released", "waiting"):
                 continue
-            if coded_block_index(dependency.key) is not None:
-                if through_coded:
-                    stack.extend(d for d in dependency.dependencies if d.key not in seen)
+            coded = coded_block_index(dependency.key) is not None
+            if coded and not through_coded:
                 continue
-            if self._keep_off(dependency, slow):
+            if not coded and self._keep_off(dependency, slow):
                 self.counters["placements"] += 1
             stack.extend(d for d in dependency.dependencies if d.key not in seen)
 
