@@ -51,11 +51,11 @@ def fallback_reason(
 ) -> Reason | None:
     """Why ``a @ b`` cannot be coded, or ``None`` when it can.
 
-    A pure function of the operands' metadata (``shape``, ``dtype``, and where
+    A function of the operands' metadata (``shape``, ``dtype``, and where
     they have them ``chunks`` and ``_meta``), of ``result``, the lazy
     ``da.dot(a, b)`` (or ``da.matmul``) whose dtype, chunks and meta the coded
     graph must reproduce, and of what the call asks for (``code``, None for
-    ``coded.code``'s, and ``max_errors``).
+    ``coded.code``'s, which is the one setting it reads, and ``max_errors``).
 
     Parameters
     ----------
