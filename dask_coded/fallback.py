@@ -140,7 +140,7 @@ parity blocks cannot reproduce that wrap
     if result.dtype.kind in "iu" and code is None and not max_errors and not encoded:
         if config.get("code") == "mds":
             # Each output would wait for its own product, as in da.dot, only pinned where a slow machine
-            # holds it (measured: 16.3 s against da.dot's 4.3-7.4 s, a 100x slow machine, 4 workers).
+            # holds it, where da.dot's is stolen away (slower than da.dot in a reviewer's reproducer).
             return Reason(
                 f"{result.dtype} products are never decoded through parities (floating point is not "
                 "exact for them): the default MDS code would only add work; pass code='mds' or "

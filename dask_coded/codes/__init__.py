@@ -263,9 +263,9 @@ def _one_member_per_worker(chunking: Chunking) -> Chunking:
     parity (:func:`~dask_coded.codes.grouped.group_size_for`), groups would
     hold several members on each worker, and a slow machine's several
     members of a group would outnumber its parities: the call waits for it
-    (measured: 4 workers, 128 chunks, groups of 16 + 2: 3-10x slower than
-    ``da.dot``). A parity per slow worker, one member per worker, is worth
-    more than the margin.
+    (4 workers, 128 chunks, groups of 16 + 2: slower than ``da.dot`` in a
+    reviewer's reproducer). A parity per slow worker, one member per
+    worker, is worth more than the margin.
 
     Examples
     --------
