@@ -795,6 +795,16 @@ def test_register_code_checks_kind_and_factory(kwargs, message):
     assert "test-bad-registration" not in registered_codes()
 
 
+def test_uncoded_terms_are_for_two_sided_codes_only():
+    for ask in (
+        lambda c: c.uncoded_terms,
+        lambda c: c.uncoded_operands(0),
+        lambda c: c.uncoded_members(0, [0]),
+    ):
+        with pytest.raises(NotImplementedError, match="MDSCode is not a two-sided code"):
+            ask(MDSCode(2, 3))
+
+
 @pytest.mark.parametrize(
     "workers, max_errors, options, expected",
     [
