@@ -562,8 +562,11 @@ async def test_a_slow_machine_never_timed_is_found_late_and_computes_no_operand(
         x = np.random.default_rng(seed).standard_normal(50)
         result = await c.compute(dask_coded.dot(coded, x))
         np.testing.assert_allclose(result, a @ x, rtol=1e-10, atol=1e-10 * np.abs(a @ x).max())
-    assert plugin.stats()["slow_workers"] == [slow]
-    assert plugin.duration_ratios[slow] == float("inf")  # never timed: slow by an unknown factor
+    # Found by its lateness (never timed: slow by an unknown factor). Not `== [slow]`: on a loaded
+    # machine a pause of the test's one process can stretch an honest worker's few timed tasks 8x
+    # (seen in CI), a measurement the plugin is right to act on.
+    assert slow in plugin.stats()["slow_workers"]
+    assert plugin.duration_ratios[slow] == float("inf")
     x = np.random.default_rng(10).standard_normal(50)
     if operand == "computed-beside-its-data":
         y = await c.persist(da.from_array(x, chunks=25), workers=[slow])
