@@ -235,13 +235,15 @@ class CodedArray(DaskMethodsMixin):
 
     @property
     def coded_chunks(self) -> tuple[tuple[int, ...], ...]:
-        """Chunks including the parity blocks (each as large as the largest data block of its group)."""
+        """Chunks including the parity blocks (the largest data block of their group; a copy, its block's)."""
         data = self.chunks[self.axis]
         parities = [0] * (self.code.n - self.code.k)
         for group in self.code.groups:
             size = max(data[j] for j in group.members[: group.code.k])
-            for i in group.members[group.code.k :]:
-                parities[i - self.code.k] = size
+            for local in range(group.code.k, group.code.n):
+                copied = group.code.copied_block(local)
+                own = size if copied is None else data[group.members[copied]]
+                parities[group.members[local] - self.code.k] = own
         coded = data + tuple(parities)
         return tuple(coded if ax == self.axis else c for ax, c in enumerate(self.chunks))
 

@@ -35,6 +35,13 @@ def test_encode_follows_chunks_and_config(matrix):
     assert coded.code == MDSCode(4, 6)
     assert coded.chunks == ((3, 3, 3, 2), (6,))
     assert coded.coded_chunks == ((3, 3, 3, 2, 3, 3), (6,))
+    # A copy is as large as its block, and so is the block it computes to (each is the block itself).
+    replicated = encode(da.from_array(matrix, chunks=(3, 6)), code="replication")
+    assert replicated.coded_chunks == ((3, 3, 3, 2) * 2, (6,))
+    blocks = dask.get(
+        dict(replicated.__dask_graph__()), [key for row in replicated.__dask_keys__() for key in row]
+    )
+    assert tuple(block.shape[0] for block in blocks) == replicated.coded_chunks[0]
     with dask.config.set({"coded.parity": 3, "coded.generator": "cauchy"}):
         assert encode(matrix).code == MDSCode(1, 4, generator="cauchy")
 

@@ -31,6 +31,7 @@ from dask_coded.codes.arithmetic import equilibration_exponents, frobenius_norm,
 from dask_coded.codes.base import ONE_SIDED as KIND_ONE
 from dask_coded.codes.base import TWO_SIDED as KIND_TWO
 from dask_coded.codes.base import _decode_plan
+from dask_coded.codes.replication import REPLICATION_GROUP_SIZE
 from dask_coded.codes.sizing import (
     MIN_DELAY_SAMPLES,
     data_blocks_for,
@@ -949,6 +950,27 @@ def test_grouped_code_layout(k, group_size, parity):
         assert group.code == MDSCode(len(data), len(data) + parity)
         assert all(code.group_of(i) == q for i in group.members)
     assert code.recovery_threshold == code.n - parity
+
+
+@pytest.mark.parametrize("k,r", [(1, 2), (64, 2), (65, 2), (200, 3)])
+def test_replication_groups_are_runs_of_blocks_with_their_copies(k, r):
+    code = ReplicationCode(k, r)
+    size = REPLICATION_GROUP_SIZE
+    assert len(code.groups) == math.ceil(k / size)
+    assert sorted(i for group in code.groups for i in group.members) == list(range(code.n))
+    for group in code.groups:
+        # Member i of the group is a copy of its block i % k, as coded block members[i] is of the whole's.
+        for local, i in enumerate(group.members):
+            assert group.members[group.code.copied_block(local)] == code.copied_block(i)
+    # Any one copy of each block decodes, group by group.
+    rng = np.random.default_rng(k)
+    blocks = [rng.standard_normal(2) for _ in range(k)]
+    coded = code.encode(blocks)
+    finished = {i: coded[i] for i in rng.permutation(code.n)[: code.n - r + 1]}
+    for group in code.groups:
+        local = {m: finished[i] for m, i in enumerate(group.members) if i in finished}
+        for d, j in zip(group.code.decode(local), group.members[: group.code.k]):
+            np.testing.assert_array_equal(d, blocks[j])
 
 
 def test_grouped_code_generator_is_block_diagonal_with_each_groups_code():

@@ -84,13 +84,16 @@ async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
 
 
 @pytest.mark.parametrize("persisted", [True, False])
+@pytest.mark.parametrize("blocks", [4, 130])  # 130: three groups of copies (ReplicationCode.groups)
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=TIMEOUT)
-async def test_replication_with_as_many_blocks_as_workers_outlasts_a_stuck_worker(c, s, *workers, persisted):
+async def test_replication_with_as_many_blocks_as_workers_outlasts_a_stuck_worker(
+    c, s, *workers, persisted, blocks
+):
     """Copy i of 8 went to worker i mod 4, its original's: the copies hedged nothing against it."""
-    a = _matrix()
+    a = _matrix(rows=4 * blocks)
     await _setup(c, s, workers[1], factor=STUCK_FACTOR)
-    plain = da.from_array(a, chunks=(100, 60))
-    code = dask_coded.ReplicationCode(4, r=2)
+    plain = da.from_array(a, chunks=(4, 60))
+    code = dask_coded.ReplicationCode(blocks, r=2)
     operand = await c.persist(dask_coded.encode(plain, code=code)) if persisted else plain
     x = np.arange(60.0)
     before = len(s.get_task_stream())  # the scheduler records its task stream from the first call
@@ -99,8 +102,8 @@ async def test_replication_with_as_many_blocks_as_workers_outlasts_a_stuck_worke
     # Every block has a copy off the stuck worker, and it computed nothing the answer needed.
     stream = s.get_task_stream()[before:]
     done_on = {r["key"]: r["worker"] for r in stream if str(r["key"][0]).startswith(PRODUCT)}
-    for block in range(4):
-        homes = {w for key, w in done_on.items() if key[1] % 4 == block}
+    for block in range(blocks):
+        homes = {w for key, w in done_on.items() if key[1] % blocks == block}
         assert homes and workers[1].address not in homes
 
 

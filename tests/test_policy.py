@@ -148,6 +148,19 @@ def test_the_copies_of_a_block_are_on_distinct_workers_and_the_load_is_even(work
     assert spread == homes
 
 
+@pytest.mark.parametrize("workers", [3, 4, 8])
+@pytest.mark.parametrize("k", [65, 130])
+def test_each_group_of_a_replication_puts_the_copies_of_a_block_on_distinct_workers(workers, k):
+    code = ReplicationCode(k, r=2)
+    names = [f"w{i}" for i in range(workers)]
+    assert len(code.groups) > 1
+    for group in code.groups:
+        positions = member_positions(group.code, group.members[0], workers)
+        homes = member_workers(positions, [set()] * group.code.n, names)
+        blocks = group.code.k
+        assert all(homes[j] != homes[j + blocks] for j in range(blocks)), homes
+
+
 @pytest.mark.parametrize("workers", [3, 4, 6, 8])
 @pytest.mark.parametrize(
     "code", [PolynomialCode(2, 2, 6), PolynomialCode(2, 3, 8), MatDotCode(2, 5)], ids=repr

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .base import ONE_SIDED, Code
+from .base import ONE_SIDED, Code, CodeGroup
 
-__all__ = ["ReplicationCode"]
+__all__ = ["ReplicationCode", "REPLICATION_GROUP_SIZE"]
+
+#: Blocks per group of a replication: a decode reads the copies of its group's blocks only, so the
+#: graph grows linearly with ``k`` (one group of 1,024 blocks gave each decode 2,048 dependencies).
+REPLICATION_GROUP_SIZE = 64
 
 
 class ReplicationCode(Code):
@@ -50,6 +55,27 @@ class ReplicationCode(Code):
         self.n = self.k * self.r
         self.generator = np.tile(np.eye(self.k), (self.r, 1))
         self.targets = np.eye(self.k)
+
+    @functools.cached_property
+    def groups(self) -> tuple[CodeGroup, ...]:  # type: ignore[override]
+        """Runs of :data:`REPLICATION_GROUP_SIZE` blocks with their copies: each decodes on its own.
+
+        Examples
+        --------
+        >>> [group.members for group in ReplicationCode(k=3, r=2).groups]
+        [(0, 1, 2, 3, 4, 5)]
+        >>> [group.members for group in ReplicationCode(k=100, r=2).groups][1][:3]
+        (64, 65, 66)
+        """
+        if self.k <= REPLICATION_GROUP_SIZE:
+            return super().groups
+        out = []
+        for start in range(0, self.k, REPLICATION_GROUP_SIZE):
+            size = min(REPLICATION_GROUP_SIZE, self.k - start)
+            blocks = range(start, start + size)
+            members = [copy * self.k + block for copy in range(self.r) for block in blocks]
+            out.append(CodeGroup(ReplicationCode(size, self.r), tuple(members)))
+        return tuple(out)
 
     @property
     def recovery_threshold(self) -> int:
