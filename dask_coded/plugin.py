@@ -235,6 +235,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             scheduler.remove_plugin(NAME)
             # The scheduler still holds the tasks it rewrote: resubmitted, they must keep their rewrites.
             self._rewritten |= getattr(previous, "_rewritten", set())
+            # And the restrictions it set: lifted by no one when their worker leaves, they would leave
+            # the tasks without a worker for good (a hang).
+            self._pinned.update(getattr(previous, "_pinned", {}))
+            self._kept_off |= getattr(previous, "_kept_off", set())
         _add_dashboard_page(scheduler)
         missing = _compat.missing_internals(scheduler)
         if missing:

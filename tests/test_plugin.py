@@ -772,6 +772,23 @@ async def test_registering_again_replaces_the_plugin_and_keeps_it_working(c, s, 
     assert s.plugins[NAME].counters["decodes_early"] >= 1
 
 
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=TIMEOUT)
+async def test_registering_again_keeps_the_pins_liftable_when_their_worker_leaves(c, s, *workers):
+    """Found by a hostile review: the new plugin did not know the old one's pins, and lifted none.
+
+    A persisted product's tasks stay pinned strictly to their workers; when one of those leaves,
+    its tasks must run elsewhere, not wait for it forever ("no-worker").
+    """
+    await dask_coded.register(c)
+    a = _matrix(rows=4000, cols=100)
+    y = c.persist(dask_coded.dot(da.from_array(a, chunks=(500, 100)), np.ones(100)))
+    await wait(y)
+    await dask_coded.register(c)
+    (holder,) = s.tasks[y.__dask_keys__()[0]].who_has
+    await next(w for w in workers if w.address == holder.address).close()
+    np.testing.assert_allclose(await c.compute(y), a.sum(axis=1), rtol=1e-10)
+
+
 def test_a_graph_form_the_plugin_cannot_read_is_detected(monkeypatch):
     # Before dask-coded read Alias references, dask 2025.1's graphs gave the plugin no members
     # to count: it registered and silently never decoded early. The start-up check now sees that.
