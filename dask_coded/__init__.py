@@ -17,7 +17,7 @@ from .codes import (
 from .config import load_config as _load_config
 from .errors import ConditioningWarning, DaskCodedWarning, DecodingError, FallbackWarning
 from .linalg import dot, matmul, matvec
-from .plugin import CodedSchedulerPlugin, plugin_stats, register
+from .plugin import CodedSchedulerPlugin, plugin_stats, register, unregister
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ __all__ = [
     "plugin_stats",
     "register",
     "sgd",
+    "unregister",
 ]
 
 _load_config()

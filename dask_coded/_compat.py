@@ -36,6 +36,7 @@ __all__ = [
     "Task",
     "TaskRef",
     "drop_dependency",
+    "intercepting_plugin",
     "duration_ratios",
     "duration_samples",
     "intercept_graph_updates",
@@ -176,6 +177,15 @@ def intercept_graph_updates(scheduler: Any, before: Callable[[dict[Any, Any]], N
 
     scheduler._generate_taskstates = _generate_taskstates
     scheduler._dask_coded_intercepting = True
+
+
+def intercepting_plugin(scheduler: Any) -> Any | None:
+    """The object whose ``before`` :func:`intercept_graph_updates` installed last, or None.
+
+    It stays installed when its plugin is unregistered, so a plugin registered
+    later finds its predecessor here even then.
+    """
+    return getattr(getattr(scheduler, "_dask_coded_before_graph", None), "__self__", None)
 
 
 def drop_dependency(task: Any, member: Any) -> None:

@@ -95,7 +95,7 @@ from .policy import (
 )
 from .stats import TaskTimes, task_kind
 
-__all__ = ["CodedSchedulerPlugin", "register", "plugin_stats"]
+__all__ = ["CodedSchedulerPlugin", "register", "unregister", "plugin_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
     >>> with LocalCluster(n_workers=2, processes=False, dashboard_address=":0") as cluster:
     ...     with Client(cluster) as client:
     ...         dask_coded.register(client)
-    ...         sorted(dask_coded.plugin_stats(client))  # doctest: +NORMALIZE_WHITESPACE
+    ...         counters = sorted(dask_coded.plugin_stats(client))
+    ...         dask_coded.unregister(client)  # also lifts the pins it set (see unregister)
+    >>> counters  # doctest: +NORMALIZE_WHITESPACE
     ['cancelled_by_worker', 'corrections', 'corrections_by_block', 'corrections_by_worker',
      'decode_backups_cancelled', 'decode_backups_failed', 'decode_backups_launched',
      'decode_backups_won', 'decodes_early',
@@ -227,18 +229,14 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
-        previous = scheduler.plugins.get(NAME, self)
-        if previous is not self:
+        if scheduler.plugins.get(NAME, self) is not self:
             # register() replaces the plugin, as its docstring says; removed first, distributed does not
             # warn that it is "overwriting" one (an error where warnings are). A preloaded plugin is
             # already in place when it starts.
             scheduler.remove_plugin(NAME)
-            # The scheduler still holds the tasks it rewrote: resubmitted, they must keep their rewrites.
-            self._rewritten |= getattr(previous, "_rewritten", set())
-            # And the restrictions it set: lifted by no one when their worker leaves, they would leave
-            # the tasks without a worker for good (a hang).
-            self._pinned.update(getattr(previous, "_pinned", {}))
-            self._kept_off |= getattr(previous, "_kept_off", set())
+        previous = _compat.intercepting_plugin(scheduler)
+        if isinstance(previous, CodedSchedulerPlugin) and previous is not self:
+            self._take_over(previous, scheduler.tasks)
         _add_dashboard_page(scheduler)
         missing = _compat.missing_internals(scheduler)
         if missing:
@@ -275,6 +273,41 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 )
                 self._callbacks[name] = scheduler.periodic_callbacks[name] = callback
                 callback.start()
+
+    def _take_over(self, previous: CodedSchedulerPlugin, tasks: Mapping[Any, Any]) -> None:
+        """Keep track of what an earlier plugin (replaced, or unregistered) did to tasks still held.
+
+        Resubmitted, the decodes it rewrote must keep their rewrites; and the
+        restrictions it set, lifted by no one when their worker leaves, would
+        leave their tasks without a worker for good (a hang). Unregistered, it
+        saw no task forgotten since: what it knew of those is dropped.
+        """
+        self._rewritten |= {key for key in previous._rewritten if key in tasks}
+        self._pinned.update(
+            (key, worker)
+            for key, worker in previous._pinned.items()
+            if key in tasks and tasks[key].worker_restrictions == {worker}
+        )
+        self._kept_off |= {key for key in previous._kept_off if key in tasks}
+
+    def release_restrictions(self) -> None:
+        """Lift every pin and keep-off this plugin set: each becomes a preference (loose).
+
+        :func:`unregister` calls it, since a removed plugin no longer
+        lifts a pin when its worker leaves.
+        """
+        recommendations = {}
+        for key in [*self._pinned, *self._kept_off]:
+            ts = self.scheduler.tasks.get(key)
+            if ts is not None and ts.worker_restrictions:
+                ts.loose_restrictions = True
+                if ts.state == "no-worker":
+                    recommendations[key] = "processing"
+        self._pinned.clear()
+        self._kept_off.clear()
+        if recommendations:
+            stimulus = f"coded-release-{time.time()}"
+            self.scheduler.loop.add_callback(self.scheduler.transitions, recommendations, stimulus)
 
     def _check_backups(self, check: Callable[[], None]) -> None:
         # Removing a plugin (unregister_scheduler_plugin, or register() replacing it) does not tell it.
@@ -533,7 +566,11 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         return True
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        # Under worker churn (adaptive scaling, restarts) per-worker records of gone workers would
+        # grow for good; a new worker on the same address starts afresh.
         self.task_times.forget(worker)
+        for by_worker in (self.dropped_by_worker, self.cancelled_by_worker, self.corrections_by_worker):
+            by_worker.pop(worker, None)
         if self.scheduler is not None:
             self._unpin(worker)
 
@@ -825,6 +862,37 @@ def register(client: Any, **options: Any) -> Any:
     See :class:`CodedSchedulerPlugin`.
     """
     return client.register_plugin(CodedSchedulerPlugin(**options), name=NAME)
+
+
+def unregister(client: Any) -> Any:
+    """Remove :class:`CodedSchedulerPlugin` from ``client``'s scheduler, lifting the pins it set.
+
+    Prefer it to ``client.unregister_scheduler_plugin``: the plugin pins
+    coded tasks to workers and lifts a pin when its worker leaves; removed
+    without this, a task it pinned would wait for a worker that left
+    forever. Here every pin becomes a preference first. With an
+    asynchronous client, await the result.
+
+    Raises
+    ------
+    ValueError
+        If the plugin is not registered.
+
+    Examples
+    --------
+    See :class:`CodedSchedulerPlugin`.
+    """
+
+    def remove(dask_scheduler: Any) -> None:
+        plugin = dask_scheduler.plugins.get(NAME)
+        if plugin is None:
+            raise ValueError("the dask-coded plugin is not registered on this scheduler")
+        if plugin.scheduler is not None:
+            plugin.release_restrictions()
+            plugin._stop_backups()
+        dask_scheduler.remove_plugin(NAME)
+
+    return client.run_on_scheduler(remove)
 
 
 def plugin_stats(client: Any) -> dict[str, Any]:

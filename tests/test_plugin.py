@@ -81,6 +81,12 @@ async def test_decodes_without_waiting_for_the_slow_worker(c, s, *workers):
     # No product or decode task lingers on the scheduler or the workers.
     await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=30)
     await async_poll_for(lambda: not any(_coded_keys(w.state.tasks) for w in workers), timeout=30)
+    # Gone workers leave no per-worker records (churn would grow them for good: hostile review).
+    assert plugin.cancelled_by_worker[workers[0].address] >= 1
+    await workers[0].close()
+    await async_poll_for(lambda: workers[0].address not in s.workers, timeout=30)
+    stats = plugin.stats()
+    assert not any(workers[0].address in stats[name] for name in ("cancelled_by_worker", "dropped_by_worker"))
 
 
 @pytest.mark.parametrize("persisted", [True, False])
@@ -772,21 +778,61 @@ async def test_registering_again_replaces_the_plugin_and_keeps_it_working(c, s, 
     assert s.plugins[NAME].counters["decodes_early"] >= 1
 
 
+async def _unregister_by_hand(c):
+    await c.unregister_scheduler_plugin(NAME)
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [dask_coded.register, dask_coded.unregister, _unregister_by_hand],
+    ids=["registered-again", "unregistered", "unregistered-by-hand-then-registered"],
+)
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=TIMEOUT)
-async def test_registering_again_keeps_the_pins_liftable_when_their_worker_leaves(c, s, *workers):
+async def test_pins_are_lifted_when_their_worker_leaves_after_the_plugin_changed(c, s, *workers, replace):
     """Found by a hostile review: the new plugin did not know the old one's pins, and lifted none.
 
     A persisted product's tasks stay pinned strictly to their workers; when one of those leaves,
-    its tasks must run elsewhere, not wait for it forever ("no-worker").
+    its tasks must run elsewhere, not wait for it forever ("no-worker"). distributed tells a
+    removed plugin nothing: unregister() lifts the pins first; a plugin registered after
+    ``unregister_scheduler_plugin`` takes them over.
     """
     await dask_coded.register(c)
     a = _matrix(rows=4000, cols=100)
     y = c.persist(dask_coded.dot(da.from_array(a, chunks=(500, 100)), np.ones(100)))
     await wait(y)
-    await dask_coded.register(c)
+    await replace(c)
+    if replace is _unregister_by_hand:
+        await dask_coded.register(c)
     (holder,) = s.tasks[y.__dask_keys__()[0]].who_has
     await next(w for w in workers if w.address == holder.address).close()
     np.testing.assert_allclose(await c.compute(y), a.sum(axis=1), rtol=1e-10)
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=TIMEOUT)
+async def test_a_plugin_registered_after_one_was_unregistered_keeps_its_rewrites(c, s, *workers):
+    """Found by a hostile review: the rewritten decodes were forgotten, so the same graph sent again
+    was a key collision, and the late members it re-created stayed on the scheduler for good."""
+    await dask_coded.register(c)
+    a = _matrix(rows=4000, cols=80)
+    A = da.from_array(a, chunks=(500, 80))
+    model = FaultModel.slow_machine(workers=(workers[1].address,), factor=20, latency=0.02)
+    await c.register_plugin(FaultInjector(model), name="faults")
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal(80)
+        y = dask_coded.dot(A, x)
+        held = c.persist(y)
+        await wait(held)
+        await c.unregister_scheduler_plugin(NAME)
+        await dask_coded.register(c)
+        np.testing.assert_allclose(await c.compute(y), a @ x, rtol=1e-10)
+        del held, y
+        await async_poll_for(lambda: not _coded_keys(s.tasks), timeout=30)
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], config=VALIDATE, timeout=TIMEOUT)
+async def test_unregister_without_the_plugin_says_so(c, s, a):
+    with pytest.raises(ValueError, match="dask-coded plugin is not registered"):
+        await dask_coded.unregister(c)
 
 
 def test_a_graph_form_the_plugin_cannot_read_is_detected(monkeypatch):
