@@ -275,13 +275,18 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 callback.start()
 
     def _take_over(self, previous: CodedSchedulerPlugin, tasks: Mapping[Any, Any]) -> None:
-        """Keep track of what an earlier plugin (replaced, or unregistered) did to tasks still held.
+        """Keep what an earlier plugin (replaced, or unregistered) learned, and did to tasks still held.
 
         Resubmitted, the decodes it rewrote must keep their rewrites; and the
         restrictions it set, lifted by no one when their worker leaves, would
         leave their tasks without a worker for good (a hang). Unregistered, it
         saw no task forgotten since: what it knew of those is dropped.
         """
+        # What it learned of the workers: a worker found wrong must not be trusted again, nor a slow
+        # one measured afresh, because options changed.
+        self.task_times = previous.task_times
+        self.duration_ratios, self.duration_samples = self.task_times.ratios, self.task_times.samples
+        self.corrections_by_worker.update(previous.corrections_by_worker)
         self._rewritten |= {key for key in previous._rewritten if key in tasks}
         self._pinned.update(
             (key, worker)
@@ -854,8 +859,10 @@ def _add_dashboard_page(scheduler: Any) -> None:
 def register(client: Any, **options: Any) -> Any:
     """Register :class:`CodedSchedulerPlugin` on ``client``'s scheduler.
 
-    Registering again replaces the plugin (and its counters). With an
-    asynchronous client, await the result.
+    Registering again replaces the plugin and its counters; what the
+    earlier one learned of the workers (their speed, which returned wrong
+    results) and the pins it set carry over. With an asynchronous client,
+    await the result.
 
     Examples
     --------

@@ -433,6 +433,23 @@ async def test_parities_holding_nan_are_not_used_for_a_slow_finite_block(c, s, *
     assert s.plugins[NAME].counters["decodes_early"] >= 1
 
 
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3, config=VALIDATE, timeout=TIMEOUT)
+async def test_registering_again_keeps_what_was_learned_of_the_workers(c, s, *workers):
+    """A worker found wrong, or slow, is not trusted again because the plugin's options changed."""
+    await dask_coded.register(c)
+    faulty, slow = workers[0].address, workers[1].address
+    old = s.plugins[NAME]
+    old.corrections_by_worker[faulty] = 1
+    for worker in [faulty, workers[2].address] * 4:
+        old.task_times.record("product", worker, 0.01)
+    old.task_times.record_late(slow, chance=0.001)  # late in a group of a thousand: slow
+    await dask_coded.register(c, backup="spark")
+    new = s.plugins[NAME]
+    assert new is not old and new._untrusted() == {faulty, slow}
+    assert new.stats()["slow_workers"] == [slow] and new.counters["decodes_early"] == 0
+    assert s.get_metadata(_compat.DURATION_RATIOS_METADATA) is new.duration_ratios  # what clients read
+
+
 @pytest.mark.parametrize("code", [dask_coded.PolynomialCode(2, 2, 8), dask_coded.MatDotCode(4, 8)], ids=repr)
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 8, config=VALIDATE, timeout=TIMEOUT)
 async def test_uncoded_two_sided_products_outlast_a_stuck_worker_term_by_term(c, s, *workers, code):
