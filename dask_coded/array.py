@@ -18,6 +18,7 @@ from .blocks import (
     block_equilibration,
     block_max_abs,
     chunk_cuts,
+    replica_block,
     scaled_parity_block,
     segment_bounds,
     segment_equilibration,
@@ -560,7 +561,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                 weights = group.code.generator[local]
                 if copied is not None:
                     # A replica is a task of its own so it can live on another worker.
-                    layer[parity_key] = CodedTask(parity_key, np.copy, refs[copied])
+                    layer[parity_key] = CodedTask(parity_key, replica_block, refs[copied])
                 elif segments is None:
                     # Equilibrated: a 1e-3 block decoded through a parity that also carries a
                     # 1e12 block keeps its own relative accuracy (equilibration=None: from these blocks).

@@ -59,7 +59,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
@@ -74,6 +73,7 @@ from .blocks import (
     CodedTask,
     DecodeSpec,
     decode_block,
+    replica_block,
     scaled_parity_block,
 )
 from .codes import ONE_SIDED
@@ -122,7 +122,7 @@ def _is_parity_encode(ts: Any) -> bool:
     return (
         keys.key_name(ts.key).startswith(keys.ENCODE)
         and isinstance(spec, Task)
-        and spec.func in (scaled_parity_block, np.copy)
+        and spec.func in (scaled_parity_block, replica_block)
     )
 
 
