@@ -566,7 +566,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                     # Equilibrated: a 1e-3 block decoded through a parity that also carries a
                     # 1e12 block keeps its own relative accuracy (equilibration=None: from these blocks).
                     layer[parity_key] = CodedTask(
-                        parity_key, scaled_parity_block, weights, equilibration, *refs
+                        parity_key, scaled_parity_block, weights, equilibration, *refs, dtype=A.dtype
                     )
                 else:
                     layer[parity_key] = CodedTask(
@@ -576,6 +576,7 @@ def encode(A: Any, code: Code | str | None = None, axis: int = 0) -> CodedArray:
                         equilibration,
                         (axis, segments, cuts),
                         *refs,
+                        dtype=A.dtype,
                     )
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     # Encoded to correct faulty workers (coded.max-errors), it goes on correcting them in later calls.

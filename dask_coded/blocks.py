@@ -432,15 +432,36 @@ def block_equilibration(k: int, *magnitudes: float, dtype: Any = None) -> Equili
     return Equilibration(found.exponents[:, 0], found.zeros[:, 0])  # one segment
 
 
+def at_least(data_blocks: Sequence[Any], dtype: Any = None) -> list[np.ndarray]:
+    """``data_blocks`` as arrays of at least ``dtype``'s precision (masks dropped: parities carry none).
+
+    A chunk may be narrower than the array says it is (a float32 chunk from
+    ``map_blocks`` or ``from_delayed`` declared float64): ``da.dot`` then
+    computes its product in float64 all the same, so its parities must be too,
+    or a product solved through them keeps float32's accuracy.
+
+    Examples
+    --------
+    >>> [b.dtype.name for b in at_least([np.ones(2, np.float32), np.ones(2, np.float32)], np.float64)]
+    ['float64', 'float64']
+    """
+    blocks = [np.asarray(b) for b in data_blocks]
+    if dtype is None:
+        return blocks
+    working = np.result_type(dtype, *blocks)
+    return [b.astype(working, copy=False) for b in blocks]
+
+
 def scaled_parity_block(
-    weights: np.ndarray, equilibration: Equilibration | None, *data_blocks: Any
+    weights: np.ndarray, equilibration: Equilibration | None, *data_blocks: Any, dtype: Any = None
 ) -> ScaledBlock:
     """``sum_j weights[j] * 2**-exponents[j] * data_blocks[j]``, with the :class:`Equilibration` attached.
 
     ``equilibration=None`` computes it from ``data_blocks`` (when they are
-    whole data blocks, not chunks of them).
+    whole data blocks, not chunks of them). ``dtype``: at least this
+    precision, the array's (:func:`at_least`).
     """
-    blocks = [np.asarray(b) for b in data_blocks]
+    blocks = at_least(data_blocks, dtype)
     if equilibration is None:
         magnitudes = np.array([max_abs(b) for b in blocks], dtype=np.float64)
         equilibration = Equilibration.from_max_abs(magnitudes, np.result_type(*blocks))
@@ -541,6 +562,7 @@ def segment_parity_block(
     equilibration: Equilibration | None,
     segments: tuple[int, tuple[int, ...], tuple[tuple[int, ...], ...] | None],
     *data_blocks: Any,
+    dtype: Any = None,
 ) -> ScaledBlock:
     """:func:`scaled_parity_block`, by segment ``(axis, bounds, cuts)`` (see :func:`segment_bounds`).
 
@@ -549,7 +571,7 @@ def segment_parity_block(
     (:func:`segment_max_abs`).
     """
     axis, bounds, cuts = segments
-    blocks = [np.asarray(b) for b in data_blocks]
+    blocks = at_least(data_blocks, dtype)
     if equilibration is None:
         magnitudes = [
             segment_max_abs(axis, bounds, b, None if cuts is None else cuts[j]) for j, b in enumerate(blocks)

@@ -524,6 +524,30 @@ async def test_masks_found_when_computed_reach_the_result_under_a_slow_worker(c,
         np.testing.assert_allclose(result.filled(0), expected.filled(0), rtol=1e-12)
 
 
+@gen_cluster(client=True, nthreads=SIX_WORKERS, config=VALIDATE, timeout=TIMEOUT)
+async def test_chunks_narrower_than_their_array_are_encoded_at_its_precision(c, s, *workers):
+    """float32 chunks behind a float64 meta (from_delayed): da.dot computes their products in float64.
+
+    Measured (hostile review): parities mixed in float32 solved the slow worker's block to 2.7e-6.
+    """
+    blocks = [np.random.default_rng(i).standard_normal((100, 60)).astype(np.float32) for i in range(4)]
+    narrow = da.concatenate(
+        [da.from_delayed(dask.delayed(lambda b: b)(b), b.shape, dtype=np.float64) for b in blocks]
+    )
+    a = np.concatenate(blocks).astype(np.float64)
+    coded = await c.persist(dask_coded.encode(narrow))
+    await _setup(c, s, next(w for w in workers if (coded.name, 1, 0) in w.data), factor=STUCK_FACTOR)
+    x = np.random.default_rng(9).standard_normal(60)
+    for operand in [coded, narrow]:
+        result = await c.compute(dask_coded.dot(operand, x))
+        assert result.dtype == np.float64
+        for rows in range(0, 400, 100):
+            expected = a[rows : rows + 100] @ x
+            tolerance = 1e-12 * np.abs(expected).max()
+            np.testing.assert_allclose(result[rows : rows + 100], expected, atol=tolerance)
+    assert s.plugins[NAME].counters["decodes_early"] >= 1
+
+
 #: Work stealing every 2 ms instead of 100 ms: a chance to steal a decode whenever there is one.
 #: A decode restricted only loosely away from the slow machine was stolen onto it when that machine
 #: was the only idle worker (its late members just released) while another worker had two decodes
