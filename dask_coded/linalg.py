@@ -514,20 +514,21 @@ def _operand_scaling(
 ) -> Any:
     """The :class:`~dask_coded.two_sided.OperandScaling` ``gather(*counts, *lines)`` of a two-sided code.
 
-    ``sides`` are ``(operand, block indices)`` pairs: the largest magnitude of each line of each
-    block along the inner axis (:func:`~dask_coded.two_sided.inner_max_abs`), a tiny task for a Dask
-    operand's block (added to ``layer``), read now from a NumPy one. With NumPy operands only, the
-    scaling itself is computed now: their coded blocks depend on no task.
+    ``sides`` are ``(operand, block indices, cuts)`` triples: the largest magnitude of each line of
+    each block along the inner axis (:func:`~dask_coded.two_sided.inner_max_abs`, by segment where
+    ``cuts(index)`` gives a re-split block's), a tiny task for a Dask operand's block (added to
+    ``layer``), read now from a NumPy one. With NumPy operands only, the scaling itself is computed
+    now: their coded blocks depend on no task.
     """
     lines: list[Any] = []
-    for side, (operand, indices) in enumerate(sides):
+    for side, (operand, indices, cuts) in enumerate(sides):
         for index in indices:
             block = operand.block(index)
             if not isinstance(block, TaskRef):
-                lines.append(inner_max_abs(block, side))
+                lines.append(inner_max_abs(block, side, cuts(index)))
                 continue
             key = (keys.MAX_ABS + token, side, *index)
-            layer[key] = Task(key, inner_max_abs, block, side)
+            layer[key] = Task(key, inner_max_abs, block, side, cuts(index))
             lines.append(TaskRef(key))
     condition = _worst_condition(code)
     if not any(isinstance(line, TaskRef) for line in lines):
@@ -555,6 +556,9 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
         return _rows_by_columns(a, b.expand(1), code, max_errors, dtype)[:, 0]
     _check_correctable(code, max_errors)
     multiply = checked_product_block if max_errors else product_block
+    # A block re-split from several of da.dot's output chunks is judged chunk by chunk: a 1e-16 chunk
+    # beside a 1 in one block came back 2x off, accurate relative to the block only.
+    a_cuts, b_cuts = _segments(a, 0, m), _segments(b, 1, p)
     a = _split(a, 0, m)
     b = _split(b, 1, p)
     a = a.rechunk({1: b.chunks[0]})
@@ -567,7 +571,14 @@ def _rows_by_columns(a: Operand, b: Operand, code: Code, max_errors: int, dtype:
     a_blocks = [(j, kk) for j in range(m) for kk in inner]
     b_blocks = [(kk, col) for col in range(p) for kk in inner]
     scaling = _operand_scaling(
-        layer, token, polynomial_scaling, (m, p), (a, a_blocks), (b, b_blocks), code=code, dtype=dtype
+        layer,
+        token,
+        polynomial_scaling,
+        (m, p),
+        (a, a_blocks, lambda index: a_cuts[index[0]]),
+        (b, b_blocks, lambda index: b_cuts[index[1]]),
+        code=code,
+        dtype=dtype,
     )
     a_groups = [[a.block((j, kk)) for j in range(m)] for kk in inner]
     layer.update(_encode_layer(enc_a, code, a_groups, dtype, scaling, 0))
@@ -619,7 +630,14 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
     a_blocks = [(r, j) for j in range(m) for r in rows]
     b_blocks = [(j, c) if c is not None else (j,) for j in range(m) for c in cols]
     scaling = _operand_scaling(
-        layer, token, matdot_scaling, (m, len(rows)), (a, a_blocks), (b, b_blocks), code=code, dtype=dtype
+        layer,
+        token,
+        matdot_scaling,
+        (m, len(rows)),
+        (a, a_blocks, _no_cuts),
+        (b, b_blocks, _no_cuts),
+        code=code,
+        dtype=dtype,
     )
     a_groups = [[a.block((r, j)) for j in range(m)] for r in rows]
     layer.update(_encode_layer(enc_a, code, a_groups, dtype, scaling, 0))
@@ -643,6 +661,18 @@ def _inner(a: Operand, b: Operand, code: Code, max_errors: int, dtype: np.dtype)
         )
     chunks = (a.chunks[0], b.chunks[1]) if b.ndim == 2 else (a.chunks[0],)
     return _finish(out_name, decodes, GraphLayer(product_name, products, encoded), chunks, dtype)
+
+
+def _segments(operand: Operand, axis: int, blocks: int) -> list[tuple[int, ...] | None]:
+    """Per block of :func:`_split`'s, where its lines along ``axis`` change chunk of ``operand`` (or None)."""
+    if len(operand.chunks[axis]) == blocks:
+        return [None] * blocks
+    sizes = even_chunks(operand.shape[axis], blocks)
+    return [chunk_cuts(sizes, operand.chunks[axis], j) for j in range(blocks)]
+
+
+def _no_cuts(index: Any) -> None:
+    return None
 
 
 def _split(operand: Operand, axis: int, blocks: int) -> Operand:

@@ -14,7 +14,6 @@ product uncoded (:class:`~dask_coded.blocks.UncodedBlock`).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ class OperandScaling:
         return np.concatenate([self.left, self.right])
 
 
-def inner_max_abs(block: Any, side: int) -> np.ndarray:
+def inner_max_abs(block: Any, side: int, cuts: Sequence[int] | None = None) -> np.ndarray:
     """The largest magnitude of each line of ``block`` along a product's inner axis, in float64.
 
     Per column of a left operand's block (``side`` 0), per row of a right
@@ -77,13 +76,22 @@ def inner_max_abs(block: Any, side: int) -> np.ndarray:
     chunk of a two-sided code's operand runs for :func:`polynomial_scaling`
     or :func:`matdot_scaling`. ``sum_k a[k] * b[k]`` bounds every entry of
     ``|A_j| |B_l|``. NaN for a masked block: a mask, like NaN, would be lost
-    in any coded block, so either makes the code compute uncoded.
+    in any coded block, so either makes the code compute uncoded. With
+    ``cuts`` (a block re-split from several chunks of ``da.dot``'s output,
+    :func:`~dask_coded.blocks.chunk_cuts`), one row of maxima per segment
+    between them, along the other axis.
 
     Examples
     --------
     >>> inner_max_abs(np.array([[1, -7], [3, 2]]), 0).tolist(), inner_max_abs(np.array([[1, -7]]), 1).tolist()
     ([3.0, 7.0], [7.0])
+    >>> inner_max_abs(np.array([[1, -7], [3, 2]]), 0, cuts=(0, 1, 2)).tolist()  # rows 0 and 1 apart
+    [[1.0, 7.0], [3.0, 2.0]]
     """
+    if cuts is not None:
+        axis = 0 if side == 0 else 1
+        pieces = [np.take(block, range(start, stop), axis=axis) for start, stop in zip(cuts, cuts[1:])]
+        return np.stack([inner_max_abs(piece, side) for piece in pieces])
     lines = block.shape[-1] if side == 0 or block.ndim == 1 else block.shape[0]
     if isinstance(block, np.ma.MaskedArray):
         return np.full(lines, np.nan)
@@ -104,11 +112,13 @@ def polynomial_scaling(
 
     ``lines`` are :func:`inner_max_abs` of every chunk of A's
     ``left_blocks`` blocks, block by block, then of B's ``right_blocks``
-    blocks, in runs of equal length (the chunks along the inner axis). Each
-    output is scaled back by its two blocks' exponents. Uncoded where
-    :func:`_decodable` says the outputs ``A_j B_l`` cannot all be
-    interpolated from the products as accurately as ``da.dot`` computes
-    them (a code of worst ``condition`` number ``condition``).
+    blocks, in runs of equal length (the chunks along the inner axis); a
+    block re-split from several of ``da.dot``'s output chunks has a row of
+    maxima per segment. Each output is scaled back by its two blocks'
+    exponents. Uncoded where :func:`_decodable` says the outputs ``A_j B_l``,
+    segment by segment, cannot all be interpolated from the products as
+    accurately as ``da.dot`` computes them (a code of worst ``condition``
+    number ``condition``).
 
     Examples
     --------
@@ -125,16 +135,15 @@ def polynomial_scaling(
     left = block_equilibration(left_blocks, *maxima[:split], dtype=dtype)
     right = block_equilibration(right_blocks, *maxima[split:], dtype=dtype)
     zeros = np.concatenate([left.zeros, right.zeros])
-    # |A_j B_l| <= bounds[j, l] entry by entry, A_j and B_l scaled (each chunk's lines joined).
-    bounds = (
-        _line_maxima(lines[:split], left_blocks, -left.exponents, join=np.concatenate)
-        @ _line_maxima(lines[split:], right_blocks, -right.exponents, join=np.concatenate).T
-    )
+    rows, row_blocks = _segment_maxima(lines[:split], left_blocks, -left.exponents)
+    columns, column_blocks = _segment_maxima(lines[split:], right_blocks, -right.exponents)
+    # |A_j B_l| <= bounds[s, t] entry by entry on segments s of A_j and t of B_l, both scaled.
+    bounds = rows @ columns.T
     outputs = [
-        (float(bounds[row, col]), int(left.exponents[row] + right.exponents[col]))
-        for row in range(left_blocks)
-        for col in range(right_blocks)
-        if not zeros[row] and not zeros[left_blocks + col]  # exact zeros, decoded or not
+        (float(bounds[s, t]), int(left.exponents[row] + right.exponents[column]))
+        for s, row in enumerate(row_blocks)
+        for t, column in enumerate(column_blocks)
+        if not zeros[row] and not zeros[left_blocks + column]  # exact zeros, decoded or not
     ]
     decodable = _decodable(bounds, outputs, condition, dtype)
     return OperandScaling(left.exponents, right.exponents, carried=True, zeros=zeros, uncoded=not decodable)
@@ -168,25 +177,51 @@ def matdot_scaling(
     maxima = [float(line.max(initial=0.0)) for line in lines]
     left = block_equilibration(blocks, *maxima[:split], dtype=dtype).exponents
     balance = (left - block_equilibration(blocks, *maxima[split:], dtype=dtype).exponents) // 2
-    # Each block's chunks hold the same inner lines: their maxima combine line by line.
-    widest = functools.partial(functools.reduce, np.maximum)
-    bounds = (
-        _line_maxima(lines[:split], blocks, -balance, join=widest)
-        @ _line_maxima(lines[split:], blocks, balance, join=widest).T
-    )  # |A_j B_l| <= bounds[j, l], A_j and B_l scaled (zero-padded alike)
-    decodable = _decodable(bounds, [(float(np.trace(bounds)), 0)], condition, dtype)
+    # rows[r, j] and columns[c, l]: inner block j of A's row chunk r, and l of B's column chunk c, scaled.
+    right_chunks = (len(lines) - split) // blocks
+    rows = _block_maxima(lines[:split], blocks, -balance).reshape(blocks, left_chunks, -1).swapaxes(0, 1)
+    columns = _block_maxima(lines[split:], blocks, balance).reshape(blocks, right_chunks, -1).swapaxes(0, 1)
+    # Each output chunk A_r B_c is decoded from its own products, cancelling its own cross terms:
+    # |A_rj B_lc| <= bounds[r, c, j, l].
+    bounds = np.einsum("rjk,clk->rcjl", rows, columns)
+    decodable = all(
+        _decodable(bounds[r, c], [(float(np.trace(bounds[r, c])), 0)], condition, dtype)
+        for r in range(bounds.shape[0])
+        for c in range(bounds.shape[1])
+    )
     return OperandScaling(balance, -balance, carried=False, uncoded=not decodable)
 
 
-def _line_maxima(lines: Sequence[np.ndarray], blocks: int, exponents: np.ndarray, join: Any) -> np.ndarray:
-    """One row per block: its chunks' ``lines`` joined by ``join``, times ``2**exponents[j]``, zero-padded."""
+def _block_maxima(lines: Sequence[np.ndarray], blocks: int, exponents: np.ndarray) -> np.ndarray:
+    """``lines`` (runs of equal length, one run per block), each times ``2**exponents[j]``, zero-padded."""
     runs = len(lines) // blocks
-    rows = [join(lines[j * runs : (j + 1) * runs]) for j in range(blocks)]
-    out = np.zeros((blocks, max((row.size for row in rows), default=0)))
+    out = np.zeros((len(lines), max((line.size for line in lines), default=0)))
     with np.errstate(invalid="ignore", over="ignore"):  # NaN stays NaN; _decodable refuses it
-        for j, row in enumerate(rows):
-            out[j, : row.size] = np.ldexp(row, int(exponents[j]))
+        for i, line in enumerate(lines):
+            out[i, : line.size] = np.ldexp(line, int(exponents[i // runs]))
     return out
+
+
+def _segment_maxima(
+    lines: Sequence[np.ndarray], blocks: int, exponents: np.ndarray
+) -> tuple[np.ndarray, list[int]]:
+    """One row per segment of each block: its chunks' ``lines`` joined, times ``2**exponents[j]``.
+
+    Zero-padded; with the block each row belongs to. A block's chunks follow each other along the
+    inner axis, and hold the same segments (one where the block was not re-split).
+    """
+    runs = len(lines) // blocks
+    joined = [
+        np.concatenate([np.atleast_2d(line) for line in lines[j * runs : (j + 1) * runs]], axis=-1)
+        for j in range(blocks)
+    ]
+    out = np.zeros((sum(len(rows) for rows in joined), max((rows.shape[1] for rows in joined), default=0)))
+    owners: list[int] = []
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN stays NaN; _decodable refuses it
+        for j, rows in enumerate(joined):
+            out[len(owners) : len(owners) + len(rows), : rows.shape[1]] = np.ldexp(rows, int(exponents[j]))
+            owners.extend([j] * len(rows))
+    return out, owners
 
 
 def _decodable(

@@ -20,7 +20,7 @@ import dask_coded
 from dask_coded import FallbackWarning
 from dask_coded._compat import reference_key
 from dask_coded.fallback import fallback_reason
-from dask_coded.keys import ENCODE, PRODUCT
+from dask_coded.keys import ENCODE, EXPONENTS, PRODUCT
 from dask_coded.operands import Operand
 
 #: Relative error allowed per output block; 0 means exactly equal.
@@ -508,8 +508,20 @@ def _scaled_lines(seed, span):
     return da.from_array(scaled(9, 12), chunks=(3, 4)), da.from_array(scaled(12, 10), chunks=(4, 5))
 
 
+def _a_chunk_beside_its_cross_terms():
+    """Row chunk 0's output is about 1 beside a 1e8 cross term of its own; row chunk 1's is 1e8."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4, 4)), rng.standard_normal((4, 3))
+    a[0:2, 0:2] *= 1e8  # meets B's zero rows 0-1 only in A_0 B_0; in the cross term A_0 B_1, it counts
+    b[0:2] = 0.0
+    a[2:4, 2:4] *= 1e8
+    return da.from_array(a, chunks=(2, 2)), da.from_array(b, chunks=(2, 3))
+
+
 #: Finite operands that two-sided codes once decoded wrong (silently, on a cluster) or failed on.
 HOSTILE_FINITE = {
+    # MatDot, measured 1.2e-8 relative error: the gate judged all row chunks together.
+    "a chunk small beside its own cross terms": _a_chunk_beside_its_cross_terms,
     "huge entries that never meet, 1e50": lambda: _never_meet(1e50),  # MatDot: 4.5e33 relative error
     "huge entries that never meet, 1e200": lambda: _never_meet(1e200),  # polynomial: all zeros
     "a product past the largest float": lambda: (  # MatDot: DecodingError; da.dot: NaN and inf
@@ -538,6 +550,41 @@ def test_two_sided_codes_give_da_dots_accuracy_on_hostile_finite_data(case, code
     a, b = HOSTILE_FINITE[case]()
     with np.errstate(over="ignore", invalid="ignore"):
         _check("dot", a, b, None, code=code)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        dask_coded.PolynomialCode(2, 1, 4),
+        dask_coded.PolynomialCode(3, 1, 5),
+        dask_coded.PolynomialCode(2, 2, 6),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("tiny", [1e-16, 0.0])
+def test_a_tiny_chunk_re_split_into_a_block_with_larger_ones_keeps_its_accuracy(code, tiny):
+    """A code with other blocks than chunks (hostile review: 2.1 relative error, sync, no fault).
+
+    Rows 0-1 (one of da.dot's output chunks) share a re-split block with rows 1e16 larger: solved to
+    the block's accuracy they were garbage. The scaling reads each chunk's segment of a block apart.
+    """
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((8, 6)), rng.standard_normal((6, 4))
+    a[:2] *= tiny
+    b[:, :1] *= tiny
+    _check("dot", da.from_array(a, chunks=(2, 6)), da.from_array(b, chunks=(6, 1)), None, code=code)
+
+
+@pytest.mark.parametrize(
+    "code", [dask_coded.PolynomialCode(2, 1, 4), dask_coded.PolynomialCode(2, 2, 6)], ids=repr
+)
+def test_re_split_blocks_of_ordinary_data_stay_coded(code):
+    a = da.from_array(_data((8, 6), "float64", 0), chunks=(2, 6))
+    b = da.from_array(_data((6, 4), "float64", 1), chunks=(6, 1))
+    y = _check("dot", a, b, None, code=code)
+    graph = dict(y.__dask_graph__())
+    (scaling,) = dask.get(graph, [k for k in graph if str(k[0]).startswith(EXPONENTS)])
+    assert not scaling.uncoded
 
 
 @pytest.mark.parametrize("code", ["polynomial", "matdot"])

@@ -29,6 +29,28 @@ def test_inner_max_abs_of_vectors_empty_and_masked_blocks():
     assert np.isnan(inner_max_abs(np.array([[1.0, np.nan]]), 0)[1])
 
 
+def test_inner_max_abs_by_segment_of_a_re_split_block():
+    block = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(inner_max_abs(block, 0, cuts=(0, 1, 3)), [block[0], block[2]])
+    np.testing.assert_array_equal(inner_max_abs(block, 1, cuts=(0, 2, 4)), block[:, [1, 3]].T)
+
+
+def test_matdot_scaling_judges_each_output_chunk_by_its_own_cross_terms():
+    """Row chunk 0's output (about 1) beside its own 1e8 cross term; row chunk 1's output is 1e8."""
+    lines = [  # A_0, A_1 of row chunks 0 and 1 (block by block), then B_0, B_1 (one column chunk)
+        np.array([1e8, 1e8]),
+        np.array([1.0, 1.0]),
+        np.array([1.0, 1.0]),
+        np.array([1e8, 1e8]),
+        np.array([0.0, 0.0]),
+        np.array([1.0, 1.0]),
+    ]
+    condition = MatDotCode(2, 4).condition_number()
+    assert matdot_scaling(2, 2, *lines, dtype=np.float64, condition=condition).uncoded
+    lines[0] = np.array([1.0, 1.0])  # no large cross term left in row chunk 0
+    assert not matdot_scaling(2, 2, *lines, dtype=np.float64, condition=condition).uncoded
+
+
 def _lines(blocks, side):
     return [inner_max_abs(b, side) for b in blocks]
 
