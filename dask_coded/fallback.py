@@ -17,7 +17,7 @@ import numpy as np
 
 from . import config
 from .array import CodedArray
-from .codes import Code
+from .codes import ONE_SIDED, Code
 from .errors import FallbackWarning
 
 __all__ = ["Reason", "fall_back", "fallback_reason", "parities_less_precise"]
@@ -137,6 +137,10 @@ parity blocks cannot reproduce that wrap
             return Reason("operands with unknown (nan) chunk sizes cannot be split into coded blocks")
     if 0 in a.shape or 0 in b.shape:
         return Reason("empty operands are not coded (there is nothing to compute)")
+    if isinstance(code, Code) and not encoded:
+        reason = _too_many_blocks(code, a, b, result.dtype)
+        if reason:
+            return reason
     if result.dtype.kind in "iu" and code is None and not max_errors and not encoded:
         if config.get("code") == "mds":
             # Each output would wait for its own product, as in da.dot, only pinned where a slow machine
@@ -147,6 +151,34 @@ parity blocks cannot reproduce that wrap
                 "max_errors to check them, or code='replication' for exact copies",
                 TypeError,
             )
+    return None
+
+
+def _too_many_blocks(code: Code, a: Any, b: Any, dtype: np.dtype) -> Reason | None:
+    """Why a code object cannot split the operands: more blocks along an axis than it is long."""
+    rows = a.shape[0] if a.ndim == 2 else 1  # a vector on the left is multiplied as a 1 x K row
+    cols = b.shape[-1] if b.ndim == 2 else 1
+    if type(code).kind == ONE_SIDED:
+        coded_rows = a.ndim == 2 or b.ndim == 1
+        needs = [
+            (
+                "rows of the left" if coded_rows else "columns of the right",
+                rows if coded_rows else cols,
+                code.k,
+            )
+        ]
+    elif dtype.kind in "biu":
+        return None  # integers are coded by an MDS code instead (dask_coded.dot says so)
+    elif type(code).splits == ("rows", "cols"):
+        m, p = (weights.shape[1] for weights in code.operand_weights)
+        if b.ndim == 1 and p != 1:
+            return Reason(f"{code!r} splits the right operand into p={p} column blocks, but it is a vector")
+        needs = [("rows of the left", rows, m), ("columns of the right", cols, p)]
+    else:
+        needs = [("inner dimension of each", a.shape[-1], code.operand_weights[0].shape[1])]
+    for what, length, blocks in needs:
+        if length < blocks:
+            return Reason(f"{code!r} splits the {what} operand into {blocks} blocks, but it has {length}")
     return None
 
 

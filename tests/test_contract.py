@@ -587,6 +587,23 @@ def test_re_split_blocks_of_ordinary_data_stay_coded(code):
     assert not scaling.uncoded
 
 
+@pytest.mark.parametrize(
+    "a, b, code",
+    [
+        (np.ones(6), np.ones(6), dask_coded.MDSCode(3, 5)),  # a 1 x 6 row split into 3 blocks
+        (np.ones((2, 6)), np.ones(6), dask_coded.MDSCode(3, 5)),
+        (np.ones(6), np.ones((6, 2)), dask_coded.MDSCode(3, 5)),  # B's 2 columns
+        (np.ones(6), np.ones((6, 8)), dask_coded.PolynomialCode(2, 1, 4)),  # the row vector's 1 row
+        (np.ones((8, 6)), np.ones(6), dask_coded.PolynomialCode(2, 2, 6)),  # a vector in 2 column blocks
+        (np.ones((8, 1)), np.ones((1, 3)), dask_coded.MatDotCode(2, 4)),
+    ],
+    ids=["vector.vector", "2 rows", "2 columns", "polynomial row", "polynomial vector", "matdot inner"],
+)
+def test_a_code_object_with_more_blocks_than_the_operand_falls_back(a, b, code):
+    """Measured (hostile review): a ValueError when the graph was built, where da.dot works."""
+    _check("dot", da.from_array(a), da.from_array(b), "splits the .* blocks, but it", code=code)
+
+
 @pytest.mark.parametrize("code", ["polynomial", "matdot"])
 def test_two_sided_codes_with_nan_refuse_max_errors_clearly(code):
     """Under max_errors, NaN in the data cannot be told from wrong results: one-sided codes say so too."""
