@@ -295,7 +295,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         )
         self._kept_off |= {key for key in previous._kept_off if key in tasks}
 
-    def release_restrictions(self) -> None:
+    def _release_restrictions(self) -> None:
         """Lift every pin and keep-off this plugin set: each becomes a preference (loose).
 
         :func:`unregister` calls it, since a removed plugin no longer
@@ -895,7 +895,7 @@ def unregister(client: Any) -> Any:
         if plugin is None:
             raise ValueError("the dask-coded plugin is not registered on this scheduler")
         if plugin.scheduler is not None:
-            plugin.release_restrictions()
+            plugin._release_restrictions()
             plugin._stop_backups()
         dask_scheduler.remove_plugin(NAME)
 
