@@ -17,7 +17,7 @@ import numpy as np
 
 from . import config
 from .array import CodedArray
-from .codes import ONE_SIDED, Code
+from .codes import ONE_SIDED, TWO_SIDED, Code
 from .errors import FallbackWarning
 
 __all__ = ["Reason", "fall_back", "fallback_reason", "parities_less_precise"]
@@ -167,15 +167,17 @@ def _too_many_blocks(code: Code, a: Any, b: Any, dtype: np.dtype) -> Reason | No
                 code.k,
             )
         ]
-    elif dtype.kind in "biu":
-        return None  # integers are coded by an MDS code instead (dask_coded.dot says so)
+    elif dtype.kind in "biu" or type(code).kind != TWO_SIDED:
+        return None  # integers get an MDS code instead; a code that is no product code is refused later
     elif type(code).splits == ("rows", "cols"):
         m, p = (weights.shape[1] for weights in code.operand_weights)
         if b.ndim == 1 and p != 1:
             return Reason(f"{code!r} splits the right operand into p={p} column blocks, but it is a vector")
         needs = [("rows of the left", rows, m), ("columns of the right", cols, p)]
-    else:
+    elif type(code).splits == ("inner", "inner"):
         needs = [("inner dimension of each", a.shape[-1], code.operand_weights[0].shape[1])]
+    else:
+        return None  # dask_coded.dot says which splits it knows
     for what, length, blocks in needs:
         if length < blocks:
             return Reason(f"{code!r} splits the {what} operand into {blocks} blocks, but it has {length}")
