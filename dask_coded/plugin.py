@@ -236,7 +236,7 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             scheduler.remove_plugin(NAME)
         previous = _compat.intercepting_plugin(scheduler)
         if isinstance(previous, CodedSchedulerPlugin) and previous is not self:
-            self._take_over(previous, scheduler.tasks)
+            self._take_over(previous, scheduler)
         _add_dashboard_page(scheduler)
         missing = _compat.missing_internals(scheduler)
         if missing:
@@ -274,14 +274,16 @@ class CodedSchedulerPlugin(SchedulerPlugin):
                 self._callbacks[name] = scheduler.periodic_callbacks[name] = callback
                 callback.start()
 
-    def _take_over(self, previous: CodedSchedulerPlugin, tasks: Mapping[Any, Any]) -> None:
+    def _take_over(self, previous: CodedSchedulerPlugin, scheduler: Any) -> None:
         """Keep what an earlier plugin (replaced, or unregistered) learned, and did to tasks still held.
 
         Resubmitted, the decodes it rewrote must keep their rewrites; and the
         restrictions it set, lifted by no one when their worker leaves, would
         leave their tasks without a worker for good (a hang). Unregistered, it
-        saw no task forgotten since: what it knew of those is dropped.
+        saw no task forgotten since, and no worker leave: what it knew of
+        those tasks is dropped, and pins to those workers are lifted now.
         """
+        tasks = scheduler.tasks
         # What it learned of the workers: a worker found wrong must not be trusted again, nor a slow
         # one measured afresh, because options changed.
         self.task_times = previous.task_times
@@ -294,6 +296,9 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             if key in tasks and tasks[key].worker_restrictions == {worker}
         )
         self._kept_off |= {key for key in previous._kept_off if key in tasks}
+        kept_to = (tasks[key].worker_restrictions or () for key in self._kept_off)
+        for worker in set(self._pinned.values()).union(*kept_to) - set(scheduler.workers):
+            self._unpin(worker, scheduler)
 
     def _release_restrictions(self) -> None:
         """Lift every pin and keep-off this plugin set: each becomes a preference (loose).
@@ -579,15 +584,16 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         if self.scheduler is not None:
             self._unpin(worker)
 
-    def _unpin(self, worker: str) -> None:
+    def _unpin(self, worker: str, scheduler: Any = None) -> None:
         """Free what is pinned to ``worker``, which has left or stopped taking tasks (paused, retiring).
 
         Its pinned members and encodes may run anywhere (the group has its
         parities for a worker that is gone or stopped), and so may a decode (or
         a task its members read) whose allowed workers have all gone: better a
-        slow worker than none.
+        slow worker than none. ``scheduler``: the one this plugin is starting on,
+        before it takes part.
         """
-        scheduler = self.scheduler
+        scheduler = scheduler or self.scheduler
         recommendations = {}
         for key in [key for key, pinned in self._pinned.items() if pinned == worker]:
             del self._pinned[key]

@@ -827,28 +827,38 @@ async def _unregister_by_hand(c):
 
 
 @pytest.mark.parametrize(
-    "replace",
-    [dask_coded.register, dask_coded.unregister, _unregister_by_hand],
-    ids=["registered-again", "unregistered", "unregistered-by-hand-then-registered"],
+    "replace, register_after_the_loss",
+    [
+        (dask_coded.register, False),
+        (dask_coded.unregister, False),
+        (_unregister_by_hand, False),
+        (_unregister_by_hand, True),
+    ],
+    ids=["registered-again", "unregistered", "by-hand-then-registered", "by-hand-lost-then-registered"],
 )
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=VALIDATE, timeout=TIMEOUT)
-async def test_pins_are_lifted_when_their_worker_leaves_after_the_plugin_changed(c, s, *workers, replace):
-    """Found by a hostile review: the new plugin did not know the old one's pins, and lifted none.
+async def test_pins_are_lifted_when_their_worker_leaves_after_the_plugin_changed(
+    c, s, *workers, replace, register_after_the_loss
+):
+    """Found by hostile reviews: the new plugin did not know the old one's pins, and lifted none.
 
     A persisted product's tasks stay pinned strictly to their workers; when one of those leaves,
     its tasks must run elsewhere, not wait for it forever ("no-worker"). distributed tells a
     removed plugin nothing: unregister() lifts the pins first; a plugin registered after
-    ``unregister_scheduler_plugin`` takes them over.
+    ``unregister_scheduler_plugin`` takes them over, and lifts those to workers that left meanwhile.
     """
     await dask_coded.register(c)
     a = _matrix(rows=4000, cols=100)
     y = c.persist(dask_coded.dot(da.from_array(a, chunks=(500, 100)), np.ones(100)))
     await wait(y)
     await replace(c)
-    if replace is _unregister_by_hand:
+    if replace is _unregister_by_hand and not register_after_the_loss:
         await dask_coded.register(c)
     (holder,) = s.tasks[y.__dask_keys__()[0]].who_has
     await next(w for w in workers if w.address == holder.address).close()
+    if register_after_the_loss:
+        await async_poll_for(lambda: holder.address not in s.workers, timeout=30)
+        await dask_coded.register(c)
     np.testing.assert_allclose(await c.compute(y), a.sum(axis=1), rtol=1e-10)
 
 
