@@ -188,6 +188,9 @@ def matdot_scaling(
         _decodable(bounds[r, c], [(float(np.trace(bounds[r, c])), 0)], condition, dtype)
         for r in range(bounds.shape[0])
         for c in range(bounds.shape[1])
+        # Every term zero (a zero or empty chunk): each product of this output is exactly zero, and so
+        # is its decode.
+        if bounds[r, c].any()
     )
     return OperandScaling(balance, -balance, carried=False, uncoded=not decodable)
 

@@ -576,15 +576,28 @@ def test_a_tiny_chunk_re_split_into_a_block_with_larger_ones_keeps_its_accuracy(
 
 
 @pytest.mark.parametrize(
-    "code", [dask_coded.PolynomialCode(2, 1, 4), dask_coded.PolynomialCode(2, 2, 6)], ids=repr
+    "code, a_chunks",
+    [
+        (dask_coded.PolynomialCode(2, 1, 4), (2, 6)),
+        (dask_coded.PolynomialCode(2, 2, 6), (2, 6)),
+        (dask_coded.PolynomialCode(2, 2, 6), ((3, 0, 3, 2), 6)),  # an empty chunk has nothing to judge
+        ("matdot", ((3, 0, 3, 2), 3)),
+        ("matdot", (2, 3)),  # with a zero row chunk: its products are exact zeros, so is its decode
+    ],
+    ids=repr,
 )
-def test_re_split_blocks_of_ordinary_data_stay_coded(code):
-    a = da.from_array(_data((8, 6), "float64", 0), chunks=(2, 6))
-    b = da.from_array(_data((6, 4), "float64", 1), chunks=(6, 1))
+def test_re_split_blocks_and_zero_chunks_of_ordinary_data_stay_coded(code, a_chunks):
+    """Measured (hostile review): a zero or empty chunk made the code compute uncoded."""
+    a = _data((8, 6), "float64", 0)
+    if a_chunks == (2, 3):
+        a[:2] = 0.0
+    a, b = da.from_array(a, chunks=a_chunks), da.from_array(_data((6, 4), "float64", 1), chunks=(6, 1))
     y = _check("dot", a, b, None, code=code)
     graph = dict(y.__dask_graph__())
     (scaling,) = dask.get(graph, [k for k in graph if str(k[0]).startswith(EXPONENTS)])
     assert not scaling.uncoded
+    if a_chunks == (2, 3):
+        np.testing.assert_array_equal(y.compute(scheduler="sync")[:2], 0.0)
 
 
 @pytest.mark.parametrize(
