@@ -484,11 +484,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             suspects.append(None if member is None else self._pinned.get(member.key))
         if not spec.max_errors:
             return
-        if ts.state in ("released", "waiting") and spec.suspects is None:
-            new_spec = dataclasses.replace(spec, suspects=tuple(suspects))
-            ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *ts.run_spec.args[1:])
         known = {i: w for i, w in enumerate(suspects) if w is not None}
         if not spec.code.is_recovery_set(range(spec.code.n), spec.max_errors, suspects=known):
+            # Counted by worker, even a healthy cluster would leave too few checks (every decode raised,
+            # measured): each member counts on its own, as without the plugin.
             remedy = (
                 "build the product while a client is connected (so dask_coded.dot sizes the code for "
                 "the cluster) or add workers"
@@ -498,9 +497,13 @@ class CodedSchedulerPlugin(SchedulerPlugin):
             self._warn_clients(
                 f"dask-coded: {spec.code!r} cannot correct max_errors={spec.max_errors} faulty "
                 f"workers on this cluster of {len(workers)}: its {spec.code.n} members share "
-                "workers, and a faulty worker gets all of its members wrong. Wrong results will "
-                f"raise DecodingError; {remedy}."
+                "workers, and a faulty worker gets all of its members wrong. Each member is checked "
+                f"on its own: a faulty worker's wrong results will raise DecodingError; {remedy}."
             )
+            return
+        if ts.state in ("released", "waiting") and spec.suspects is None:
+            new_spec = dataclasses.replace(spec, suspects=tuple(suspects))
+            ts.run_spec = CodedTask(ts.key, decode_block, new_spec, *ts.run_spec.args[1:])
 
     def _pin_beside(self, ts: Any, worker: str) -> None:
         """Pin ``ts`` to ``worker`` strictly, also where ``update_graph`` spread it there loosely."""

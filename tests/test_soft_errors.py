@@ -358,6 +358,27 @@ async def test_a_code_the_cluster_cannot_support_is_reported_at_submission(c, s,
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=CONFIG)
+async def test_a_code_the_cluster_cannot_check_by_worker_checks_each_member(c, s, *workers):
+    """Hostile review: MDS(16, 18) on 4 workers with max_errors=1 raised DecodingError with no fault.
+
+    Counted by worker (4-5 members each) two parities leave too few checks, so every decode raised;
+    each member now counts on its own, as without the plugin. A faulty worker still raises, loudly.
+    """
+    await dask_coded.register(c)
+    a = np.random.default_rng(0).random((800, 40))
+    x = np.random.default_rng(1).random(40)
+    coded = await c.persist(dask_coded.encode(da.from_array(a, chunks=(50, 40)), code=MDSCode(16, 18)))
+    with pytest.warns(dask_coded.DaskCodedWarning, match="Each member is checked on its own"):
+        result = await c.compute(dask_coded.dot(coded, x, max_errors=1))
+        await async_poll_for(lambda: s.plugins["dask-coded"]._warned, timeout=5)
+    np.testing.assert_allclose(result, a @ x, atol=1e-10 * np.abs(a @ x).max())
+    model = FaultModel(error_workers=(workers[1].address,), error_kind="noise", tasks="products")
+    await c.register_plugin(FaultInjector(model), name="faults")
+    with pytest.raises(dask_coded.DecodingError):
+        await c.compute(dask_coded.dot(coded, x, max_errors=1))
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 4, config=CONFIG)
 async def test_a_two_sided_code_longer_than_the_cluster_is_reported_with_its_remedy(c, s, *workers):
     """MatDot(m=3) with max_errors=1 has more members than the 4 workers: client-side sizing cannot help."""
     await dask_coded.register(c)
