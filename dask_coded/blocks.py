@@ -76,13 +76,13 @@ __all__ = [
     "ScaledBlock",
     "UncodedBlock",
     "aligned_block",
-    "replica_block",
     "block_equilibration",
     "block_max_abs",
     "checked_product_block",
     "chunk_cuts",
     "decode_block",
     "product_block",
+    "replica_block",
     "scaled_parity_block",
     "segment_bounds",
     "segment_equilibration",
@@ -432,7 +432,7 @@ def block_equilibration(k: int, *magnitudes: float, dtype: Any = None) -> Equili
     return Equilibration(found.exponents[:, 0], found.zeros[:, 0])  # one segment
 
 
-def at_least(data_blocks: Sequence[Any], dtype: Any = None) -> list[np.ndarray]:
+def _promoted(data_blocks: Sequence[Any], dtype: Any = None) -> list[np.ndarray]:
     """``data_blocks`` as arrays of at least ``dtype``'s precision (masks dropped: parities carry none).
 
     A chunk may be narrower than the array says it is (a float32 chunk from
@@ -442,7 +442,7 @@ def at_least(data_blocks: Sequence[Any], dtype: Any = None) -> list[np.ndarray]:
 
     Examples
     --------
-    >>> [b.dtype.name for b in at_least([np.ones(2, np.float32), np.ones(2, np.float32)], np.float64)]
+    >>> [b.dtype.name for b in _promoted([np.ones(2, np.float32), np.ones(2, np.float32)], np.float64)]
     ['float64', 'float64']
     """
     blocks = [np.asarray(b) for b in data_blocks]
@@ -459,9 +459,9 @@ def scaled_parity_block(
 
     ``equilibration=None`` computes it from ``data_blocks`` (when they are
     whole data blocks, not chunks of them). ``dtype``: at least this
-    precision, the array's (:func:`at_least`).
+    precision, the array's (:func:`_promoted`).
     """
-    blocks = at_least(data_blocks, dtype)
+    blocks = _promoted(data_blocks, dtype)
     if equilibration is None:
         magnitudes = np.array([max_abs(b) for b in blocks], dtype=np.float64)
         equilibration = Equilibration.from_max_abs(magnitudes, np.result_type(*blocks))
@@ -571,7 +571,7 @@ def segment_parity_block(
     (:func:`segment_max_abs`).
     """
     axis, bounds, cuts = segments
-    blocks = at_least(data_blocks, dtype)
+    blocks = _promoted(data_blocks, dtype)
     if equilibration is None:
         magnitudes = [
             segment_max_abs(axis, bounds, b, None if cuts is None else cuts[j]) for j, b in enumerate(blocks)
