@@ -126,6 +126,17 @@ def _is_parity_encode(ts: Any) -> bool:
     )
 
 
+def _loosen(scheduler: Any, tasks: Iterable[Any], why: str) -> None:
+    """Make ``tasks``' worker restrictions a preference; those left with no worker are scheduled again."""
+    recommendations = {}
+    for ts in tasks:
+        ts.loose_restrictions = True
+        if ts.state == "no-worker":
+            recommendations[ts.key] = "processing"
+    if recommendations:
+        scheduler.loop.add_callback(scheduler.transitions, recommendations, f"coded-{why}-{time.time()}")
+
+
 def _block_holders(member: Any) -> set[str]:
     """Workers holding ``member``'s coded block (its largest one, for a two-sided product)."""
     held = [d for d in member.dependencies if d.who_has and coded_block_index(d.key) is not None]
@@ -306,18 +317,10 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         :func:`unregister` calls it, since a removed plugin no longer
         lifts a pin when its worker leaves.
         """
-        recommendations = {}
-        for key in [*self._pinned, *self._kept_off]:
-            ts = self.scheduler.tasks.get(key)
-            if ts is not None and ts.worker_restrictions:
-                ts.loose_restrictions = True
-                if ts.state == "no-worker":
-                    recommendations[key] = "processing"
+        held = [self.scheduler.tasks.get(key) for key in [*self._pinned, *self._kept_off]]
+        _loosen(self.scheduler, [ts for ts in held if ts is not None and ts.worker_restrictions], "release")
         self._pinned.clear()
         self._kept_off.clear()
-        if recommendations:
-            stimulus = f"coded-release-{time.time()}"
-            self.scheduler.loop.add_callback(self.scheduler.transitions, recommendations, stimulus)
 
     def _check_backups(self, check: Callable[[], None]) -> None:
         # Removing a plugin (unregister_scheduler_plugin, or register() replacing it) does not tell it.
@@ -597,25 +600,20 @@ class CodedSchedulerPlugin(SchedulerPlugin):
         before it takes part.
         """
         scheduler = scheduler or self.scheduler
-        recommendations = {}
+        freed = []
         for key in [key for key, pinned in self._pinned.items() if pinned == worker]:
             del self._pinned[key]
             ts = scheduler.tasks.get(key)
             if ts is not None and ts.worker_restrictions == {worker}:
-                ts.loose_restrictions = True
-                if ts.state == "no-worker":
-                    recommendations[key] = "processing"
+                freed.append(ts)
         running = {ws.address for ws in scheduler.running} - {worker}
         for key in list(self._kept_off):
             ts = scheduler.tasks.get(key)
             if ts is None:
                 self._kept_off.discard(key)
             elif not ts.loose_restrictions and not (ts.worker_restrictions or set()) & running:
-                ts.loose_restrictions = True
-                if ts.state == "no-worker":
-                    recommendations[key] = "processing"
-        if recommendations:
-            scheduler.loop.add_callback(scheduler.transitions, recommendations, f"coded-unpin-{time.time()}")
+                freed.append(ts)
+        _loosen(scheduler, freed, "unpin")
 
     # -- early decode ----------------------------------------------------------
 

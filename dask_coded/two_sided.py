@@ -179,8 +179,11 @@ def matdot_scaling(
     balance = (left - block_equilibration(blocks, *maxima[split:], dtype=dtype).exponents) // 2
     # rows[r, j] and columns[c, l]: inner block j of A's row chunk r, and l of B's column chunk c, scaled.
     right_chunks = (len(lines) - split) // blocks
-    rows = _block_maxima(lines[:split], blocks, -balance).reshape(blocks, left_chunks, -1).swapaxes(0, 1)
-    columns = _block_maxima(lines[split:], blocks, balance).reshape(blocks, right_chunks, -1).swapaxes(0, 1)
+    # Each chunk's lines a segment of their own (lines run block by block, chunk by chunk within).
+    rows, _ = _segment_maxima(lines[:split], split, np.repeat(-balance, left_chunks))
+    columns, _ = _segment_maxima(lines[split:], len(lines) - split, np.repeat(balance, right_chunks))
+    rows = rows.reshape(blocks, left_chunks, -1).swapaxes(0, 1)
+    columns = columns.reshape(blocks, right_chunks, -1).swapaxes(0, 1)
     # Each output chunk A_r B_c is decoded from its own products, cancelling its own cross terms:
     # |A_rj B_lc| <= bounds[r, c, j, l].
     bounds = np.einsum("rjk,clk->rcjl", rows, columns)
@@ -193,16 +196,6 @@ def matdot_scaling(
         if bounds[r, c].any()
     )
     return OperandScaling(balance, -balance, carried=False, uncoded=not decodable)
-
-
-def _block_maxima(lines: Sequence[np.ndarray], blocks: int, exponents: np.ndarray) -> np.ndarray:
-    """``lines`` (runs of equal length, one run per block), each times ``2**exponents[j]``, zero-padded."""
-    runs = len(lines) // blocks
-    out = np.zeros((len(lines), max((line.size for line in lines), default=0)))
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN stays NaN; _decodable refuses it
-        for i, line in enumerate(lines):
-            out[i, : line.size] = np.ldexp(line, int(exponents[i // runs]))
-    return out
 
 
 def _segment_maxima(
